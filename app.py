@@ -1,0 +1,423 @@
+"""Korean speech in the browser: speech to text, speaker gender, conversation analysis (Gradio).
+
+A thin page on the `speech` package. Models load once at start; each is a local folder or a
+Hugging Face Hub repo id (owner/name[@revision]), and unset means the embedded default:
+
+  SPEECH_STT_MODEL             DeepSpeech2 model (default: checkpoints/ds2-ko)
+  SPEECH_LM                    KenLM for beam search (default: the LM shipped with the model, if any)
+  SPEECH_WHISPER_MODEL         CTranslate2 Whisper model; the Whisper engine is offered only when set
+  SPEECH_GENDER_MODEL          gender classifier (default: checkpoints/gender-ko)
+  SPEECH_MAX_SECONDS           longest input for speech to text and gender (default 300)
+  SPEECH_MAX_ANALYSIS_SECONDS  longest input for conversation analysis (default 3600)
+  SPEECH_CONCURRENCY           requests worked on at once (default 1); the others wait in the queue
+  SPEECH_QUEUE_SIZE            requests that may wait (default 32); beyond it the page says "busy"
+
+Run `python app.py`; GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose the address.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from speech.audio import (SAMPLE_RATE, AudioDecodeError, AudioError, AudioTooShortError, EmptyAudioError,
+                          SilentAudioError, audio_duration, load_audio)
+from speech.formats import format_duration, to_srt
+
+log = logging.getLogger("app")
+ROOT = Path(__file__).resolve().parent
+EXAMPLES = ROOT / "tests" / "fixtures" / "examples"
+ATTRIBUTION = ("예시 음성 · Example clips: [emotiontts_open_db](https://github.com/emotiontts/emotiontts_open_db) "
+               "(Selvas AI / KAIST), CC BY-NC-SA 4.0")
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    try:
+        return float(value) if value else default
+    except ValueError as e:
+        raise ValueError(f"{name}={value!r} is not a number of seconds") from e
+
+
+MAX_SECONDS = _env_float("SPEECH_MAX_SECONDS", 300)
+MAX_ANALYSIS_SECONDS = _env_float("SPEECH_MAX_ANALYSIS_SECONDS", 3600)
+
+
+# -- models --------------------------------------------------------------------------------------
+
+@dataclass
+class Models:
+    """Everything loaded at start. `problems` says, per feature, why it is unavailable."""
+    stt: dict = field(default_factory=dict)        # "ds2/greedy", "ds2/beam", "whisper" -> engine
+    gender: object = None
+    problems: dict = field(default_factory=dict)
+    locks: dict = field(default_factory=dict)      # one lock per model: decoders keep state
+
+    def lock(self, key: str) -> threading.Lock:
+        return self.locks.setdefault(key, threading.Lock())
+
+
+def _ref(name: str) -> Optional[str]:
+    return os.environ.get(name, "").strip() or None
+
+
+def load_models() -> Models:
+    from speech.gender import GenderClassifier
+    from speech.stt import load_engine
+
+    m = Models()
+    stt_ref = _ref("SPEECH_STT_MODEL")
+    for key, kwargs in (("ds2/greedy", dict(decoder="greedy")),
+                        ("ds2/beam", dict(decoder="beam", lm=_ref("SPEECH_LM")))):
+        try:
+            m.stt[key] = load_engine("ds2", model=stt_ref, **kwargs)
+        except (ValueError, OSError, ImportError) as e:
+            log.error("could not load %s (%s): %s", key, stt_ref or "default", e)
+            m.problems[key] = str(e)
+    whisper_ref = _ref("SPEECH_WHISPER_MODEL") or _ref("KOREAN_SPEECH_WHISPER")
+    if whisper_ref:
+        try:
+            m.stt["whisper"] = load_engine("whisper", model=whisper_ref)
+        except (ValueError, OSError, ImportError) as e:
+            log.error("could not load Whisper (%s): %s", whisper_ref, e)
+            m.problems["whisper"] = str(e)
+    else:
+        m.problems["whisper"] = "SPEECH_WHISPER_MODEL is not set"
+    try:
+        m.gender = GenderClassifier.load(_ref("SPEECH_GENDER_MODEL"))
+    except (ValueError, OSError) as e:
+        log.error("could not load the gender model: %s", e)
+        m.problems["gender"] = str(e)
+    return m
+
+
+def _model_name(model) -> str:
+    return getattr(model, "model_name", None) or (getattr(model, "config", None) or {}).get("name") \
+        or Path(str(getattr(model, "folder", "model"))).name
+
+
+# -- user input ----------------------------------------------------------------------------------
+
+def user_error(message: str, title: str) -> gr.Error:
+    """A message that stays on the page until closed: people look away while a model works."""
+    return gr.Error(message, title=title, duration=None, print_exception=False)
+
+
+NO_AUDIO = ("오디오가 없습니다. 마이크로 녹음하거나 파일을 올려 주세요. "
+            "No audio: record with the microphone or upload a file.")
+_AUDIO_PROBLEMS = [  # most specific first: NoSpeechError etc. subclass AudioError
+    (SilentAudioError, "소리가 녹음되지 않았습니다. 마이크가 켜져 있는지 확인해 주세요."),
+    (AudioTooShortError, "녹음이 너무 짧습니다. 한 문장 이상 말해 주세요."),
+    (EmptyAudioError, "오디오가 비어 있습니다."),
+    (AudioDecodeError, "파일을 오디오로 읽을 수 없습니다 (wav, mp3, m4a, ogg, flac, webm 등을 올려 주세요)."),
+    (AudioError, "이 오디오는 처리할 수 없습니다."),
+]
+
+
+def audio_problem(e: AudioError) -> gr.Error:
+    """A person's audio cannot be used: say why in Korean, then the library's English sentence."""
+    if type(e).__name__ == "NoSpeechError":
+        ko = "말소리를 찾지 못했습니다. 조용한 곳에서 다시 녹음해 주세요."
+    else:
+        ko = next(text for cls, text in _AUDIO_PROBLEMS if isinstance(e, cls))
+    return user_error(f"{ko} {e}", title="오디오 문제 · Audio problem")
+
+
+def too_long(seconds: float, limit: float) -> gr.Error:
+    limit_text = f"{int(limit) // 60}:{int(limit) % 60:02d}"
+    return user_error(f"오디오가 너무 깁니다 ({format_duration(seconds)}). 이 탭은 {limit_text}까지 처리합니다. "
+                      f"잘라서 올려 주세요. The audio is {format_duration(seconds)} long; this tab accepts up to "
+                      f"{limit_text} (minutes:seconds).", title="너무 긴 오디오 · Too long")
+
+
+def read_audio(path: Optional[str], limit: float):
+    """Gradio's file path -> 16 kHz float32 array, refusing long input before decoding it."""
+    if not path:
+        raise user_error(NO_AUDIO, title="오디오 없음 · No audio")
+    try:
+        seconds = audio_duration(path)  # from the header where the format has one
+        if seconds > limit:
+            raise too_long(seconds, limit)
+        audio = load_audio(path)
+    except AudioError as e:
+        raise audio_problem(e) from e
+    if len(audio) > limit * SAMPLE_RATE:
+        raise too_long(len(audio) / SAMPLE_RATE, limit)
+    return audio
+
+
+def friendly(fn):
+    """Anything unexpected becomes a short message in the page (and a traceback in the log)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except AudioError as e:
+            raise audio_problem(e) from e
+        except Exception as e:
+            log.exception("%s failed", fn.__name__)
+            raise user_error(f"처리 중 오류가 발생했습니다. 다시 시도해 주세요. Something went wrong: "
+                           f"{type(e).__name__}: {e}", title="오류 · Error") from e
+    return wrapper
+
+
+def _progress_callback(progress: gr.Progress, start: float = 0.0, span: float = 1.0):
+    words = {"detecting speech": "음성 구간 찾는 중 · detecting speech", "transcribing": "받아쓰는 중 · transcribing"}
+
+    def report(frac: float, desc: str = "") -> None:
+        progress(start + span * float(frac), desc=words.get(desc, desc))
+    return report
+
+
+def _out_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="speech-app-"))
+
+
+def _stem(path: str) -> str:
+    stem = Path(path).stem
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40] or "audio"
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+ENGINE_LABELS = {"ds2": "DeepSpeech2", "whisper": "Whisper"}
+
+
+def make_handlers(models: Models):
+    from speech import plots
+
+    def _engine(engine: str, decoder: str):
+        key = "whisper" if engine == "whisper" else f"ds2/{decoder}"
+        if key not in models.stt:
+            why = models.problems.get(key, "not loaded")
+            raise user_error(f"이 설정은 지금 사용할 수 없습니다 ({key}). This option is unavailable: {why}",
+                           title="모델 없음 · Model unavailable")
+        return key, models.stt[key]
+
+    @friendly
+    def transcribe(audio_path, engine="ds2", decoder="greedy", progress=gr.Progress()):
+        key, stt = _engine(engine or "ds2", decoder or "greedy")
+        progress(0.0, desc="오디오 읽는 중 · reading audio")
+        audio = read_audio(audio_path, MAX_SECONDS)
+        with models.lock(key):
+            result = stt.transcribe(audio, progress=_progress_callback(progress, 0.05, 0.85))
+        progress(0.92, desc="그림 그리는 중 · drawing")
+        text = result.text or "(말소리를 알아듣지 못했습니다 · no speech recognised)"
+        rows = [[format_duration(s.start), format_duration(s.end), s.text] for s in result.segments]
+        folder, stem = _out_dir(), _stem(audio_path)
+        txt, srt = folder / f"{stem}.txt", folder / f"{stem}.srt"
+        txt.write_text(result.text + "\n", encoding="utf-8")
+        srt.write_text(to_srt((s.start, s.end, s.text) for s in result.segments), encoding="utf-8")
+        figure = plots.spectrogram_figure(audio, SAMPLE_RATE, title="스펙트로그램 · Spectrogram")
+        info = (f"**{ENGINE_LABELS.get(result.engine, result.engine)}** · 모델 model `{result.model}` · "
+                f"디코더 decoder `{result.decoder}` · 길이 {format_duration(result.duration)} · "
+                f"처리 시간 processing {result.rtf * result.duration:.1f} s")
+        return text, rows, figure, info, [str(txt), str(srt)]
+
+    @friendly
+    def classify_gender(audio_path, progress=gr.Progress()):
+        if models.gender is None:
+            raise user_error(f"성별 모델을 불러오지 못했습니다. The gender model is unavailable: "
+                           f"{models.problems.get('gender')}", title="모델 없음 · Model unavailable")
+        progress(0.0, desc="오디오 읽는 중 · reading audio")
+        audio = read_audio(audio_path, MAX_SECONDS)
+        progress(0.2, desc="목소리 분석 중 · classifying")
+        with models.lock("gender"):
+            result = models.gender.predict(audio)
+        progress(0.6, desc="음높이 계산 중 · pitch")
+        pitch = plots.pitch_track(audio, SAMPLE_RATE)
+        figure = plots.spectrogram_figure(audio, SAMPLE_RATE, pitch=pitch,
+                                          title="스펙트로그램과 음높이 · Spectrogram and pitch")
+        label = {"여성 · female": result.probabilities["female"], "남성 · male": result.probabilities["male"]}
+        ko = {"female": "여성", "male": "남성"}[result.label]
+        info = (f"**{ko} ({result.label})** · {result.probabilities[result.label]:.0%} · "
+                f"말소리 speech {format_duration(result.speech)} / 전체 {format_duration(result.duration)} · "
+                f"모델 model `{_model_name(models.gender)}`")
+        return label, figure, info
+
+    @friendly
+    def analyze_conversation(audio_path, with_text=False, progress=gr.Progress()):
+        from speech.analysis import analyze
+
+        if models.gender is None:
+            raise user_error(f"성별 모델을 불러오지 못했습니다. The gender model is unavailable: "
+                           f"{models.problems.get('gender')}", title="모델 없음 · Model unavailable")
+        stt = models.stt.get("ds2/greedy") if with_text else None
+        if with_text and stt is None:
+            raise user_error(f"음성 인식 모델이 없어 받아쓸 수 없습니다. No speech-to-text model: "
+                           f"{models.problems.get('ds2/greedy')}", title="모델 없음 · Model unavailable")
+        progress(0.0, desc="오디오 읽는 중 · reading audio")
+        audio = read_audio(audio_path, MAX_ANALYSIS_SECONDS)
+        with models.lock("gender"), models.lock("ds2/greedy"):
+            report = analyze(audio, models.gender, stt=stt, progress=_progress_callback(progress, 0.05, 0.85))
+        progress(0.92, desc="그림 그리는 중 · drawing")
+        folder, stem = _out_dir(), _stem(audio_path)
+        files = []
+        for ext, text in (("json", report.to_json()), ("csv", report.to_csv()), ("srt", report.to_srt())):
+            path = folder / f"{stem}.{ext}"
+            path.write_text(text, encoding="utf-8")
+            files.append(str(path))
+        return summary_markdown(report), plots.timeline_figure(report), turn_rows(report, with_text), files
+
+    return transcribe, classify_gender, analyze_conversation
+
+
+def summary_markdown(report) -> str:
+    return str(report)
+
+
+def turn_rows(report, with_text: bool) -> list:
+    return []
+
+
+# -- page ----------------------------------------------------------------------------------------
+
+CSS = """
+.gradio-container { max-width: 1180px !important; margin: auto; }
+#title h1 { margin-bottom: 0.2em; }
+.note { font-size: 0.9em; opacity: 0.8; }
+"""
+
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose", neutral_hue="slate",
+                       # Local fonts only: a Space visitor without Google Fonts (or a test machine offline) still gets Hangul.
+                       font=["Noto Sans KR", "Noto Sans CJK KR", "Apple SD Gothic Neo", "Malgun Gothic", "sans-serif"],
+                       font_mono=["Noto Sans Mono CJK KR", "ui-monospace", "monospace"])
+
+
+def _audio_input(elem_id: str) -> gr.Audio:
+    return gr.Audio(sources=["microphone", "upload"], type="filepath", elem_id=elem_id,
+                    label="음성 · Audio")
+
+
+def _examples(audio: gr.Audio, names: list[tuple[str, str]]) -> None:
+    found = [(EXAMPLES / f, label) for f, label in names if (EXAMPLES / f).exists()]
+    if found:
+        gr.Examples([[str(p)] for p, _ in found], inputs=[audio], example_labels=[lab for _, lab in found],
+                    label="예시 · Examples")
+        gr.Markdown(ATTRIBUTION, elem_classes="note")
+
+
+SHORT_EXAMPLES = [("ko_female_ava00013.flac", "여성 화자 · female, 6 s"),
+                  ("ko_male_pmi00003.flac", "남성 화자 · male, 4 s")]
+FAMILY_EXAMPLE = [("family_conversation.ogg", "가족 대화 · family conversation, 2 min")]
+
+
+def build_demo(models: Models) -> gr.Blocks:
+    transcribe, classify_gender, analyze_conversation = make_handlers(models)
+    engines = [(f"DeepSpeech2 · {_model_name(models.stt[k])}", "ds2")
+               for k in ("ds2/greedy", "ds2/beam") if k in models.stt][:1]
+    if "whisper" in models.stt:
+        engines.append((f"Whisper · {_model_name(models.stt['whisper'])}", "whisper"))
+    decoders = [(label, d) for d, label in (("greedy", "빠른 디코딩 · greedy"), ("beam", "빔 탐색 + 언어 모델 · beam + LM"))
+                if f"ds2/{d}" in models.stt]
+    whisper_note = ("Whisper: `SPEECH_WHISPER_MODEL` 환경 변수에 모델을 지정하면 선택할 수 있습니다 "
+                    "(set SPEECH_WHISPER_MODEL to offer it)." if "whisper" not in models.stt else "")
+
+    with gr.Blocks(title="한국어 음성 분석 · Korean Speech") as demo:
+        gr.Markdown("# 한국어 음성 분석 · Korean Speech\n"
+                    "녹음하거나 파일을 올리면 받아쓰기, 화자 성별, 대화 속 여성·남성 발화 비율을 알려 드립니다. "
+                    "Record or upload Korean speech: transcript, speaker gender, and who talks how much.",
+                    elem_id="title")
+        with gr.Tabs():
+            with gr.Tab("음성 인식 · Speech to text", id="stt"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        stt_audio = _audio_input("stt_audio")
+                        with gr.Group():
+                            stt_engine = gr.Dropdown(engines, value=engines[0][1] if engines else None,
+                                                     label="엔진 · Engine", elem_id="stt_engine")
+                            stt_decoder = gr.Radio(decoders, value=decoders[0][1] if decoders else None,
+                                                   label="디코딩 · Decoding (DeepSpeech2)",
+                                                   info="빔 탐색은 느리지만 대개 더 정확합니다 · beam search is "
+                                                        "slower, usually more accurate",
+                                                   elem_id="stt_decoder")
+                        if whisper_note:
+                            gr.Markdown(whisper_note, elem_classes="note")
+                        stt_btn = gr.Button("받아쓰기 · Transcribe", variant="primary", elem_id="stt_btn")
+                        _examples(stt_audio, SHORT_EXAMPLES)
+                    with gr.Column(scale=3):
+                        stt_text = gr.Textbox(label="받아쓴 글 · Transcript", lines=3, buttons=["copy"],
+                                              elem_id="stt_text")
+                        stt_info = gr.Markdown(elem_id="stt_info")
+                        stt_segments = gr.Dataframe(headers=["시작 start", "끝 end", "문장 text"],
+                                                    label="구간 · Segments", interactive=False, wrap=True,
+                                                    column_widths=["15%", "15%", "70%"], elem_id="stt_segments")
+                        stt_files = gr.File(label="내려받기 · Download (TXT, SRT)", file_count="multiple",
+                                            interactive=False, elem_id="stt_files")
+                stt_plot = gr.Plot(label="스펙트로그램 · Spectrogram", elem_id="stt_plot")
+                stt_btn.click(transcribe, [stt_audio, stt_engine, stt_decoder],
+                              [stt_text, stt_segments, stt_plot, stt_info, stt_files],
+                              api_name="transcribe", concurrency_id="models")
+                if "whisper" in models.stt:  # Whisper decodes its own way: the DS2 decoder choice does not apply
+                    stt_engine.change(lambda e: gr.Radio(interactive=e == "ds2"), stt_engine, stt_decoder,
+                                      queue=False, api_visibility="private")
+
+            with gr.Tab("성별 분류 · Gender", id="gender"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        g_audio = _audio_input("gender_audio")
+                        g_btn = gr.Button("성별 분류 · Classify", variant="primary", elem_id="gender_btn")
+                        _examples(g_audio, SHORT_EXAMPLES)
+                    with gr.Column(scale=3):
+                        g_label = gr.Label(label="성별 · Gender", num_top_classes=2, elem_id="gender_label")
+                        g_info = gr.Markdown(elem_id="gender_info")
+                g_plot = gr.Plot(label="스펙트로그램과 음높이 · Spectrogram and pitch", elem_id="gender_plot")
+                g_btn.click(classify_gender, [g_audio], [g_label, g_plot, g_info],
+                            api_name="gender", concurrency_id="models")
+
+            with gr.Tab("대화 분석 · Conversation", id="conversation"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        c_audio = _audio_input("conv_audio")
+                        c_text = gr.Checkbox(label="발화마다 받아쓰기 · Transcribe each turn (slower)",
+                                             elem_id="conv_text")
+                        c_btn = gr.Button("대화 분석 · Analyze", variant="primary", elem_id="conv_btn")
+                        _examples(c_audio, FAMILY_EXAMPLE + SHORT_EXAMPLES[:1])
+                    with gr.Column(scale=3):
+                        c_summary = gr.Markdown(elem_id="conv_summary")
+                        c_files = gr.File(label="내려받기 · Download (JSON, CSV, SRT)", file_count="multiple",
+                                          interactive=False, elem_id="conv_files")
+                c_plot = gr.Plot(label="타임라인 · Timeline", elem_id="conv_plot")
+                c_turns = gr.Dataframe(label="발화 · Turns", interactive=False, wrap=True, elem_id="conv_turns")
+                c_btn.click(analyze_conversation, [c_audio, c_text], [c_summary, c_plot, c_turns, c_files],
+                            api_name="analyze", concurrency_id="models")
+
+        gr.Markdown(models_markdown(models), elem_classes="note", elem_id="models")
+    return demo
+
+
+def models_markdown(models: Models) -> str:
+    lines = []
+    for key, engine in models.stt.items():
+        lines.append(f"`{key}`: {_model_name(engine)}")
+    if models.gender is not None:
+        lines.append(f"`gender`: {_model_name(models.gender)}")
+    missing = [f"`{k}`: {v}" for k, v in models.problems.items() if k != "whisper"]
+    text = "**모델 · Models** — " + " · ".join(lines)
+    if missing:
+        text += "\n\n**사용할 수 없음 · Unavailable** — " + " · ".join(missing)
+    return text + (f"\n\n최대 길이 · Length limits: 음성 인식·성별 {_minutes(MAX_SECONDS)}, "
+                   f"대화 분석 {_minutes(MAX_ANALYSIS_SECONDS)}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g}분 ({seconds / 60:g} min)" if seconds >= 60 else f"{seconds:g}초 ({seconds:g} s)"
+
+
+models = load_models()
+demo = build_demo(models)
+demo.queue(default_concurrency_limit=int(_env_float("SPEECH_CONCURRENCY", 1)),
+           max_size=int(_env_float("SPEECH_QUEUE_SIZE", 32)))
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    demo.launch(theme=THEME, css=CSS, allowed_paths=[str(EXAMPLES)], max_file_size="200mb")

@@ -1,0 +1,193 @@
+"""Audio in: any common file, bytes, or a (sample_rate, array) pair -> 16 kHz mono float32.
+
+One place for the audio constants. Decoding order: soundfile (wav, flac, ogg/vorbis/opus, mp3 in
+libsndfile >= 1.1), raw KsponSpeech .pcm, then the ffmpeg command line (m4a, webm, aac, ...).
+Every failure a user can cause becomes an `AudioError` subclass with a plain sentence.
+"""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Iterator, Union
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 16000
+MIN_DURATION = 0.1          # seconds; shorter input cannot hold a syllable
+SILENCE_PEAK = 1e-4         # |x| below this everywhere (-80 dBFS) counts as digital silence
+PCM_SAMPLE_RATE = 16000     # KsponSpeech .pcm: headerless 16 kHz 16-bit mono little-endian
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, tuple, np.ndarray]
+
+
+class AudioError(ValueError):
+    """Input audio a person supplied cannot be used; str(e) is a sentence for that person."""
+
+
+class AudioDecodeError(AudioError):
+    pass
+
+
+class EmptyAudioError(AudioError):
+    pass
+
+
+class AudioTooShortError(AudioError):
+    pass
+
+
+class SilentAudioError(AudioError):
+    pass
+
+
+def _to_float_mono(data: np.ndarray) -> np.ndarray:
+    """int or float samples, (N,) or (N, C) or (C, N) -> float32 (N,) in [-1, 1]."""
+    data = np.asarray(data)
+    if data.dtype.kind == "i":
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
+    elif data.dtype.kind == "u":
+        info = np.iinfo(data.dtype)
+        mid = (info.max + 1) / 2
+        data = (data.astype(np.float32) - mid) / mid
+    elif data.dtype.kind == "f":
+        data = data.astype(np.float32, copy=False)
+    else:
+        raise AudioDecodeError(f"Audio samples of type {data.dtype} are not supported.")
+    if data.ndim == 2:
+        # Gradio and soundfile give (N, C); some libraries give (C, N) with few channels.
+        if data.shape[0] <= 8 and data.shape[1] > data.shape[0]:
+            data = data.T
+        data = data.mean(axis=1)
+    elif data.ndim != 1:
+        raise AudioDecodeError(f"Audio array must be 1-D or 2-D, got shape {data.shape}.")
+    return np.ascontiguousarray(data, dtype=np.float32)
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    if orig_sr == target_sr:
+        return audio.astype(np.float32, copy=False)
+    if orig_sr <= 0:
+        raise AudioDecodeError(f"Invalid sample rate {orig_sr}.")
+    import soxr
+
+    return soxr.resample(audio, orig_sr, target_sr).astype(np.float32, copy=False)
+
+
+def _ffmpeg_decode(src: Union[str, bytes], sr: int) -> np.ndarray:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise AudioDecodeError(
+            "This audio format needs ffmpeg, which is not installed (apt-get install ffmpeg).")
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
+           "-i", src if isinstance(src, str) else "pipe:0",
+           "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
+    try:
+        proc = subprocess.run(cmd, input=src if isinstance(src, bytes) else None,
+                              capture_output=True, timeout=3600)
+    except subprocess.TimeoutExpired as e:
+        raise AudioDecodeError("Decoding the audio took too long; the file may be damaged.") from e
+    if proc.returncode != 0:
+        raise AudioDecodeError("The file could not be read as audio (unknown format or damaged file).")
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+
+
+def _decode_file(path: Path, sr: int) -> np.ndarray:
+    if not path.exists():
+        raise AudioDecodeError(f"No such audio file: {path}")
+    if path.is_dir():
+        raise AudioDecodeError(f"{path} is a folder, not an audio file.")
+    if path.stat().st_size == 0:
+        raise EmptyAudioError(f"The file {path.name} is empty.")
+    if path.suffix.lower() == ".pcm":
+        raw = np.fromfile(path, dtype="<i2")
+        return resample(_to_float_mono(raw), PCM_SAMPLE_RATE, sr)
+    try:
+        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception:  # libsndfile does not know the container: let ffmpeg try
+        return _ffmpeg_decode(str(path), sr)
+    return resample(_to_float_mono(data), file_sr, sr)
+
+
+def _decode_bytes(blob: bytes, sr: int) -> np.ndarray:
+    if len(blob) == 0:
+        raise EmptyAudioError("The audio data is empty.")
+    try:
+        data, file_sr = sf.read(io.BytesIO(blob), dtype="float32", always_2d=True)
+    except Exception:
+        return _ffmpeg_decode(bytes(blob), sr)
+    return resample(_to_float_mono(data), file_sr, sr)
+
+
+def decode_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode without any content checks. A bare ndarray is taken as already at `sr`."""
+    if source is None:
+        raise EmptyAudioError("No audio was given.")
+    if isinstance(source, (bytes, bytearray)):
+        audio = _decode_bytes(bytes(source), sr)
+    elif isinstance(source, tuple):
+        if len(source) != 2:
+            raise AudioDecodeError("Audio as a tuple must be (sample_rate, samples).")
+        a, b = source
+        src_sr, data = (a, b) if np.isscalar(a) else (b, a)  # Gradio: (sr, data)
+        data = _to_float_mono(np.asarray(data))
+        audio = resample(data, int(src_sr), sr)
+    elif isinstance(source, np.ndarray):
+        audio = _to_float_mono(source)
+    else:
+        audio = _decode_file(Path(source), sr)
+    if not np.all(np.isfinite(audio)):
+        raise AudioDecodeError("The audio contains invalid (NaN or infinite) samples.")
+    return audio
+
+
+def check_audio(audio: np.ndarray, sr: int = SAMPLE_RATE, min_duration: float = MIN_DURATION) -> None:
+    if audio.size == 0:
+        raise EmptyAudioError("The audio holds no samples.")
+    if audio.size < min_duration * sr:
+        raise AudioTooShortError(
+            f"The audio is too short ({audio.size / sr:.2f} s); at least {min_duration:g} s is needed.")
+    if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+        raise SilentAudioError("The audio is silent: no sound was recorded.")
+
+
+def load_audio(source: AudioSource, sr: int = SAMPLE_RATE, *, min_duration: float = MIN_DURATION,
+               check: bool = True) -> np.ndarray:
+    """Any supported input -> float32 mono at `sr`, peak-limited to [-1, 1].
+
+    With `check`, empty, too-short and digitally silent input raise an `AudioError`.
+    """
+    audio = decode_audio(source, sr)
+    if check:
+        check_audio(audio, sr, min_duration)
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak > 1.0:  # float input outside [-1, 1] (e.g. int16 values stored as float)
+        audio = audio / peak
+    return audio
+
+
+def audio_duration(path: Union[str, os.PathLike]) -> float:
+    """Duration in seconds from the header where possible (no full decode)."""
+    path = Path(path)
+    if path.suffix.lower() == ".pcm":
+        return path.stat().st_size / (2 * PCM_SAMPLE_RATE)
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:
+        return decode_audio(path).size / SAMPLE_RATE
+
+
+def chunk_spans(n_samples: int, chunk: int, overlap: int = 0) -> Iterator[tuple[int, int]]:
+    """(start, end) sample spans covering [0, n_samples) with `overlap` samples shared."""
+    if chunk <= overlap:
+        raise ValueError("chunk must be longer than overlap")
+    start = 0
+    while start < n_samples:
+        end = min(start + chunk, n_samples)
+        yield start, end
+        if end == n_samples:
+            break
+        start = end - overlap

@@ -1,0 +1,95 @@
+"""Command line: `python -m speech COMMAND ...` (transcribe, gender, analyze)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .audio import AudioError
+
+log = logging.getLogger("speech")
+
+
+def _progress_iter(items, desc: str, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", file=sys.stderr)
+
+
+def _fail(path, err) -> None:
+    print(f"error: {path}: {err}", file=sys.stderr)
+
+
+# -- transcribe --------------------------------------------------------------------------------
+
+def add_transcribe(sub):
+    p = sub.add_parser("transcribe", help="speech to text", description="Transcribe Korean speech.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, m4a, webm, pcm, ...)")
+    p.add_argument("--engine", default="ds2", choices=["ds2", "whisper"], help="recognition engine (default ds2)")
+    p.add_argument("--model", default=None, help="local folder, Hub repo id (owner/name[@revision]) or 'default'")
+    p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"], help="CTC decoder (ds2)")
+    p.add_argument("--lm", default=None, help="KenLM model for --decoder beam (default: the model's shipped LM)")
+    p.add_argument("--beam-size", type=int, default=32)
+    p.add_argument("--format", default="text", choices=["text", "jsonl", "srt", "vtt"])
+    p.add_argument("--words", action="store_true", help="include word timestamps in jsonl")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_transcribe)
+
+
+def cmd_transcribe(args) -> int:
+    from .formats import to_srt, to_vtt
+    from .stt import load_engine
+
+    kwargs = {}
+    if args.engine == "ds2":
+        kwargs = dict(decoder=args.decoder, lm=args.lm, beam_size=args.beam_size)
+    elif args.decoder != "greedy" or args.lm:
+        print("error: --decoder/--lm apply to the ds2 engine only", file=sys.stderr)
+        return 2
+    try:
+        engine = load_engine(args.engine, model=args.model, **kwargs)
+    except (ValueError, OSError) as e:
+        print(f"error: could not load the {args.engine} model: {e}", file=sys.stderr)
+        return 2
+    show = not args.no_progress and (len(args.files) > 1) and sys.stderr.isatty()
+    failed = 0
+    for path in _progress_iter(args.files, "transcribing", show):
+        try:
+            result = engine.transcribe(path)
+        except (AudioError, OSError) as e:
+            _fail(path, e)
+            failed += 1
+            continue
+        items = [(s.start, s.end, s.text) for s in result.segments]
+        if args.format == "text":
+            print(result.text if len(args.files) == 1 else f"{path}\t{result.text}", flush=True)
+        elif args.format == "jsonl":
+            print(json.dumps({"path": str(path), **result.to_dict(words=args.words)}, ensure_ascii=False), flush=True)
+        elif args.format == "srt":
+            print(to_srt(items), flush=True)
+        else:
+            print(to_vtt(items), flush=True)
+    return 1 if failed else 0
+
+
+COMMANDS = [add_transcribe]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m speech", description="Korean speech: transcription, speaker gender, conversation analysis.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    return args.func(args)

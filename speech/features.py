@@ -1,0 +1,125 @@
+"""Acoustic features: one frozen config, one pure function, used by training, evaluation, CLI and app.
+
+The config is saved in every checkpoint, so a model always gets the features it was trained on.
+`compute_features` works on one waveform or a padded batch; with `lengths` the per-utterance
+normalisation uses only the valid frames, so an utterance gives the same features alone and padded.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from typing import Optional
+
+import numpy as np
+import torch
+import torchaudio
+
+from .audio import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = SAMPLE_RATE
+    kind: str = "logmel"            # "logmel" or "linear" (the study's 161-bin spectrogram)
+    n_fft: int = 400
+    win_length: int = 400           # 25 ms
+    hop_length: int = 160           # 10 ms
+    window: str = "hann"            # "hann" or "hamming"
+    periodic_window: bool = True    # False: symmetric window (scipy's default, the study's features)
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: Optional[float] = None
+    power: float = 2.0              # 1.0 = magnitude, 2.0 = power
+    log: str = "log"                # "log" (log(x + eps)) or "log1p"
+    log_eps: float = 1e-6
+    center: bool = True
+    pad_mode: str = "constant"      # zero padding: an utterance gives the same frames alone and padded
+    normalize: str = "per_bin"      # "per_bin" (mean/std per feature over time), "global" (one mean/std), "none"
+
+    def __post_init__(self):
+        if self.kind not in ("logmel", "linear"):
+            raise ValueError(f"FeatureConfig.kind must be 'logmel' or 'linear', got {self.kind!r}")
+        if self.window not in ("hann", "hamming"):
+            raise ValueError(f"FeatureConfig.window must be 'hann' or 'hamming', got {self.window!r}")
+        if self.log not in ("log", "log1p"):
+            raise ValueError(f"FeatureConfig.log must be 'log' or 'log1p', got {self.log!r}")
+        if self.normalize not in ("per_bin", "global", "none"):
+            raise ValueError(f"FeatureConfig.normalize must be 'per_bin', 'global' or 'none', got {self.normalize!r}")
+        if self.win_length > self.n_fft:
+            raise ValueError("FeatureConfig.win_length must not exceed n_fft")
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1
+
+    @property
+    def frame_shift(self) -> float:
+        return self.hop_length / self.sample_rate
+
+    def num_frames(self, n_samples):
+        """Frames produced for `n_samples` samples (int or LongTensor)."""
+        if self.center:
+            return n_samples // self.hop_length + 1
+        return (n_samples - self.n_fft) // self.hop_length + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"Unknown feature settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+@lru_cache(maxsize=8)
+def _transforms(cfg: FeatureConfig) -> torch.nn.Module:
+    window_fn = torch.hann_window if cfg.window == "hann" else torch.hamming_window
+    spec = torchaudio.transforms.Spectrogram(
+        n_fft=cfg.n_fft, win_length=cfg.win_length, hop_length=cfg.hop_length, window_fn=window_fn,
+        power=cfg.power, center=cfg.center, pad_mode=cfg.pad_mode, wkwargs={"periodic": cfg.periodic_window})
+    if cfg.kind == "linear":
+        return spec
+    mel = torchaudio.transforms.MelScale(
+        n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, f_min=cfg.f_min, f_max=cfg.f_max,
+        n_stft=cfg.n_fft // 2 + 1, norm="slaney", mel_scale="slaney")
+    return torch.nn.Sequential(spec, mel)
+
+
+def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] = None):
+    """Waveform(s) at cfg.sample_rate -> features.
+
+    audio: (N,) array/tensor -> (T, F); or (B, N) padded batch with `lengths` (B,) in samples
+    -> ((B, T, F), frame_lengths (B,)). Runs on the input's device.
+    """
+    single = False
+    if isinstance(audio, np.ndarray):
+        audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    if audio.dim() == 1:
+        single = True
+        audio = audio.unsqueeze(0)
+    if lengths is None:
+        lengths = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long, device=audio.device)
+    tf = _transforms(cfg).to(audio.device)
+    with torch.autocast(device_type=audio.device.type, enabled=False):
+        x = tf(audio.float())                                   # (B, F, T)
+        x = torch.log1p(x) if cfg.log == "log1p" else torch.log(x + cfg.log_eps)
+        frame_lengths = cfg.num_frames(lengths).clamp(min=1, max=x.shape[-1])
+        mask = torch.arange(x.shape[-1], device=x.device)[None, :] < frame_lengths[:, None]  # (B, T)
+        m = mask[:, None, :].to(x.dtype)
+        if cfg.normalize != "none":
+            if cfg.normalize == "per_bin":
+                n = frame_lengths[:, None, None].to(x.dtype)
+                mean = (x * m).sum(-1, keepdim=True) / n
+                var = (((x - mean) * m) ** 2).sum(-1, keepdim=True) / (n - 1).clamp(min=1)
+            else:
+                n = (frame_lengths * x.shape[1])[:, None, None].to(x.dtype)
+                mean = (x * m).sum((1, 2), keepdim=True) / n
+                var = (((x - mean) * m) ** 2).sum((1, 2), keepdim=True) / (n - 1).clamp(min=1)
+            x = (x - mean) / (var.sqrt() + 1e-5)
+        x = (x * m).transpose(1, 2).contiguous()                # (B, F, T) -> (B, T, F), zero padding
+    if single:
+        return x[0]
+    return x, frame_lengths

@@ -1,0 +1,193 @@
+"""Speech-to-text engines behind one interface: `engine.transcribe(audio) -> Transcript`.
+
+`load_engine("ds2", model=REF, decoder="greedy"|"beam", lm=PATH)` gives DeepSpeech2;
+`load_engine("whisper", model=REF)` gives Whisper (faster-whisper), imported only when asked for.
+Long input is cut into speech regions by the VAD (at most `max_window` seconds each), so memory
+stays bounded and timestamps stay in the original timeline.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, AudioSource, load_audio
+from .checkpoint import load_release
+from .decoding import GreedyDecoder, Hypothesis
+from .features import FeatureConfig, compute_features
+from .hub import resolve_model
+from .models.deepspeech2 import DeepSpeech2, DS2Dims
+from .text import SPACE, tokenizer_from_dict
+
+ENGINES = ("ds2", "whisper")
+DECODERS = ("greedy", "beam")
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: list = field(default_factory=list)
+
+
+@dataclass
+class Transcript:
+    text: str
+    segments: list
+    duration: float
+    rtf: float
+    engine: str
+    model: str
+    decoder: str
+
+    def to_dict(self, words: bool = False) -> dict:
+        d = asdict(self)
+        if not words:
+            for s in d["segments"]:
+                s.pop("words", None)
+        return d
+
+
+def load_ds2(ref: Optional[str] = None, token: Optional[str] = None):
+    """-> (model in eval mode, tokenizer, FeatureConfig, config dict, folder)."""
+    folder = resolve_model(ref, "stt", token=token)
+    state, config = load_release(folder, expected_type="deepspeech2")
+    dims = DS2Dims.from_dict(config["dims"])
+    model = DeepSpeech2(dims)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model, tokenizer_from_dict(config["tokenizer"]), FeatureConfig.from_dict(config["features"]), config, folder
+
+
+def hypothesis_to_words(hyp: Hypothesis, tokenizer, frame_seconds: float, offset: float = 0.0) -> list[Word]:
+    """Split token ids at SPACE into words; a word spans its first to its last token's frame."""
+    space = tokenizer.tokens.index(SPACE)
+    words, ids, frames = [], [], []
+
+    def flush():
+        if ids:
+            text = tokenizer.decode(ids)
+            if text:
+                words.append(Word(offset + frames[0] * frame_seconds, offset + (frames[-1] + 1) * frame_seconds, text))
+        ids.clear()
+        frames.clear()
+
+    for i, f in zip(hyp.ids, hyp.frames):
+        if i == space:
+            flush()
+        else:
+            ids.append(i)
+            frames.append(f)
+    flush()
+    return words
+
+
+def words_to_segments(words: list[Word], max_gap: float = 0.8, max_len: float = 12.0) -> list[Segment]:
+    segments: list[Segment] = []
+    for w in words:
+        s = segments[-1] if segments else None
+        if s is None or w.start - s.end > max_gap or w.end - s.start > max_len:
+            segments.append(Segment(w.start, w.end, w.text, [w]))
+        else:
+            s.end = w.end
+            s.text += " " + w.text
+            s.words.append(w)
+    return segments
+
+
+class DS2Engine:
+    name = "ds2"
+
+    def __init__(self, model: Optional[str] = None, decoder: str = "greedy", lm: Optional[str] = None,
+                 beam_size: int = 32, lm_weight: Optional[float] = None, word_score: Optional[float] = None,
+                 max_window: float = 30.0, batch_size: int = 8, token: Optional[str] = None):
+        if decoder not in DECODERS:
+            raise ValueError(f"Unknown decoder {decoder!r}; decoders = {list(DECODERS)}")
+        self.model, self.tokenizer, self.features, self.config, self.folder = load_ds2(model, token)
+        self.model_name = self.config.get("name") or Path(self.folder).name
+        self.frame_seconds = self.features.frame_shift * self.model.dims.time_stride
+        self.max_window = max_window
+        self.batch_size = batch_size
+        if decoder == "greedy":
+            self.decoder = GreedyDecoder()
+        else:
+            from .beam import BeamSearchDecoder
+
+            lm_path = lm if lm is not None else _shipped_lm(self.folder, self.config)
+            kw = {k: v for k, v in (("lm_weight", lm_weight), ("word_score", word_score)) if v is not None}
+            self.decoder = BeamSearchDecoder(self.tokenizer, lm_path=lm_path, beam_size=beam_size,
+                                             **{**self.config.get("decoder", {}).get("beam", {}), **kw})
+        self.decoder_name = getattr(self.decoder, "name", decoder)
+
+    @torch.inference_mode()
+    def log_probs(self, chunks: list[np.ndarray]) -> list[torch.Tensor]:
+        """Waveforms -> per-utterance (T', V) log-probabilities, batched by length."""
+        out: list[Optional[torch.Tensor]] = [None] * len(chunks)
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b:b + self.batch_size]
+            lengths = torch.tensor([len(chunks[i]) for i in idx])
+            wav = torch.zeros(len(idx), int(lengths.max()))
+            for row, i in enumerate(idx):
+                wav[row, :len(chunks[i])] = torch.from_numpy(chunks[i])
+            feats, frames = compute_features(wav, self.features, lengths)
+            lp, out_len = self.model(feats, frames)
+            for row, i in enumerate(idx):
+                out[i] = lp[row, :out_len[row]]
+        return out
+
+    def transcribe(self, source: AudioSource, progress: Optional[Callable[[float, str], None]] = None) -> Transcript:
+        t0 = time.perf_counter()
+        audio = load_audio(source)
+        duration = len(audio) / SAMPLE_RATE
+        if duration <= self.max_window:
+            spans = [(0.0, duration)]
+        else:
+            from .vad import speech_spans
+
+            if progress:
+                progress(0.0, "detecting speech")
+            spans = speech_spans(audio, max_span=self.max_window)
+        words: list[Word] = []
+        step = max(1, self.batch_size)
+        for b in range(0, len(spans), step):
+            group = spans[b:b + step]
+            chunks = [audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in group]
+            for (s, _), lp in zip(group, self.log_probs(chunks)):
+                words += hypothesis_to_words(self.decoder.decode(lp), self.tokenizer, self.frame_seconds, s)
+            if progress:
+                progress(min(1.0, (b + len(group)) / len(spans)), "transcribing")
+        segments = words_to_segments(words)
+        elapsed = time.perf_counter() - t0
+        return Transcript(text=" ".join(s.text for s in segments), segments=segments, duration=duration,
+                          rtf=elapsed / max(duration, 1e-9), engine=self.name, model=self.model_name,
+                          decoder=self.decoder_name)
+
+
+def _shipped_lm(folder: Path, config: dict) -> Optional[str]:
+    name = config.get("decoder", {}).get("lm")
+    if name and (Path(folder) / name).exists():
+        return str(Path(folder) / name)
+    return None
+
+
+def load_engine(engine: str = "ds2", model: Optional[str] = None, **kwargs):
+    if engine == "ds2":
+        return DS2Engine(model=model, **kwargs)
+    if engine == "whisper":
+        from .whisper_engine import WhisperEngine
+
+        return WhisperEngine(model=model, **kwargs)
+    raise ValueError(f"Unknown engine {engine!r}; engines = {list(ENGINES)}")

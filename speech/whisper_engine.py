@@ -1,0 +1,144 @@
+"""Whisper through faster-whisper (CTranslate2), behind the same interface as DeepSpeech2.
+
+`WhisperEngine(model=REF).transcribe(audio) -> speech.stt.Transcript`. REF is a CTranslate2
+model folder (what `ct2-transformers-converter` or `training/finetune_whisper.py` writes, or
+`python -m training.fetch_whisper_base` for Whisper base) or a Hub repo id such as
+`Systran/faster-whisper-small`. There is no embedded default: Whisper weights are large, so
+without REF the engine reads `$KOREAN_SPEECH_WHISPER` and otherwise stops with a clear message.
+
+The language is fixed to Korean. Silero VAD (speech.vad) finds the speech first: silence and
+noise never reach Whisper, the speech regions are grouped into windows of at most `max_window`
+seconds (Whisper's 30 s context) and timestamps stay in the original timeline. What Whisper
+still invents (sign-offs, loops) is removed by `speech.hallucination.filter_segments`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, AudioSource, load_audio
+from .hallucination import RawSegment, filter_segments
+from .hub import ModelNotFoundError, resolve_model
+from .stt import Segment, Transcript, Word
+
+log = logging.getLogger("speech")
+
+MODEL_ENV = "KOREAN_SPEECH_WHISPER"
+LANGUAGE = "ko"
+# What a CTranslate2 Whisper repo holds; nothing else is fetched.
+ALLOW_PATTERNS = ["model.bin", "config.json", "tokenizer.json", "vocabulary.*", "preprocessor_config.json", "*.md"]
+COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "float16", "float32", "bfloat16", "default", "auto")
+
+
+def resolve_whisper(ref: Optional[str], token: Optional[str] = None) -> Path:
+    """A local CTranslate2 Whisper folder for a path or Hub repo id (or $KOREAN_SPEECH_WHISPER)."""
+    ref = ref if ref not in (None, "", "default") else os.environ.get(MODEL_ENV)
+    if not ref:
+        raise ModelNotFoundError(
+            "No Whisper model given: pass --model PATH_OR_REPO_ID (a CTranslate2 Whisper folder or a Hub "
+            f"repo id such as Systran/faster-whisper-small), or set {MODEL_ENV}. "
+            "Whisper base for offline use: python -m training.fetch_whisper_base")
+    folder = resolve_model(ref, "whisper", token=token, allow_patterns=ALLOW_PATTERNS, fallback=False)
+    if not (folder / "model.bin").exists():
+        hint = ""
+        config = folder / "config.json"
+        if config.exists():
+            c = json.loads(config.read_text(encoding="utf-8"))
+            if c.get("format") == "korean-speech":
+                hint = f" It holds a {c.get('model_type')!r} model of this project: use --engine ds2."
+            elif "WhisperForConditionalGeneration" in c.get("architectures", []):
+                hint = (" It is a Hugging Face transformers Whisper model: convert it with "
+                        "`ct2-transformers-converter --model DIR --output_dir OUT --copy_files tokenizer.json "
+                        "preprocessor_config.json` (training/finetune_whisper.py does this for its output).")
+        raise ModelNotFoundError(f"{ref} is not a CTranslate2 Whisper model folder (no model.bin).{hint}")
+    return folder
+
+
+def group_spans(spans: list[tuple[float, float]], max_window: float, max_gap: float = 2.0) -> list[tuple[float, float]]:
+    """Consecutive speech regions -> windows of at most `max_window` seconds. Regions further
+    apart than `max_gap` stay in separate windows: long pauses inside a window invite Whisper
+    to fill them with invented text."""
+    windows: list[tuple[float, float]] = []
+    for s, e in spans:
+        if windows and e - windows[-1][0] <= max_window and s - windows[-1][1] <= max_gap:
+            windows[-1] = (windows[-1][0], e)
+        else:
+            windows.append((s, e))
+    return windows
+
+
+class WhisperEngine:
+    name = "whisper"
+
+    def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
+                 beam_size: int = 5, max_window: float = 30.0, vad: bool = True, guard: bool = True,
+                 word_timestamps: bool = False, cpu_threads: int = 0, token: Optional[str] = None):
+        if compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"Unknown compute_type {compute_type!r}; compute types = {list(COMPUTE_TYPES)}")
+        if beam_size < 1:
+            raise ValueError("beam_size must be >= 1")
+        if not 1.0 <= max_window <= 30.0:
+            raise ValueError("max_window must be within [1, 30] seconds (Whisper sees 30 s at a time)")
+        from faster_whisper import WhisperModel
+
+        self.folder = resolve_whisper(model, token)
+        self.model = WhisperModel(str(self.folder), device=device, compute_type=compute_type,
+                                  cpu_threads=cpu_threads)
+        if not self.model.model.is_multilingual:
+            raise ValueError(f"{model} is an English-only Whisper model; Korean needs a multilingual one")
+        self.model_name = str(model) if model and not Path(str(model)).exists() else self.folder.name
+        self.beam_size = beam_size
+        self.decoder_name = "greedy" if beam_size == 1 else f"beam{beam_size}"
+        self.max_window = max_window
+        self.vad = vad
+        self.guard = guard
+        self.word_timestamps = word_timestamps
+        self.last_dropped: list = []   # (RawSegment, reason) of the last call, for inspection
+
+    def _decode(self, audio: np.ndarray, offset: float) -> list[RawSegment]:
+        segments, _ = self.model.transcribe(
+            audio, language=LANGUAGE, task="transcribe", beam_size=self.beam_size,
+            vad_filter=False,                     # speech.vad has already chosen the audio
+            condition_on_previous_text=False,     # a hallucination must not prime the next window
+            word_timestamps=self.word_timestamps)
+        out = []
+        for s in segments:
+            words = [Word(offset + w.start, offset + w.end, w.word.strip()) for w in (s.words or [])]
+            out.append(RawSegment(offset + s.start, offset + min(s.end, len(audio) / SAMPLE_RATE), s.text.strip(),
+                                  s.avg_logprob, s.no_speech_prob, words))
+        return out
+
+    def transcribe(self, source: AudioSource, progress: Optional[Callable[[float, str], None]] = None) -> Transcript:
+        t0 = time.perf_counter()
+        audio = load_audio(source)
+        duration = len(audio) / SAMPLE_RATE
+        speech = None
+        if self.vad:
+            from .vad import speech_spans
+
+            if progress:
+                progress(0.0, "detecting speech")
+            speech = speech_spans(audio, max_span=self.max_window)
+            windows = group_spans(speech, self.max_window)
+        else:
+            windows = [(0.0, duration)]
+        raw: list[RawSegment] = []
+        for n, (s, e) in enumerate(windows):
+            chunk = audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
+            raw += self._decode(chunk, s)
+            if progress:
+                progress((n + 1) / len(windows), "transcribing")
+        kept, self.last_dropped = filter_segments(raw, speech) if self.guard else (raw, [])
+        for seg, reason in self.last_dropped:
+            log.info("whisper: dropped %.2f-%.2f %r (%s)", seg.start, seg.end, seg.text, reason)
+        segments = [Segment(r.start, r.end, r.text, r.words) for r in kept]
+        elapsed = time.perf_counter() - t0
+        return Transcript(text=" ".join(s.text for s in segments), segments=segments, duration=duration,
+                          rtf=elapsed / max(duration, 1e-9), engine=self.name, model=self.model_name,
+                          decoder=self.decoder_name)

@@ -1,0 +1,188 @@
+"""Every endpoint of app.py through gradio_client, with good input and with each mistake a person
+can make (no audio, silence, noise without speech, a file that is not audio, too short, too long)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.app_server import EXAMPLES, MAX_SECONDS, app_url
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+FEMALE = EXAMPLES / "ko_female_ava00013.flac"
+MALE = EXAMPLES / "ko_male_pmi00003.flac"
+FAMILY = EXAMPLES / "family_conversation.ogg"
+HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$", re.M)
+
+
+@pytest.fixture(scope="module")
+def client():
+    return Client(app_url(), verbose=False)
+
+
+def _seconds(ts: str) -> float:
+    parts = [float(p) for p in ts.replace(",", ".").split(":")]
+    return sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+
+
+def _error(client, *args, api_name) -> str:
+    with pytest.raises(AppError) as e:
+        client.predict(*args, api_name=api_name)
+    message = str(e.value)
+    assert "Traceback" not in message and 'File "' not in message, message
+    return message
+
+
+def _wav(path: Path, audio: np.ndarray, sr: int) -> str:
+    sf.write(path, audio, sr, subtype="PCM_16")
+    return str(path)
+
+
+def test_endpoints_listed(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/transcribe", "/gender", "/analyze"} <= set(api)
+
+
+# -- speech to text ------------------------------------------------------------------------------
+
+def _check_transcript(result, duration: float):
+    text, segments, plot, info, files = result
+    assert HANGUL.search(text), text
+    rows = segments["data"]
+    assert rows and all(len(r) == 3 for r in rows)
+    assert plot and plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
+    assert "ds2" in info.lower() or "whisper" in info.lower(), info  # the page says which model answered
+    by_ext = {Path(f).suffix: Path(f) for f in files}
+    assert set(by_ext) == {".txt", ".srt"}
+    assert by_ext[".txt"].read_text(encoding="utf-8").strip() == text.strip()
+    cues = SRT_CUE.findall(by_ext[".srt"].read_text(encoding="utf-8"))
+    assert len(cues) == len(rows)
+    assert [c[3] for c in cues] == [r[2] for r in rows]
+    starts = [_seconds(c[1]) for c in cues]
+    ends = [_seconds(c[2]) for c in cues]
+    assert starts == sorted(starts)
+    assert all(0 <= s < e <= duration + 0.05 for s, e in zip(starts, ends)), (starts, ends, duration)
+    return text
+
+
+def test_transcribe_example(client):
+    duration = sf.info(FEMALE).duration
+    text = _check_transcript(client.predict(handle_file(str(FEMALE)), "ds2", "greedy", api_name="/transcribe"),
+                             duration)
+    assert len(text.replace(" ", "")) >= 5
+
+
+def test_transcribe_browser_style_and_phone_formats(client, tmp_path):
+    """What a browser sends (44.1 kHz stereo int16 WAV) and a phone file (m4a) give the same
+    duration as the original and a transcript."""
+    audio, sr = sf.read(MALE, dtype="float32")
+    import soxr
+
+    stereo = np.stack([soxr.resample(audio, sr, 44100)] * 2, axis=1)
+    wav = _wav(tmp_path / "browser.wav", stereo, 44100)
+    result = client.predict(handle_file(wav), "ds2", "greedy", api_name="/transcribe")
+    _check_transcript(result, len(audio) / sr)
+    assert f"길이 {len(audio) / sr // 60:.0f}:{len(audio) / sr % 60:04.1f}" in result[3], result[3]
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    m4a = tmp_path / "phone.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(MALE), "-c:a", "aac", "-b:a", "64k",
+                    str(m4a)], check=True)
+    _check_transcript(client.predict(handle_file(str(m4a)), "ds2", "greedy", api_name="/transcribe"),
+                      len(audio) / sr + 0.1)
+
+
+def test_transcribe_beam(client):
+    result = client.predict(handle_file(str(MALE)), "ds2", "beam", api_name="/transcribe")
+    _check_transcript(result, sf.info(MALE).duration)
+    assert re.search(r"decoder `beam", result[3]), result[3]
+
+
+def test_transcribe_mistakes(client, tmp_path):
+    sr = 16000
+    assert "오디오가 없습니다" in _error(client, None, "ds2", "greedy", api_name="/transcribe")
+    silent = _wav(tmp_path / "silent.wav", np.zeros(sr * 2, np.float32), sr)
+    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), "ds2", "greedy", api_name="/transcribe")
+    short = _wav(tmp_path / "short.wav", np.full(sr // 50, 0.1, np.float32), sr)
+    assert "너무 짧습니다" in _error(client, handle_file(short), "ds2", "greedy", api_name="/transcribe")
+    bad = tmp_path / "recording.mp3"
+    bad.write_bytes(b"not audio " * 200)
+    assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), "ds2", "greedy", api_name="/transcribe")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert "비어 있습니다" in _error(client, handle_file(str(empty)), "ds2", "greedy", api_name="/transcribe")
+    message = _error(client, handle_file(str(FAMILY)), "ds2", "greedy", api_name="/transcribe")
+    assert "너무 깁니다" in message and f"{MAX_SECONDS // 60}:00 " in message, message
+
+
+# -- gender --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path,expected", [(FEMALE, "female"), (MALE, "male")])
+def test_gender(client, path, expected):
+    label, plot, info = client.predict(handle_file(str(path)), api_name="/gender")
+    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert set(confidences) == {"여성 · female", "남성 · male"}
+    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-3)
+    assert label["label"] == max(confidences, key=confidences.get)
+    assert label["label"] == {"female": "여성 · female", "male": "남성 · male"}[expected], (path.name, confidences)
+    assert plot and plot["plot"].startswith("data:image/")
+    assert f"({expected})" in info and "gender" in info.lower(), info
+
+
+def test_gender_mistakes(client, tmp_path):
+    sr = 16000
+    assert "오디오가 없습니다" in _error(client, None, api_name="/gender")
+    silent = _wav(tmp_path / "silent.wav", np.zeros(sr * 2, np.float32), sr)
+    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), api_name="/gender")
+    hum = 0.05 * np.sin(2 * np.pi * 50 * np.arange(sr * 3) / sr).astype(np.float32)  # mains hum, no voice
+    assert "말소리를 찾지 못했습니다" in _error(client, handle_file(_wav(tmp_path / "hum.wav", hum, sr)),
+                                        api_name="/gender")
+    assert "너무 깁니다" in _error(client, handle_file(str(FAMILY)), api_name="/gender")
+
+
+# -- conversation --------------------------------------------------------------------------------
+
+def test_analyze_family_recording(client):
+    truth = json.loads((EXAMPLES / "family_conversation.json").read_text(encoding="utf-8"))
+    summary, plot, turns, files = client.predict(handle_file(str(FAMILY)), False, api_name="/analyze")
+    female = float(re.search(r"여성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
+    male = float(re.search(r"남성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
+    assert female + male == pytest.approx(1.0, abs=0.02)
+    assert abs(female - truth["female_share"]) < 0.15, (summary, truth["female_share"])
+    assert plot and plot["plot"].startswith("data:image/")
+    rows = turns["data"]
+    assert len(truth["turns"]) // 2 <= len(rows) <= 3 * len(truth["turns"]), rows
+    by_ext = {Path(f).suffix: Path(f) for f in files}
+    assert set(by_ext) == {".json", ".csv", ".srt"}
+    report = json.loads(by_ext[".json"].read_text(encoding="utf-8"))
+    assert report
+    table = list(csv.DictReader(io.StringIO(by_ext[".csv"].read_text(encoding="utf-8"))))
+    assert len(table) == len(rows)
+    assert len(SRT_CUE.findall(by_ext[".srt"].read_text(encoding="utf-8"))) == len(rows)
+
+
+def test_analyze_with_transcripts(client):
+    _, _, turns, _ = client.predict(handle_file(str(FEMALE)), True, api_name="/analyze")
+    rows = turns["data"]
+    assert rows and any(HANGUL.search(str(cell)) for r in rows for cell in r[-1:]), turns
+
+
+def test_analyze_mistakes(client, tmp_path):
+    assert "오디오가 없습니다" in _error(client, None, False, api_name="/analyze")
+    bad = tmp_path / "family.m4a"
+    bad.write_bytes(b"\x00\x01garbage" * 100)
+    assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), False, api_name="/analyze")
+    silent = _wav(tmp_path / "silent.wav", np.zeros(16000 * 2, np.float32), 16000)
+    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), False, api_name="/analyze")

@@ -1,0 +1,223 @@
+"""app.py in headless Chromium, used as a person would: record from a (fake) microphone on each
+tab, upload a file, read the result in the page, and save screenshots to tests/artifacts/.
+
+Follows shared/BROWSER_TESTING.md: Debian's Chromium driven by Python playwright, the fake
+microphone fed from a WAV file that plays once (`%noloop`).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.app_server import ARTIFACTS, EXAMPLES, MAX_SECONDS, app_url
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FEMALE = EXAMPLES / "ko_female_ava00013.flac"
+MALE = EXAMPLES / "ko_male_pmi00003.flac"
+FAMILY = EXAMPLES / "family_conversation.ogg"
+HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
+
+pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and not __import__("os").path.exists(CHROMIUM),
+                                reason="Chromium is not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def url():
+    return app_url()
+
+
+@pytest.fixture(scope="module")
+def mic_wav(tmp_path_factory):
+    """The female example as the WAV that the fake microphone plays: 0.5 s of quiet, the sentence, quiet."""
+    audio, sr = sf.read(FEMALE, dtype="float32")
+    pad = np.zeros(sr // 2, np.float32)
+    path = tmp_path_factory.mktemp("mic") / "speech.wav"
+    sf.write(path, np.concatenate([pad, audio, pad]), sr, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pw():
+    with playwright_sync.sync_playwright() as p:
+        yield p
+
+
+def _browser(pw, mic_wav=None):
+    args = list(FLAGS)
+    if mic_wav is not None:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={mic_wav}%noloop"]
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+
+
+def _open(browser, url, tab: str | None):
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="ko-KR")
+    page.goto(url)
+    page.wait_for_selector("#stt_btn")
+    if tab:
+        page.get_by_role("tab", name=re.compile(tab)).click()
+    return page
+
+
+def _fail_on_error_toast(page) -> None:
+    toast = page.locator("[data-testid=toast-body].error [data-testid=toast-text]")
+    if toast.count():
+        pytest.fail(f"the page showed an error: {toast.first.inner_text()}")
+
+
+def _wait_uploaded(page, audio_id: str) -> None:
+    page.wait_for_selector(f"#{audio_id} [data-testid=download-link][href*='/gradio_api/file=']",
+                           state="attached", timeout=30_000)
+
+
+def _upload(page, audio_id: str, path) -> None:
+    page.locator(f"#{audio_id}").get_by_role("button", name="Upload file").click()
+    page.locator(f"#{audio_id} input[type=file]").set_input_files(str(path))
+    _wait_uploaded(page, audio_id)
+
+
+def _record(page, audio_id: str, seconds: float) -> None:
+    root = page.locator(f"#{audio_id}")
+    page.wait_for_function(
+        f"() => {{ const s = document.querySelector('#{audio_id} select.mic-select');"
+        " return s && !s.disabled && s.options.length > 0; }", timeout=20_000)
+    root.locator("button.record-button").click()
+    page.wait_for_timeout(int(seconds * 1000))
+    root.locator("button.stop-button").click()
+    _wait_uploaded(page, audio_id)
+
+
+def _run(page, button_id: str, out_id: str, ready_js: str, timeout: float = 60_000) -> None:
+    """Click, wait for the result (or fail fast on an error toast), let the overlay fade."""
+    page.click(f"#{button_id}")
+    page.wait_for_function(
+        f"() => document.querySelector('[data-testid=toast-body].error') || ({ready_js})", timeout=timeout)
+    _fail_on_error_toast(page)
+    page.wait_for_function(
+        f"() => {{ const s = document.querySelector('#{out_id} [data-testid=status-tracker]');"
+        " return !s || getComputedStyle(s).opacity === '0'; }", timeout=10_000)
+
+
+def _plot_img(page, plot_id: str):
+    img = page.locator(f"#{plot_id} img")
+    assert img.count() == 1, f"#{plot_id} shows no figure"
+    box = img.bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 100, box
+    return img
+
+
+def _shot(page, name: str, full_page: bool = True) -> None:
+    """Full page for results; the viewport for errors (the message is a toast fixed to it)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(400)  # toasts and figures fade in
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+
+
+def _table(page, table_id: str) -> list[list[str]]:
+    return page.eval_on_selector_all(
+        f"#{table_id} table tbody tr",
+        "rows => rows.map(r => Array.from(r.querySelectorAll('td')).map(td => td.innerText.trim()))")
+
+
+TEXT_READY = "(() => { const t = document.querySelector('#stt_text textarea'); return t && t.value.length > 0; })()"
+GENDER_READY = "document.querySelector('#gender_label [data-testid=label-output-value]') !== null"
+CONV_READY = "(() => { const m = document.querySelector('#conv_summary'); return m && /%/.test(m.innerText); })()"
+
+
+def test_record_on_every_tab(pw, url, mic_wav):
+    """Speak one Korean sentence into the microphone on each tab and read each result."""
+    browser = _browser(pw, mic_wav)
+    try:
+        page = _open(browser, url, None)
+        _record(page, "stt_audio", 7.5)
+        _run(page, "stt_btn", "stt_text", TEXT_READY)
+        text = page.input_value("#stt_text textarea")
+        assert HANGUL.search(text), text
+        info = page.inner_text("#stt_info")
+        assert "0:0" in info and "ds2" in info.lower(), info  # duration and the model that answered
+        seconds = float(re.search(r"길이 (\d+):(\d+\.\d)", info).group(2))
+        assert 6.0 <= seconds <= 9.5, info  # the recording holds the whole sentence
+        _plot_img(page, "stt_plot")
+        assert page.locator("#stt_files a, #stt_files [download]").count() >= 2
+        _shot(page, "stt_microphone")
+
+        # a new page, so that the fake microphone plays the sentence from its start again
+        page.close()
+        page = _open(browser, url, "성별")
+        _record(page, "gender_audio", 7.5)
+        _run(page, "gender_btn", "gender_label", GENDER_READY)
+        top = page.inner_text("#gender_label [data-testid=label-output-value]")
+        assert "female" in top, top  # the fake microphone plays a woman's voice
+        _plot_img(page, "gender_plot")
+        _shot(page, "gender_microphone")
+
+        page.close()
+        page = _open(browser, url, "대화")
+        _record(page, "conv_audio", 7.5)
+        _run(page, "conv_btn", "conv_summary", CONV_READY)
+        summary = page.inner_text("#conv_summary")
+        assert re.search(r"여성[^%]*\d+(\.\d)?%", summary), summary
+        assert len(_table(page, "conv_turns")) >= 1
+        _plot_img(page, "conv_plot")
+        _shot(page, "conversation_microphone")
+    finally:
+        browser.close()
+
+
+def test_upload_family_recording(pw, url):
+    """The two-minute family recording: shares, timeline and per-turn table in the page."""
+    truth = json.loads((EXAMPLES / "family_conversation.json").read_text(encoding="utf-8"))
+    browser = _browser(pw)
+    try:
+        page = _open(browser, url, "대화")
+        _upload(page, "conv_audio", FAMILY)
+        _run(page, "conv_btn", "conv_summary", CONV_READY, timeout=90_000)
+        summary = page.inner_text("#conv_summary")
+        female = float(re.search(r"여성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
+        assert abs(female - truth["female_share"]) < 0.15, (summary, truth["female_share"])
+        rows = _table(page, "conv_turns")
+        assert len(rows) >= len(truth["turns"]) // 2, rows
+        _plot_img(page, "conv_plot")
+        assert page.locator("#conv_files a, #conv_files [download]").count() >= 3
+        _shot(page, "conversation_upload")
+    finally:
+        browser.close()
+
+
+def test_upload_errors_show_in_page(pw, url, tmp_path):
+    """A file that is not audio and a file over the length limit: a clear message, no traceback."""
+    bad = tmp_path / "녹음.mp3"
+    bad.write_bytes(b"this is not audio at all" * 50)
+    browser = _browser(pw)
+    try:
+        page = _open(browser, url, None)
+        page.locator("#stt_audio").get_by_role("button", name="Upload file").click()
+        page.locator("#stt_audio input[type=file]").set_input_files(str(bad))
+        page.wait_for_timeout(500)  # the upload itself may already be refused in the browser
+        page.click("#stt_btn")
+        toast = page.locator("[data-testid=toast-body].error [data-testid=toast-text]").first
+        toast.wait_for(timeout=20_000)
+        message = toast.inner_text()
+        assert "Traceback" not in message
+        assert "오디오" in message or "audio" in message.lower(), message
+        _shot(page, "stt_error_unreadable", full_page=False)
+
+        page.close()
+        page = _open(browser, url, None)
+        _upload(page, "stt_audio", FAMILY)
+        page.click("#stt_btn")
+        toast = page.locator("[data-testid=toast-body].error [data-testid=toast-text]").first
+        toast.wait_for(timeout=20_000)
+        message = toast.inner_text()
+        assert "너무 깁니다" in message and f"{MAX_SECONDS // 60}:00 " in message, message
+        _shot(page, "stt_error_too_long", full_page=False)
+    finally:
+        browser.close()

@@ -1,0 +1,186 @@
+"""Build a token n-gram LM with KenLM for `speech.beam.BeamSearchDecoder`.
+
+    python -m training.build_lm --text data/lm/corpus.txt --unit jamo --order 6 --out data/lm/jamo/lm.bin
+    python -m training.build_lm --text data/lm/corpus.txt --tokenizer-from checkpoints/ds2-syllable \
+        --order 4 --prune 0 0 1 1 --out data/lm/syllable/lm.bin
+
+Each line is normalised (`speech.text.normalize_transcript`) and written in the acoustic model's
+units, one KenLM "word" per token and `|` for the word break: "안녕 하세요" becomes
+`안 녕 | 하 세 요` (syllable) or the conjoining jamo `ᄋ ᅡ ᆫ ᄂ ᅧ ᆼ | ...` (jamo). lmplz does the
+estimation (modified Kneser-Ney; `--discount_fallback` for small corpora); a `.bin` output is
+converted with build_binary. `lm.json` beside the LM records unit, order, n-gram counts, corpus
+sizes and sources, and the decoder checks the unit against the tokenizer, so keep one LM per folder.
+
+Units are not filtered by the tokenizer's vocabulary: a syllable the acoustic model cannot emit
+stays an LM word (the decoder never asks for it) instead of being dropped and gluing its
+neighbours into n-grams nobody said. The share of such tokens is reported as `oov_rate`.
+KenLM binaries come from `training/build_kenlm.sh`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from speech.beam import LM_INFO_NAME, LM_SPACE, MAX_LM_ORDER
+from speech.text import JamoTokenizer, Tokenizer, decompose, normalize_transcript, tokenizer_from_dict
+
+DEFAULT_KENLM_BIN = Path(os.environ.get("KENLM_BIN", Path.home() / ".cache" / "korean-speech" / "kenlm" / "bin"))
+UNITS = ("jamo", "syllable")
+
+
+def load_tokenizer(path) -> Tokenizer:
+    """Tokenizer from a release folder (config.json), a config JSON, or a `Tokenizer.to_dict()` JSON."""
+    path = Path(path)
+    file = path / "config.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no tokenizer found at {path}: expected a model folder with config.json or a JSON file")
+    d = json.loads(file.read_text(encoding="utf-8"))
+    stack = [d]
+    while stack:  # the tokenizer dict may sit at the top or under any key ("tokenizer", "labels", ...)
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "unit" in node and "tokens" in node:
+                return tokenizer_from_dict(node)
+            stack.extend(node.values())
+    raise ValueError(f"{file} holds no tokenizer (a dict with 'unit' and 'tokens')")
+
+
+def to_lm_words(text: str, unit: str) -> str:
+    """Normalised text -> space-separated LM words, `|` between the original words."""
+    words = normalize_transcript(text).split(" ")
+    if unit == "jamo":
+        units = [" ".join(decompose(w)) for w in words if w]
+    else:
+        units = [" ".join(w) for w in words if w]
+    return f" {LM_SPACE} ".join(units)
+
+
+def arpa_counts(arpa: Path) -> dict[int, int]:
+    counts = {}
+    with open(arpa, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"ngram (\d+)=(\d+)", line)
+            if m:
+                counts[int(m.group(1))] = int(m.group(2))
+            elif line.startswith("\\1-grams:"):
+                break
+    return counts
+
+
+def _run(cmd: list[str], **kw) -> None:
+    print("+ " + " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, **kw)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr[-4000:])
+        raise RuntimeError(f"{Path(cmd[0]).name} failed with exit code {r.returncode}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--text", nargs="+", required=True, type=Path, help="text files, one sentence per line")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tokenizer-from", help="model folder or JSON holding the acoustic model's tokenizer")
+    src.add_argument("--unit", choices=UNITS, help="token unit, when no model exists yet")
+    p.add_argument("--order", type=int, required=True, help=f"n-gram order, 2..{MAX_LM_ORDER}")
+    p.add_argument("--out", required=True, type=Path, help="lm.arpa or lm.bin (KenLM binary, smaller and faster to load)")
+    p.add_argument("--prune", nargs="+", type=int, default=None,
+                   help="lmplz --prune: per order, drop n-grams seen at most this often (unigrams must be 0), e.g. 0 0 1")
+    p.add_argument("--quantize", type=int, default=0, help="build_binary trie quantisation bits (0 = none, 8 is common)")
+    p.add_argument("--memory", default="20%", help="lmplz -S memory budget")
+    p.add_argument("--kenlm-bin", type=Path, default=DEFAULT_KENLM_BIN)
+    args = p.parse_args(argv)
+
+    if not 2 <= args.order <= MAX_LM_ORDER:
+        p.error(f"--order must be between 2 and {MAX_LM_ORDER} (the decoder's KenLM is compiled for {MAX_LM_ORDER}), got {args.order}")
+    if args.out.suffix not in (".arpa", ".bin"):
+        p.error(f"--out must end in .arpa or .bin, got {args.out}")
+    if args.prune is not None and (args.prune[0] != 0 or len(args.prune) > args.order):
+        p.error("--prune: the first value (unigrams) must be 0 and there is at most one value per order")
+    if not 0 <= args.quantize <= 25:
+        p.error("--quantize must be between 0 (none) and 25 bits")
+    lmplz, build_binary = args.kenlm_bin / "lmplz", args.kenlm_bin / "build_binary"
+    if not lmplz.exists() or (args.out.suffix == ".bin" and not build_binary.exists()):
+        p.error(f"KenLM not found in {args.kenlm_bin}; run training/build_kenlm.sh (or pass --kenlm-bin)")
+    for t in args.text:
+        if not t.is_file():
+            p.error(f"text file not found: {t}")
+
+    if args.tokenizer_from:
+        tokenizer = load_tokenizer(args.tokenizer_from)
+    else:
+        tokenizer = JamoTokenizer() if args.unit == "jamo" else None
+    unit = tokenizer.unit if tokenizer is not None else args.unit
+    vocab = set(tokenizer.tokens[2:]) if tokenizer is not None else None
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sentences = tokens = oov = 0
+    with tempfile.TemporaryDirectory(prefix="build_lm_") as tmp:
+        tmp = Path(tmp)
+        words_file = tmp / "words.txt"
+        with open(words_file, "w", encoding="utf-8") as out:
+            for t in args.text:
+                with open(t, encoding="utf-8") as f:
+                    for line in f:
+                        words = to_lm_words(line, unit)
+                        if not words:
+                            continue
+                        out.write(words + "\n")
+                        sentences += 1
+                        units = [w for w in words.split(" ") if w != LM_SPACE]
+                        tokens += len(units) + words.count(f" {LM_SPACE} ")
+                        if vocab is not None:
+                            oov += sum(u not in vocab for u in units)
+        if sentences == 0:
+            p.error("the text files hold no Hangul sentences")
+        print(f"{sentences} sentences, {tokens} {unit} tokens (word breaks included)")
+
+        arpa = args.out if args.out.suffix == ".arpa" else tmp / "lm.arpa"
+        cmd = [str(lmplz), "-o", str(args.order), "--discount_fallback", "-S", args.memory, "-T", str(tmp),
+               "--text", str(words_file), "--arpa", str(arpa)]
+        if args.prune:
+            cmd += ["--prune", *map(str, args.prune)]
+        _run(cmd)
+        counts = arpa_counts(arpa)
+        if args.out.suffix == ".bin":
+            cmd = [str(build_binary), "-S", args.memory, "-T", str(tmp)]
+            if args.quantize:
+                cmd += ["-q", str(args.quantize), "-b", str(args.quantize)]
+            _run(cmd + ["trie", str(arpa), str(args.out)])
+
+    sources = []
+    for t in args.text:
+        info = Path(str(t) + ".json")  # the summary training/lm_corpus.py writes
+        entry = {"file": str(t)}
+        if info.exists():
+            entry["corpus"] = json.loads(info.read_text(encoding="utf-8"))
+        sources.append(entry)
+    info = {
+        "format": "kenlm-" + args.out.suffix[1:],
+        "unit": unit,
+        "word_break": LM_SPACE,
+        "order": args.order,
+        "ngrams": {str(k): v for k, v in sorted(counts.items())},
+        "prune": args.prune,
+        "quantize": args.quantize,
+        "sentences": sentences,
+        "tokens": tokens,
+        "tokenizer": str(args.tokenizer_from) if args.tokenizer_from else None,
+        "oov_rate": (oov / tokens) if vocab is not None and tokens else None,
+        "size_bytes": args.out.stat().st_size,
+        "sources": sources,
+        "built_with": "KenLM lmplz (modified Kneser-Ney, --discount_fallback) via training/build_lm.py",
+    }
+    info_path = args.out.with_name(LM_INFO_NAME)
+    info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB), n-grams {counts}, and {info_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
