@@ -19,8 +19,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -30,6 +32,7 @@ import gradio as gr
 from speech.audio import (SAMPLE_RATE, AudioDecodeError, AudioError, AudioTooShortError, EmptyAudioError,
                           SilentAudioError, audio_duration, load_audio)
 from speech.formats import format_duration, to_srt
+from speech.gender import NoSpeechError
 
 log = logging.getLogger("app")
 ROOT = Path(__file__).resolve().parent
@@ -99,8 +102,8 @@ def load_models() -> Models:
 
 
 def _model_name(model) -> str:
-    return getattr(model, "model_name", None) or (getattr(model, "config", None) or {}).get("name") \
-        or Path(str(getattr(model, "folder", "model"))).name
+    """Speech-to-text engines carry `model_name`; the gender classifier its release config."""
+    return getattr(model, "model_name", None) or model.config.get("name") or Path(model.folder).name
 
 
 # -- user input ----------------------------------------------------------------------------------
@@ -112,7 +115,8 @@ def user_error(message: str, title: str) -> gr.Error:
 
 NO_AUDIO = ("오디오가 없습니다. 마이크로 녹음하거나 파일을 올려 주세요. "
             "No audio: record with the microphone or upload a file.")
-_AUDIO_PROBLEMS = [  # most specific first: NoSpeechError etc. subclass AudioError
+_AUDIO_PROBLEMS = [  # most specific first: they all subclass AudioError
+    (NoSpeechError, "말소리를 찾지 못했습니다. 조용한 곳에서 다시 녹음해 주세요."),
     (SilentAudioError, "소리가 녹음되지 않았습니다. 마이크가 켜져 있는지 확인해 주세요."),
     (AudioTooShortError, "녹음이 너무 짧습니다. 한 문장 이상 말해 주세요."),
     (EmptyAudioError, "오디오가 비어 있습니다."),
@@ -123,10 +127,7 @@ _AUDIO_PROBLEMS = [  # most specific first: NoSpeechError etc. subclass AudioErr
 
 def audio_problem(e: AudioError) -> gr.Error:
     """A person's audio cannot be used: say why in Korean, then the library's English sentence."""
-    if type(e).__name__ == "NoSpeechError":
-        ko = "말소리를 찾지 못했습니다. 조용한 곳에서 다시 녹음해 주세요."
-    else:
-        ko = next(text for cls, text in _AUDIO_PROBLEMS if isinstance(e, cls))
+    ko = next(text for cls, text in _AUDIO_PROBLEMS if isinstance(e, cls))
     return user_error(f"{ko} {e}", title="오디오 문제 · Audio problem")
 
 
@@ -166,20 +167,30 @@ def friendly(fn):
         except Exception as e:
             log.exception("%s failed", fn.__name__)
             raise user_error(f"처리 중 오류가 발생했습니다. 다시 시도해 주세요. Something went wrong: "
-                           f"{type(e).__name__}: {e}", title="오류 · Error") from e
+                             f"{type(e).__name__}: {e}", title="오류 · Error") from e
     return wrapper
 
 
 def _progress_callback(progress: gr.Progress, start: float = 0.0, span: float = 1.0):
-    words = {"detecting speech": "음성 구간 찾는 중 · detecting speech", "transcribing": "받아쓰는 중 · transcribing"}
+    words = {"decoding audio": "오디오 읽는 중 · reading audio", "detecting speech": "음성 구간 찾는 중 · detecting speech",
+             "labelling gender": "성별 판단 중 · labelling gender", "transcribing": "받아쓰는 중 · transcribing",
+             "done": "마무리 중 · finishing"}
 
     def report(frac: float, desc: str = "") -> None:
         progress(start + span * float(frac), desc=words.get(desc, desc))
     return report
 
 
+OUTPUTS = Path(tempfile.gettempdir()) / "speech-app"
+
+
 def _out_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="speech-app-"))
+    """A fresh folder for one request's downloads; those older than an hour are removed."""
+    OUTPUTS.mkdir(exist_ok=True)
+    for old in OUTPUTS.iterdir():
+        if old.stat().st_mtime < time.time() - 3600:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=OUTPUTS))
 
 
 def _stem(path: str) -> str:
@@ -200,8 +211,14 @@ def make_handlers(models: Models):
         if key not in models.stt:
             why = models.problems.get(key, "not loaded")
             raise user_error(f"이 설정은 지금 사용할 수 없습니다 ({key}). This option is unavailable: {why}",
-                           title="모델 없음 · Model unavailable")
+                             title="모델 없음 · Model unavailable")
         return key, models.stt[key]
+
+    def _classifier():
+        if models.gender is None:
+            raise user_error(f"성별 모델을 불러오지 못했습니다. The gender model is unavailable: "
+                             f"{models.problems.get('gender')}", title="모델 없음 · Model unavailable")
+        return models.gender
 
     @friendly
     def transcribe(audio_path, engine="ds2", decoder="greedy", progress=gr.Progress()):
@@ -214,7 +231,7 @@ def make_handlers(models: Models):
         text = result.text or "(말소리를 알아듣지 못했습니다 · no speech recognised)"
         rows = [[format_duration(s.start), format_duration(s.end), s.text] for s in result.segments]
         folder, stem = _out_dir(), _stem(audio_path)
-        txt, srt = folder / f"{stem}.txt", folder / f"{stem}.srt"
+        txt, srt = folder / f"{stem}_transcript.txt", folder / f"{stem}_transcript.srt"
         txt.write_text(result.text + "\n", encoding="utf-8")
         srt.write_text(to_srt((s.start, s.end, s.text) for s in result.segments), encoding="utf-8")
         figure = plots.spectrogram_figure(audio, SAMPLE_RATE, title="스펙트로그램 · Spectrogram")
@@ -225,14 +242,12 @@ def make_handlers(models: Models):
 
     @friendly
     def classify_gender(audio_path, progress=gr.Progress()):
-        if models.gender is None:
-            raise user_error(f"성별 모델을 불러오지 못했습니다. The gender model is unavailable: "
-                           f"{models.problems.get('gender')}", title="모델 없음 · Model unavailable")
+        classifier = _classifier()
         progress(0.0, desc="오디오 읽는 중 · reading audio")
         audio = read_audio(audio_path, MAX_SECONDS)
         progress(0.2, desc="목소리 분석 중 · classifying")
         with models.lock("gender"):
-            result = models.gender.predict(audio)
+            result = classifier.predict(audio)
         progress(0.6, desc="음높이 계산 중 · pitch")
         pitch = plots.pitch_track(audio, SAMPLE_RATE)
         figure = plots.spectrogram_figure(audio, SAMPLE_RATE, pitch=pitch,
@@ -241,42 +256,76 @@ def make_handlers(models: Models):
         ko = {"female": "여성", "male": "남성"}[result.label]
         info = (f"**{ko} ({result.label})** · {result.probabilities[result.label]:.0%} · "
                 f"말소리 speech {format_duration(result.speech)} / 전체 {format_duration(result.duration)} · "
-                f"모델 model `{_model_name(models.gender)}`")
+                f"모델 model `{_model_name(classifier)}`")
         return label, figure, info
 
     @friendly
     def analyze_conversation(audio_path, with_text=False, progress=gr.Progress()):
         from speech.analysis import analyze
 
-        if models.gender is None:
-            raise user_error(f"성별 모델을 불러오지 못했습니다. The gender model is unavailable: "
-                           f"{models.problems.get('gender')}", title="모델 없음 · Model unavailable")
+        classifier = _classifier()
         stt = models.stt.get("ds2/greedy") if with_text else None
         if with_text and stt is None:
             raise user_error(f"음성 인식 모델이 없어 받아쓸 수 없습니다. No speech-to-text model: "
-                           f"{models.problems.get('ds2/greedy')}", title="모델 없음 · Model unavailable")
+                             f"{models.problems.get('ds2/greedy')}", title="모델 없음 · Model unavailable")
         progress(0.0, desc="오디오 읽는 중 · reading audio")
         audio = read_audio(audio_path, MAX_ANALYSIS_SECONDS)
         with models.lock("gender"), models.lock("ds2/greedy"):
-            report = analyze(audio, models.gender, stt=stt, progress=_progress_callback(progress, 0.05, 0.85))
+            report = analyze(audio, classifier, stt=stt, path=Path(audio_path).name,
+                             progress=_progress_callback(progress, 0.05, 0.85))
+        report.path = Path(audio_path).name  # the exports name the file people know, not the server's copy
+        if not report.turns:
+            raise audio_problem(NoSpeechError("No speech was found in the audio."))
         progress(0.92, desc="그림 그리는 중 · drawing")
         folder, stem = _out_dir(), _stem(audio_path)
         files = []
         for ext, text in (("json", report.to_json()), ("csv", report.to_csv()), ("srt", report.to_srt())):
-            path = folder / f"{stem}.{ext}"
+            path = folder / f"{stem}_analysis.{ext}"
             path.write_text(text, encoding="utf-8")
             files.append(str(path))
-        return summary_markdown(report), plots.timeline_figure(report), turn_rows(report, with_text), files
+        summary = summary_markdown(report, _model_name(stt) if stt is not None else None)
+        return share_bar(report), summary, plots.timeline_figure(report), turn_table(report), files
 
     return transcribe, classify_gender, analyze_conversation
 
 
-def summary_markdown(report) -> str:
-    return str(report)
+GENDER_KO = {"female": "여성 female", "male": "남성 male"}
 
 
-def turn_rows(report, with_text: bool) -> list:
-    return []
+def share_bar(report) -> str:
+    """Female and male shares of the speech as one coloured bar."""
+    from speech.plots import GENDER_COLORS
+
+    parts = []
+    for g, name in (("female", "여성"), ("male", "남성")):
+        share = 100 * report.genders[g]["share"]
+        label = f"{name} {share:.0f}%" if share >= 12 else ""
+        parts.append(f'<div class="share" style="width:{share:.2f}%;background:{GENDER_COLORS[g]}">{label}</div>')
+    return f'<div class="share-bar">{"".join(parts)}</div>'
+
+
+def summary_markdown(report, stt_name: Optional[str] = None) -> str:
+    f, m = report.genders["female"], report.genders["male"]
+    text = (f"### 여성 {100 * f['share']:.1f}% · 남성 {100 * m['share']:.1f}%\n"
+            f"여성 female **{format_duration(f['seconds'])}** · 남성 male **{format_duration(m['seconds'])}** · "
+            f"발화 turns **{report.n_turns}** · 말소리 speech {format_duration(report.speech_seconds)} / "
+            f"전체 total {format_duration(report.duration)}")
+    longest = report.longest_turn
+    if longest is not None:
+        text += (f"\n\n가장 긴 발화 · longest turn: {GENDER_KO[longest.gender]}, {longest.duration:.1f} s "
+                 f"({format_duration(longest.start)}–{format_duration(longest.end)})")
+    text += f" · 모델 model `{report.model}`" + (f" + `{stt_name}`" if stt_name else "")
+    return text
+
+
+def turn_table(report):
+    import pandas as pd
+
+    rows = [{"#": i, "시작 start": format_duration(t.start), "끝 end": format_duration(t.end),
+             "길이 length (s)": round(t.duration, 1), "성별 gender": GENDER_KO[t.gender],
+             "확률 prob.": f"{t.probability:.0%}", **({"문장 text": t.text or ""} if report.transcribed else {})}
+            for i, t in enumerate(report.turns, 1)]
+    return pd.DataFrame(rows)
 
 
 # -- page ----------------------------------------------------------------------------------------
@@ -285,6 +334,9 @@ CSS = """
 .gradio-container { max-width: 1180px !important; margin: auto; }
 #title h1 { margin-bottom: 0.2em; }
 .note { font-size: 0.9em; opacity: 0.8; }
+.share-bar { display: flex; height: 2.4em; border-radius: 0.6em; overflow: hidden; margin: 0.2em 0 0.6em; }
+.share-bar .share { color: white; font-weight: 600; display: flex; align-items: center; justify-content: center;
+                    white-space: nowrap; overflow: hidden; }
 """
 
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose", neutral_hue="slate",
@@ -307,7 +359,7 @@ def _examples(audio: gr.Audio, names: list[tuple[str, str]]) -> None:
 
 
 SHORT_EXAMPLES = [("ko_female_ava00013.flac", "여성 화자 · female, 6 s"),
-                  ("ko_male_pmi00003.flac", "남성 화자 · male, 4 s")]
+                  ("ko_male_emh00003.flac", "남성 화자 · male, 5 s")]
 FAMILY_EXAMPLE = [("family_conversation.ogg", "가족 대화 · family conversation, 2 min")]
 
 
@@ -322,7 +374,8 @@ def build_demo(models: Models) -> gr.Blocks:
     whisper_note = ("Whisper: `SPEECH_WHISPER_MODEL` 환경 변수에 모델을 지정하면 선택할 수 있습니다 "
                     "(set SPEECH_WHISPER_MODEL to offer it)." if "whisper" not in models.stt else "")
 
-    with gr.Blocks(title="한국어 음성 분석 · Korean Speech") as demo:
+    # delete_cache: uploads and results older than an hour leave Gradio's cache every hour
+    with gr.Blocks(title="한국어 음성 분석 · Korean Speech", delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# 한국어 음성 분석 · Korean Speech\n"
                     "녹음하거나 파일을 올리면 받아쓰기, 화자 성별, 대화 속 여성·남성 발화 비율을 알려 드립니다. "
                     "Record or upload Korean speech: transcript, speaker gender, and who talks how much.",
@@ -353,7 +406,7 @@ def build_demo(models: Models) -> gr.Blocks:
                                                     column_widths=["15%", "15%", "70%"], elem_id="stt_segments")
                         stt_files = gr.File(label="내려받기 · Download (TXT, SRT)", file_count="multiple",
                                             interactive=False, elem_id="stt_files")
-                stt_plot = gr.Plot(label="스펙트로그램 · Spectrogram", elem_id="stt_plot")
+                stt_plot = gr.Plot(label="스펙트로그램 · Spectrogram", show_label=False, elem_id="stt_plot")
                 stt_btn.click(transcribe, [stt_audio, stt_engine, stt_decoder],
                               [stt_text, stt_segments, stt_plot, stt_info, stt_files],
                               api_name="transcribe", concurrency_id="models")
@@ -370,7 +423,8 @@ def build_demo(models: Models) -> gr.Blocks:
                     with gr.Column(scale=3):
                         g_label = gr.Label(label="성별 · Gender", num_top_classes=2, elem_id="gender_label")
                         g_info = gr.Markdown(elem_id="gender_info")
-                g_plot = gr.Plot(label="스펙트로그램과 음높이 · Spectrogram and pitch", elem_id="gender_plot")
+                g_plot = gr.Plot(label="스펙트로그램과 음높이 · Spectrogram and pitch", show_label=False,
+                                 elem_id="gender_plot")
                 g_btn.click(classify_gender, [g_audio], [g_label, g_plot, g_info],
                             api_name="gender", concurrency_id="models")
 
@@ -383,12 +437,13 @@ def build_demo(models: Models) -> gr.Blocks:
                         c_btn = gr.Button("대화 분석 · Analyze", variant="primary", elem_id="conv_btn")
                         _examples(c_audio, FAMILY_EXAMPLE + SHORT_EXAMPLES[:1])
                     with gr.Column(scale=3):
+                        c_bar = gr.HTML(elem_id="conv_bar")
                         c_summary = gr.Markdown(elem_id="conv_summary")
                         c_files = gr.File(label="내려받기 · Download (JSON, CSV, SRT)", file_count="multiple",
                                           interactive=False, elem_id="conv_files")
-                c_plot = gr.Plot(label="타임라인 · Timeline", elem_id="conv_plot")
+                c_plot = gr.Plot(label="타임라인 · Timeline", show_label=False, elem_id="conv_plot")
                 c_turns = gr.Dataframe(label="발화 · Turns", interactive=False, wrap=True, elem_id="conv_turns")
-                c_btn.click(analyze_conversation, [c_audio, c_text], [c_summary, c_plot, c_turns, c_files],
+                c_btn.click(analyze_conversation, [c_audio, c_text], [c_bar, c_summary, c_plot, c_turns, c_files],
                             api_name="analyze", concurrency_id="models")
 
         gr.Markdown(models_markdown(models), elem_classes="note", elem_id="models")

@@ -76,7 +76,112 @@ def cmd_transcribe(args) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = [add_transcribe]
+# -- gender ------------------------------------------------------------------------------------
+
+def add_gender(sub):
+    p = sub.add_parser("gender", help="speaker gender of each file",
+                       description="Classify the speaker of each file as female or male (calibrated probabilities).")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    p.add_argument("--model", default=None, help="local folder, Hub repo id (owner/name[@revision]) or 'default'")
+    p.add_argument("--format", default="text", choices=["text", "jsonl"])
+    p.add_argument("--no-vad", action="store_true", help="classify the whole input, not only the speech regions")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_gender)
+
+
+def cmd_gender(args) -> int:
+    from .gender import GenderClassifier
+
+    try:
+        clf = GenderClassifier.load(args.model)
+    except (ValueError, OSError) as e:
+        print(f"error: could not load the gender model: {e}", file=sys.stderr)
+        return 2
+    show = not args.no_progress and len(args.files) > 1 and sys.stderr.isatty()
+    failed = 0
+    for path in _progress_iter(args.files, "classifying", show):
+        try:
+            r = clf.predict(path, vad=not args.no_vad)
+        except (AudioError, OSError) as e:
+            _fail(path, e)
+            failed += 1
+            continue
+        if args.format == "jsonl":
+            print(json.dumps({"path": str(path), **r.to_dict()}, ensure_ascii=False), flush=True)
+        else:
+            probs = " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
+            print(f"{path}\t{r.label}\t{probs}", flush=True)
+    return 1 if failed else 0
+
+
+# -- analyze -----------------------------------------------------------------------------------
+
+def add_analyze(sub):
+    p = sub.add_parser("analyze", help="who talked how much (female/male speaking time)",
+                       description="Split a recording into speech turns, label each turn's gender and "
+                                   "report each gender's speaking time and share.")
+    p.add_argument("file", metavar="FILE", help="audio file (a household recording, up to hours long)")
+    p.add_argument("--model", default=None, help="gender model: local folder, Hub repo id or 'default'")
+    p.add_argument("--transcribe", action="store_true", help="also transcribe each turn (slower)")
+    p.add_argument("--stt-model", default=None, help="speech-to-text model for --transcribe")
+    p.add_argument("--format", default="json", choices=["json", "csv", "srt", "vtt", "rttm"])
+    p.add_argument("--output", "-o", default=None, help="write here instead of standard output")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also save the timeline figure")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_analyze)
+
+
+def cmd_analyze(args) -> int:
+    from .analysis import analyze
+    from .gender import GenderClassifier
+
+    try:
+        clf = GenderClassifier.load(args.model)
+        stt = None
+        if args.transcribe:
+            from .stt import load_engine
+
+            stt = load_engine("ds2", model=args.stt_model)
+    except (ValueError, OSError) as e:
+        print(f"error: could not load a model: {e}", file=sys.stderr)
+        return 2
+    bar = None
+    if not args.no_progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, desc="analysing", unit="%", file=sys.stderr,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+
+    def progress(fraction, message):
+        if bar is not None:
+            bar.set_description(message)
+            bar.n = round(100 * fraction, 1)
+            bar.refresh()
+
+    try:
+        report = analyze(args.file, clf, stt=stt, progress=progress)
+    except (AudioError, OSError) as e:
+        _fail(args.file, e)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    text = {"json": report.to_json, "csv": report.to_csv, "srt": report.to_srt, "vtt": report.to_vtt,
+            "rttm": report.to_rttm}[args.format]()
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.plot:
+        from .plots import timeline_figure
+
+        timeline_figure(report).savefig(args.plot, dpi=120)
+    if report.speech_seconds == 0:
+        print(f"warning: {args.file}: no speech was found", file=sys.stderr)
+    return 0
+
+
+COMMANDS = [add_transcribe, add_gender, add_analyze]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -100,6 +100,7 @@ class WhisperEngine:
         self.guard = guard
         self.word_timestamps = word_timestamps
         self.last_dropped: list = []   # (RawSegment, reason) of the last call, for inspection
+        self.last_spans: list = []     # VAD speech regions of the last call
 
     def _decode(self, audio: np.ndarray, offset: float) -> list[RawSegment]:
         segments, _ = self.model.transcribe(
@@ -125,13 +126,22 @@ class WhisperEngine:
             if progress:
                 progress(0.0, "detecting speech")
             speech = speech_spans(audio, max_span=self.max_window)
+            self.last_spans = speech
             windows = group_spans(speech, self.max_window)
         else:
             windows = [(0.0, duration)]
         raw: list[RawSegment] = []
         for n, (s, e) in enumerate(windows):
             chunk = audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
-            raw += self._decode(chunk, s)
+            segs = self._decode(chunk, s)
+            # Whisper sometimes ends a window early and skips its last utterance: decode the
+            # speech it left out once more, on its own.
+            covered = max((x.end for x in segs), default=s)
+            rest = [sp for sp in (speech or []) if sp[0] >= covered - 0.1 and s <= sp[0] < e and sp[1] - sp[0] >= 0.5]
+            if rest:
+                r0 = rest[0][0]
+                segs += self._decode(audio[int(r0 * SAMPLE_RATE):int(e * SAMPLE_RATE)], r0)
+            raw += segs
             if progress:
                 progress((n + 1) / len(windows), "transcribing")
         kept, self.last_dropped = filter_segments(raw, speech) if self.guard else (raw, [])

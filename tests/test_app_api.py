@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 FEMALE = EXAMPLES / "ko_female_ava00013.flac"
-MALE = EXAMPLES / "ko_male_pmi00003.flac"
+MALE = EXAMPLES / "ko_male_emh00003.flac"
 FAMILY = EXAMPLES / "family_conversation.ogg"
 HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$", re.M)
@@ -110,6 +110,20 @@ def test_transcribe_beam(client):
     assert re.search(r"decoder `beam", result[3]), result[3]
 
 
+def test_transcribe_whisper_when_configured(client):
+    """The engine selector offers Whisper only when SPEECH_WHISPER_MODEL names a model."""
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/transcribe"]
+    engine = next(p for p in api["parameters"] if p["parameter_name"] == "engine")
+    if "whisper" not in str(engine["type"]):
+        assert "SPEECH_WHISPER_MODEL" not in __import__("os").environ
+        message = _error(client, handle_file(str(MALE)), "whisper", "greedy", api_name="/transcribe")
+        assert "whisper" in message.lower(), message
+        return
+    result = client.predict(handle_file(str(MALE)), "whisper", "greedy", api_name="/transcribe")
+    _check_transcript(result, sf.info(MALE).duration)
+    assert "Whisper" in result[3], result[3]
+
+
 def test_transcribe_mistakes(client, tmp_path):
     sr = 16000
     assert "오디오가 없습니다" in _error(client, None, "ds2", "greedy", api_name="/transcribe")
@@ -156,10 +170,12 @@ def test_gender_mistakes(client, tmp_path):
 
 def test_analyze_family_recording(client):
     truth = json.loads((EXAMPLES / "family_conversation.json").read_text(encoding="utf-8"))
-    summary, plot, turns, files = client.predict(handle_file(str(FAMILY)), False, api_name="/analyze")
+    bar, summary, plot, turns, files = client.predict(handle_file(str(FAMILY)), False, api_name="/analyze")
     female = float(re.search(r"여성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
     male = float(re.search(r"남성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
     assert female + male == pytest.approx(1.0, abs=0.02)
+    widths = [float(w) for w in re.findall(r"width:([\d.]+)%", bar)]  # the share bar: female, male
+    assert widths == pytest.approx([100 * female, 100 * male], abs=0.1), bar
     assert abs(female - truth["female_share"]) < 0.15, (summary, truth["female_share"])
     assert plot and plot["plot"].startswith("data:image/")
     rows = turns["data"]
@@ -174,7 +190,7 @@ def test_analyze_family_recording(client):
 
 
 def test_analyze_with_transcripts(client):
-    _, _, turns, _ = client.predict(handle_file(str(FEMALE)), True, api_name="/analyze")
+    _, _, _, turns, _ = client.predict(handle_file(str(FEMALE)), True, api_name="/analyze")
     rows = turns["data"]
     assert rows and any(HANGUL.search(str(cell)) for r in rows for cell in r[-1:]), turns
 
@@ -186,3 +202,6 @@ def test_analyze_mistakes(client, tmp_path):
     assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), False, api_name="/analyze")
     silent = _wav(tmp_path / "silent.wav", np.zeros(16000 * 2, np.float32), 16000)
     assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), False, api_name="/analyze")
+    hum = 0.05 * np.sin(2 * np.pi * 50 * np.arange(16000 * 3) / 16000).astype(np.float32)
+    assert "말소리를 찾지 못했습니다" in _error(client, handle_file(_wav(tmp_path / "hum.wav", hum, 16000)), False,
+                                        api_name="/analyze")

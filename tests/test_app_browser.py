@@ -21,7 +21,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FEMALE = EXAMPLES / "ko_female_ava00013.flac"
-MALE = EXAMPLES / "ko_male_pmi00003.flac"
+MALE = EXAMPLES / "ko_male_emh00003.flac"
 FAMILY = EXAMPLES / "family_conversation.ogg"
 HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 
@@ -129,7 +129,10 @@ def _table(page, table_id: str) -> list[list[str]]:
 
 TEXT_READY = "(() => { const t = document.querySelector('#stt_text textarea'); return t && t.value.length > 0; })()"
 GENDER_READY = "document.querySelector('#gender_label [data-testid=label-output-value]') !== null"
-CONV_READY = "(() => { const m = document.querySelector('#conv_summary'); return m && /%/.test(m.innerText); })()"
+# the progress overlay inside #conv_summary shows percentages too: wait for the shares and the table
+CONV_READY = ("(() => { const m = document.querySelector('#conv_summary .prose, #conv_summary');"
+              " const td = document.querySelector('#conv_turns tbody td');"
+              " return m && /여성 \\d/.test(m.innerText) && td && td.innerText.trim().length > 0; })()")
 
 
 def test_record_on_every_tab(pw, url, mic_wav):
@@ -139,6 +142,7 @@ def test_record_on_every_tab(pw, url, mic_wav):
         page = _open(browser, url, None)
         _record(page, "stt_audio", 7.5)
         _run(page, "stt_btn", "stt_text", TEXT_READY)
+        _shot(page, "stt_microphone")
         text = page.input_value("#stt_text textarea")
         assert HANGUL.search(text), text
         info = page.inner_text("#stt_info")
@@ -147,27 +151,26 @@ def test_record_on_every_tab(pw, url, mic_wav):
         assert 6.0 <= seconds <= 9.5, info  # the recording holds the whole sentence
         _plot_img(page, "stt_plot")
         assert page.locator("#stt_files a, #stt_files [download]").count() >= 2
-        _shot(page, "stt_microphone")
 
         # a new page, so that the fake microphone plays the sentence from its start again
         page.close()
         page = _open(browser, url, "성별")
         _record(page, "gender_audio", 7.5)
         _run(page, "gender_btn", "gender_label", GENDER_READY)
+        _shot(page, "gender_microphone")
         top = page.inner_text("#gender_label [data-testid=label-output-value]")
         assert "female" in top, top  # the fake microphone plays a woman's voice
         _plot_img(page, "gender_plot")
-        _shot(page, "gender_microphone")
 
         page.close()
         page = _open(browser, url, "대화")
         _record(page, "conv_audio", 7.5)
         _run(page, "conv_btn", "conv_summary", CONV_READY)
+        _shot(page, "conversation_microphone")
         summary = page.inner_text("#conv_summary")
         assert re.search(r"여성[^%]*\d+(\.\d)?%", summary), summary
         assert len(_table(page, "conv_turns")) >= 1
         _plot_img(page, "conv_plot")
-        _shot(page, "conversation_microphone")
     finally:
         browser.close()
 
@@ -180,6 +183,7 @@ def test_upload_family_recording(pw, url):
         page = _open(browser, url, "대화")
         _upload(page, "conv_audio", FAMILY)
         _run(page, "conv_btn", "conv_summary", CONV_READY, timeout=90_000)
+        _shot(page, "conversation_upload")
         summary = page.inner_text("#conv_summary")
         female = float(re.search(r"여성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
         assert abs(female - truth["female_share"]) < 0.15, (summary, truth["female_share"])
@@ -187,7 +191,6 @@ def test_upload_family_recording(pw, url):
         assert len(rows) >= len(truth["turns"]) // 2, rows
         _plot_img(page, "conv_plot")
         assert page.locator("#conv_files a, #conv_files [download]").count() >= 3
-        _shot(page, "conversation_upload")
     finally:
         browser.close()
 

@@ -254,13 +254,14 @@ def main(argv=None) -> dict:
             feats, labels = data.batch(next(batches))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            loss = model(input_features=feats.to(cfg.device), labels=labels.to(cfg.device)).loss
+            loss_t = model(input_features=feats.to(cfg.device), labels=labels.to(cfg.device)).loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_t.backward()
+            loss = loss_t.item()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             if step % 10 == 0 or step == cfg.steps - 1:
-                rec = {"step": step, "loss": round(float(loss), 4), "lr": opt.param_groups[0]["lr"],
+                rec = {"step": step, "loss": round(loss, 4), "lr": opt.param_groups[0]["lr"],
                        "elapsed_s": round(time.time() - t0, 1)}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
@@ -271,7 +272,7 @@ def main(argv=None) -> dict:
     tokenizer.save_pretrained(hf_dir)
     fe.save_pretrained(hf_dir)
     ct2_dir = convert_to_ct2(hf_dir, out / "ct2", cfg.quantization)
-    metrics = {"config": asdict(cfg), "steps": cfg.steps, "final_loss": round(float(loss), 4),
+    metrics = {"config": asdict(cfg), "steps": cfg.steps, "final_loss": round(loss, 4),
                "train_utterances": len(rows), "command": "python -m training.finetune_whisper " + " ".join(argv or sys.argv[1:])}
     if cfg.dev:
         from speech.whisper_engine import WhisperEngine

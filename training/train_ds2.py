@@ -31,12 +31,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.checkpoint import save_release
+from speech.checkpoint import load_release, save_release
 from speech.decoding import greedy_decode
 from speech.features import FeatureConfig, compute_features
 from speech.metrics import error_counts
 from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
-from speech.text import JamoTokenizer, build_syllable_tokenizer
+from speech.text import JamoTokenizer, build_syllable_tokenizer, tokenizer_from_dict
 from training.manifest import read_manifest
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
 
@@ -90,6 +90,7 @@ class TrainConfig:
     save_dtype: str = "float16"             # release weights dtype ("float16" halves the size)
     name: str = "ds2-ko"
     resume: bool = False
+    init_from: Optional[str] = None         # release folder to start from (same dimensions and tokenizer)
 
     def __post_init__(self):
         if self.unit not in ("jamo", "syllable"):
@@ -154,6 +155,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--save-dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init-from", default=None, help="release folder whose weights start the training")
     a = p.parse_args(argv)
     snr = [float(x) for x in a.snr.split(",")]
     if len(snr) != 2 or snr[0] > snr[1]:
@@ -171,7 +173,7 @@ def parse_args(argv=None) -> TrainConfig:
                            max_steps=a.max_steps, max_minutes=a.max_minutes, batch_seconds=a.batch_seconds, grad_clip=a.grad_clip,
                            amp=not a.no_amp, augment=aug, max_duration=a.max_duration, seed=a.seed,
                            device=a.device, threads=a.threads, eval_every=a.eval_every,
-                           save_dtype=a.save_dtype, resume=a.resume)
+                           save_dtype=a.save_dtype, resume=a.resume, init_from=a.init_from)
     except ValueError as e:
         p.error(str(e))
 
@@ -380,7 +382,16 @@ def main(argv=None):
             print(msg, flush=True)
 
     train_rows, dev_rows = read_manifest(cfg.train), read_manifest(cfg.dev)
-    tokenizer = JamoTokenizer() if cfg.unit == "jamo" else build_syllable_tokenizer(r["text"] for r in train_rows)
+    init_state = None
+    if cfg.init_from:
+        init_state, init_config = load_release(cfg.init_from, expected_type="deepspeech2")
+        tokenizer = tokenizer_from_dict(init_config["tokenizer"])
+        if tokenizer.unit != cfg.unit or init_config["features"] != cfg.features.to_dict():
+            raise SystemExit(f"--init-from {cfg.init_from}: its tokenizer unit or features differ from this run's")
+    elif cfg.unit == "jamo":
+        tokenizer = JamoTokenizer()
+    else:
+        tokenizer = build_syllable_tokenizer(r["text"] for r in train_rows)
     t0 = time.time()
     train_ds = AudioSet(train_rows, tokenizer, cfg.max_duration)
     dev_ds = AudioSet(dev_rows, tokenizer, float("inf"))
@@ -391,7 +402,11 @@ def main(argv=None):
         train_ds.audio = [a.to(device) for a in train_ds.audio]
         dev_ds.audio = [a.to(device) for a in dev_ds.audio]
     dims = cfg.dims(len(tokenizer))
-    model = DeepSpeech2(dims).to(device)
+    model = DeepSpeech2(dims)
+    if init_state is not None:
+        model.load_state_dict(init_state, strict=True)
+        log(f"initialised from {cfg.init_from}")
+    model = model.to(device)
     n_params = model.num_parameters()
     log(f"model: {n_params / 1e6:.2f}M parameters, {dims}")
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model

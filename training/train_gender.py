@@ -70,6 +70,8 @@ class TrainConfig:
     eval_every: int = 300
     seed: int = 0
     threads: int = 0
+    device: str = "cpu"
+    fold: str = ""                  # "K/N": pool train+dev, hold out speaker fold K of N (cross-validation)
 
     def __post_init__(self):
         if not 0 < self.crop_min <= self.crop_max:
@@ -80,6 +82,10 @@ class TrainConfig:
             raise ValueError("give --steps or --minutes")
         if self.noise_prob > 0 and not self.noise:
             raise ValueError("--noise-prob > 0 needs --noise (a folder with manifest.tsv)")
+        if self.fold:
+            k, _, n = self.fold.partition("/")
+            if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+                raise ValueError(f"--fold must be K/N with 0 <= K < N, got {self.fold!r}")
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -115,6 +121,20 @@ def noise_part(bank: NoiseBank, part: str, fraction: float = 0.7) -> NoiseBank:
         clips.append(c[:cut] if part == "train" else c[cut:])
     bank.clips = clips
     return bank
+
+
+def speaker_folds(rows: list[dict], n: int) -> list[set]:
+    """Speakers dealt into n folds, per gender and note (teen, 50+, dialect) in name order."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((label_of(r), r.get("note") or ""), set()).add(r["speaker"])
+    folds = [set() for _ in range(n)]
+    i = 0
+    for key in sorted(groups):
+        for spk in sorted(groups[key]):
+            folds[i % n].add(spk)
+            i += 1
+    return folds
 
 
 class Sampler:
@@ -170,7 +190,8 @@ def noisy_copies(audio, bank: Optional[NoiseBank], snr: Optional[float], seed: i
 @torch.inference_mode()
 def logits_for(model: GenderNet, features: FeatureConfig, audio, batch_size: int = 16) -> torch.Tensor:
     model.eval()
-    out = torch.zeros(len(audio), len(LABELS))
+    dev = next(model.parameters()).device
+    out = torch.zeros(len(audio), len(LABELS), device=dev)
     order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
     for b in range(0, len(order), batch_size):
         idx = order[b:b + batch_size]
@@ -178,7 +199,7 @@ def logits_for(model: GenderNet, features: FeatureConfig, audio, batch_size: int
         wav = torch.zeros(len(idx), int(lengths.max()))
         for r, i in enumerate(idx):
             wav[r, :len(audio[i])] = torch.as_tensor(audio[i])
-        feats, frames = compute_features(wav, features, lengths)
+        feats, frames = compute_features(wav.to(dev), features, lengths.to(dev))
         out[idx] = model(feats, frames)
     return out
 
@@ -196,7 +217,49 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
         return loss
 
     opt.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
+
+
+CALIBRATION_SET = ("adult dev speakers (teen speakers excluded: out of scope), whole utterances and "
+                   "1 s centre crops, clean and household noise at 0/5/10 dB")
+
+
+def calibrate(model: GenderNet, features: FeatureConfig, rows, audio, bank) -> tuple[float, dict]:
+    """Temperature on held-out adult speakers. Whole clean utterances are nearly all right, which
+    would push the temperature towards 0; short and noisy crops give the errors it needs."""
+    keep = [i for i, r in enumerate(rows) if (r.get("note") or "") != "teen"]
+    audio = [audio[i] for i in keep]
+    y = torch.tensor([label_of(rows[i]) for i in keep])
+    short = [a[max(0, (len(a) - SAMPLE_RATE) // 2):][:SAMPLE_RATE] for a in audio]
+    sets = [audio, short]
+    for k, snr in enumerate((0.0, 5.0, 10.0)):
+        sets += [noisy_copies(audio, bank, snr, seed=10 + k), noisy_copies(short, bank, snr, seed=20 + k)]
+    logits = torch.cat([logits_for(model, features, s).cpu() for s in sets])
+    labels = y.repeat(len(sets))
+    t = fit_temperature(logits, labels)
+    return t, {"temperature": round(t, 4), "items": len(labels),
+               "errors": int((logits.argmax(1) != labels).sum()),
+               "nll_before": round(float(F.cross_entropy(logits, labels)), 4),
+               "nll_after": round(float(F.cross_entropy(logits / t, labels)), 4)}
+
+
+def recalibrate(release: str, dev: str, noise: str, fraction: float = 0.7) -> dict:
+    """Refit the temperature of a saved release folder in place (no retraining)."""
+    import json as _json
+
+    from speech.checkpoint import CONFIG_NAME, load_release
+
+    state, config = load_release(release, expected_type=MODEL_TYPE)
+    model = GenderNet(GenderDims.from_dict(config["dims"]))
+    model.load_state_dict(state, strict=True)
+    features = FeatureConfig.from_dict(config["features"])
+    rows = read_manifest(dev)
+    bank = noise_part(NoiseBank(noise, categories=HOUSEHOLD), "test", fraction)
+    t, cal = calibrate(model, features, rows, load_utterances(rows), bank)
+    config["calibration"] = {"method": "temperature", "temperature": t, "fitted_on": CALIBRATION_SET}
+    (Path(release) / CONFIG_NAME).write_text(_json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(_json.dumps(cal))
+    return cal
 
 
 # -- training -----------------------------------------------------------------------------------
@@ -217,6 +280,12 @@ def train(cfg: TrainConfig) -> Path:
         log.flush()
 
     train_rows, dev_rows = read_manifest(cfg.train), read_manifest(cfg.dev)
+    if cfg.fold:
+        k, n = (int(v) for v in cfg.fold.split("/"))
+        pool = train_rows + dev_rows
+        held = speaker_folds(pool, n)[k]
+        train_rows = [r for r in pool if r["speaker"] not in held]
+        dev_rows = [r for r in pool if r["speaker"] in held]
     overlap = {r["speaker"] for r in train_rows} & {r["speaker"] for r in dev_rows}
     if overlap:
         raise ValueError(f"train and dev share speakers {sorted(overlap)}: the split must be by speaker")
@@ -234,7 +303,8 @@ def train(cfg: TrainConfig) -> Path:
 
     dims = GenderDims(n_features=cfg.features.n_features, channels=tuple(cfg.channels), hidden=cfg.hidden,
                       context=cfg.context, dropout=cfg.dropout)
-    model = GenderNet(dims)
+    dev = torch.device(cfg.device)
+    model = GenderNet(dims).to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = Sampler(train_rows, rng)
@@ -251,7 +321,7 @@ def train(cfg: TrainConfig) -> Path:
     def evaluate():
         res = {}
         for name, audio in (("dev_clean", dev_audio), ("dev_5db", dev_noisy)):
-            lg = logits_for(model, cfg.features, audio)
+            lg = logits_for(model, cfg.features, audio).cpu()
             res[f"{name}_acc"] = round(float((lg.argmax(1) == dev_y).float().mean()), 4)
         model.train()
         return res
@@ -262,8 +332,8 @@ def train(cfg: TrainConfig) -> Path:
         for g in opt.param_groups:
             g["lr"] = lr_at(min(progress(), 1.0))
         wav, lengths, y = make_batch(cfg, train_audio, train_y, sampler, bank, gen, rng)
-        feats, frames = compute_features(wav, cfg.features, lengths)
-        loss = F.cross_entropy(model(feats, frames), y, label_smoothing=0.05)
+        feats, frames = compute_features(wav.to(dev), cfg.features, lengths.to(dev))
+        loss = F.cross_entropy(model(feats, frames), y.to(dev), label_smoothing=0.05)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -278,15 +348,8 @@ def train(cfg: TrainConfig) -> Path:
     final = evaluate()
     emit({"step": step, "final": True, "elapsed_s": round(time.time() - start, 1), **final})
 
-    # Temperature on the dev speakers: clean plus noisy variants, so it holds across conditions.
-    cal_audio = dev_audio + dev_noisy + noisy_copies(dev_audio, test_bank, 0.0, seed=2) \
-        + noisy_copies(dev_audio, test_bank, 10.0, seed=3)
-    cal_logits = logits_for(model, cfg.features, cal_audio)
-    cal_y = dev_y.repeat(len(cal_audio) // len(dev_audio))
-    temperature = fit_temperature(cal_logits, cal_y)
-    emit({"event": "calibration", "temperature": round(temperature, 4),
-          "nll_before": round(float(F.cross_entropy(cal_logits, cal_y)), 4),
-          "nll_after": round(float(F.cross_entropy(cal_logits / temperature, cal_y)), 4)})
+    temperature, cal = calibrate(model, cfg.features, dev_rows, dev_audio, test_bank)
+    emit({"event": "calibration", **cal})
 
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 "config": asdict(cfg), "rng": torch.get_rng_state()}, out / "last.pt")
@@ -297,7 +360,7 @@ def train(cfg: TrainConfig) -> Path:
         "features": cfg.features.to_dict(),
         "labels": list(LABELS),
         "calibration": {"method": "temperature", "temperature": temperature,
-                        "fitted_on": "dev speakers, clean and household noise at 0/5/10 dB"},
+                        "fitted_on": CALIBRATION_SET},
         "provenance": {
             "data": "emotiontts_open_db SpeechCorpus (Selvas AI / KAIST) via ../shared/data/ko-speech",
             "train_manifest": cfg.train, "dev_manifest": cfg.dev,
@@ -309,6 +372,14 @@ def train(cfg: TrainConfig) -> Path:
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
         "metrics": {"dev": final},
     }
+    if cfg.fold:
+        per = {}
+        lg = logits_for(model, cfg.features, dev_audio).cpu().argmax(1)
+        for r, p, y in zip(dev_rows, lg.tolist(), dev_y.tolist()):
+            per.setdefault(r["speaker"], []).append(p == y)
+        emit({"event": "fold_speakers", "fold": cfg.fold,
+              "accuracy": {s: round(sum(v) / len(v), 4) for s, v in sorted(per.items())}})
+        config["provenance"]["fold"] = cfg.fold
     release = save_release(out / "release", model.state_dict(), config)
     emit({"event": "saved", "release": str(release), "parameters": n_params})
     return release
@@ -327,10 +398,22 @@ def parse_args(argv=None) -> TrainConfig:
                  "snr_min", "snr_max", "reverb_prob", "gain_db", "noise_train_fraction", "trim_db"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--channels", type=int, nargs="+", default=list(d.channels))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--fold", default="", help="K/N: speaker cross-validation fold (pools train and dev)")
     a = vars(p.parse_args(argv))
     a["channels"] = tuple(a["channels"])
     return TrainConfig(**a)
 
 
 if __name__ == "__main__":
-    train(parse_args())
+    import sys
+
+    if "--recalibrate" in sys.argv:  # python -m training.train_gender --recalibrate RELEASE --dev D --noise N
+        a = argparse.ArgumentParser()
+        a.add_argument("--recalibrate", required=True)
+        a.add_argument("--dev", required=True)
+        a.add_argument("--noise", required=True)
+        a = a.parse_args()
+        recalibrate(a.recalibrate, a.dev, a.noise)
+    else:
+        train(parse_args())

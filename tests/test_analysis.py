@@ -1,0 +1,148 @@
+"""Conversation analysis on real speech: shares, turns, exports, silence, noise, a long file."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speech.analysis import analyze, viterbi
+from speech.audio import SAMPLE_RATE, load_audio
+from speech.gender import GenderClassifier
+from speech.hub import default_model
+from speech.plots import hangul_font, timeline_figure
+
+FIX = Path(__file__).parent / "fixtures"
+CLIPS = [(FIX / "gender" / "avc00010.flac", "female"), (FIX / "gender" / "emf00002.flac", "male"),
+         (FIX / "gender" / "ava00021.flac", "female"), (FIX / "gender" / "emh00305.flac", "male")]
+NOISE = FIX / "noise" / "vacuum_6s.flac"
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return GenderClassifier.load()
+
+
+def conversation(repeats: int = 1, noise_snr: float | None = None, gap: float = 1.2):
+    """Alternating turns of four held-out speakers with pauses -> (audio, true female share, labels)."""
+    rng = np.random.default_rng(0)
+    parts, secs, labels = [np.zeros(SAMPLE_RATE // 2, np.float32)], {"female": 0.0, "male": 0.0}, []
+    for _ in range(repeats):
+        for path, g in CLIPS:
+            a, _ = librosa.effects.trim(load_audio(path), top_db=30)
+            parts += [a, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
+            secs[g] += len(a) / SAMPLE_RATE
+            labels.append(g)
+    audio = np.concatenate(parts)
+    audio += 1e-3 * rng.standard_normal(len(audio)).astype(np.float32)  # a room's noise floor
+    if noise_snr is not None:
+        noise = np.resize(load_audio(NOISE), len(audio))
+        speech_power = np.mean(np.concatenate(parts) ** 2)
+        audio = audio + noise * np.sqrt(speech_power / (np.mean(noise ** 2) * 10 ** (noise_snr / 10)))
+    return audio.astype(np.float32), secs["female"] / sum(secs.values()), labels
+
+
+def test_shares_turns_and_exports(clf, tmp_path):
+    audio, share, labels = conversation()
+    path = tmp_path / "talk.flac"
+    sf.write(str(path), audio, SAMPLE_RATE)
+    rep = analyze(str(path), clf)
+    assert [t.gender for t in rep.turns] == labels
+    assert abs(rep.genders["female"]["share"] - share) < 0.03
+    assert rep.genders["female"]["seconds"] + rep.genders["male"]["seconds"] == pytest.approx(rep.speech_seconds)
+    assert rep.longest_turn.duration == max(t.duration for t in rep.turns)
+
+    d = json.loads(rep.to_json())
+    assert set(d["female"]) == {"seconds", "share"} and d["n_turns"] == 4
+    assert d["female"]["share"] + d["male"]["share"] == pytest.approx(1.0, abs=1e-3)
+    table = list(csv.reader(io.StringIO(rep.to_csv())))
+    assert table[0][:5] == ["turn", "start", "end", "duration", "gender"] and len(table) == 5
+    assert [r[4] for r in table[1:]] == labels
+    srt = rep.to_srt()
+    assert srt.count(" --> ") == 4 and "[female]" in srt and "[male]" in srt
+    assert rep.to_vtt().startswith("WEBVTT")
+    rttm = [line.split() for line in rep.to_rttm().splitlines()]
+    assert all(len(f) == 10 and f[0] == "SPEAKER" and f[1] == "talk" for f in rttm)
+    assert sum(float(f[4]) for f in rttm) == pytest.approx(rep.speech_seconds, abs=0.01)
+
+
+def test_noisy_conversation(clf):
+    audio, share, labels = conversation(noise_snr=5.0)
+    rep = analyze((SAMPLE_RATE, audio), clf)
+    assert abs(rep.genders["female"]["share"] - share) < 0.05
+    assert [t.gender for t in rep.turns] == labels
+
+
+def test_silence_and_noise_only(clf, capsys, tmp_path):
+    from speech.cli import main
+
+    silent = tmp_path / "silent.wav"
+    sf.write(str(silent), np.zeros(SAMPLE_RATE * 3, np.int16), SAMPLE_RATE, subtype="PCM_16")
+    assert main(["analyze", str(silent), "--no-progress"]) == 1
+    assert "silent" in capsys.readouterr().err
+    rep = analyze(NOISE, clf)
+    assert rep.speech_seconds < 0.5 and rep.n_turns <= 1
+    if rep.speech_seconds == 0:
+        assert rep.genders["female"] == rep.genders["male"] == {"seconds": 0.0, "share": 0.0}
+    assert main(["analyze", str(NOISE), "--no-progress"]) == 0
+    assert "no speech" in capsys.readouterr().err
+
+
+def test_long_file_cli(clf, tmp_path, capsys):
+    """About 4 minutes (16 turns, household noise at 10 dB), through the CLI, with a progress callback."""
+    from speech.cli import main
+
+    audio, share, labels = conversation(repeats=4, noise_snr=10.0, gap=4.0)
+    path = tmp_path / "long.wav"
+    sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
+    assert len(audio) / SAMPLE_RATE > 180
+    seen = []
+    rep = analyze(str(path), clf, progress=lambda f, m: seen.append(f))
+    assert seen[-1] == 1.0 and all(a <= b + 1e-9 for a, b in zip(seen, seen[1:]))
+    assert [t.gender for t in rep.turns] == labels
+    assert abs(rep.genders["female"]["share"] - share) < 0.03
+    assert rep.rtf < 0.2          # the target (0.05) is measured by training/evaluate_analysis.py
+    png = tmp_path / "timeline.png"
+    assert main(["analyze", str(path), "--format", "rttm", "--plot", str(png), "--no-progress"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(rep.segments)
+    assert png.stat().st_size > 10_000
+
+
+def test_viterbi_smooths_flicker():
+    rng = np.random.default_rng(0)
+    truth = np.array([0] * 60 + [1] * 60)
+    p = np.where(truth == 0, 0.8, 0.2)
+    flip = rng.random(120) < 0.15                    # 15 % of frames point the wrong way
+    p = np.where(flip, 1 - p, p)
+    logp = np.log(np.stack([p, 1 - p], 1))
+    raw = logp.argmax(1)
+    smooth = viterbi(logp, np.full(120, 6.0))
+    assert (raw != truth).sum() >= 10
+    assert (smooth != truth).sum() <= 2
+    assert (np.diff(smooth) != 0).sum() == 1
+
+
+def test_timeline_figure_hangul(clf, tmp_path):
+    audio, _, _ = conversation()
+    rep = analyze((SAMPLE_RATE, audio), clf)
+    assert hangul_font() is not None                 # fonts-noto-cjk is a listed system dependency
+    fig = timeline_figure(rep)
+    assert "여성" in fig.axes[0].get_yticklabels()[0].get_text()
+    fig.savefig(tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not (default_model("stt") / "model.safetensors").exists(), reason="no embedded STT model")
+def test_transcribed_turns(clf):
+    from speech.stt import load_engine
+
+    audio, _, labels = conversation()
+    rep = analyze((SAMPLE_RATE, audio), clf, stt=load_engine("ds2"))
+    assert rep.transcribed and all(t.text for t in rep.turns)
+    assert "text" in rep.to_csv().splitlines()[0]
+    assert all("] " in block for block in rep.to_srt().split("\n\n") if block.strip())

@@ -1,0 +1,142 @@
+"""Evaluate a gender model against the pitch baseline on held-out speakers, clean and in noise.
+
+    python -m training.evaluate_gender --manifest data/ko-speech/dev.jsonl --noise ../shared/data/noise \
+        --model checkpoints/gender-ko --out results/gender_eval
+
+Conditions: whole utterances clean and mixed with household noise (the held-out part of every
+noise clip, see train_gender.noise_part) at 10, 5 and 0 dB; 1-second crops from the middle of each
+utterance, clean and at 5 dB. Methods: the model (argmax of calibrated probabilities, whole input
+as one utterance, no VAD) and the pitch baseline (median F0 of voiced frames > `--cut` Hz ->
+female; no voiced frame counts as an error). Writes `OUT.md` and `OUT.json`: accuracy per
+condition and group (adult / teen), per speaker, and the model's expected calibration error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speech.audio import SAMPLE_RATE
+from speech.gender import LABELS, GenderClassifier
+from speech.plots import median_f0
+from training.manifest import read_manifest
+from training.noise import NoiseBank
+from training.train_gender import HOUSEHOLD, label_of, load_utterances, noise_part, noisy_copies
+
+SNRS = (10.0, 5.0, 0.0)
+
+
+def ece(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error of the top-label confidence."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == y
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi) if lo > 0.5 else (conf >= lo) & (conf <= hi)
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def centre_crop(a: np.ndarray, seconds: float) -> np.ndarray:
+    n = int(seconds * SAMPLE_RATE)
+    if len(a) <= n:
+        return a
+    s = (len(a) - n) // 2
+    return a[s:s + n]
+
+
+def pitch_predictions(audio, cut: float) -> np.ndarray:
+    """0 = female, 1 = male, -1 = no voiced frame."""
+    out = []
+    for a in audio:
+        f0 = median_f0(a)
+        out.append(-1 if not np.isfinite(f0) else (0 if f0 > cut else 1))
+    return np.array(out)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--manifest", default="data/ko-speech/dev.jsonl", help="held-out speakers (JSONL)")
+    p.add_argument("--noise", default="../shared/data/noise")
+    p.add_argument("--model", default=None, help="gender model (default: the embedded checkpoints/gender-ko)")
+    p.add_argument("--out", default="results/gender_eval", help="writes OUT.md and OUT.json")
+    p.add_argument("--cut", type=float, default=165.0, help="pitch baseline: median F0 above this is female")
+    p.add_argument("--short", type=float, default=1.0, help="seconds of the short-clip condition")
+    p.add_argument("--noise-train-fraction", type=float, default=0.7)
+    args = p.parse_args(argv)
+
+    clf = GenderClassifier.load(args.model)
+    rows = read_manifest(args.manifest)
+    y = np.array([label_of(r) for r in rows])
+    speakers = [r["speaker"] for r in rows]
+    groups = ["teen" if (r.get("note") or "") == "teen" else "adult" for r in rows]
+    full = load_utterances(rows, trim_db=0)
+    trimmed = load_utterances(rows, trim_db=30)
+    bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "test", args.noise_train_fraction)
+    short = [centre_crop(a, args.short) for a in trimmed]
+    conditions = {"clean": full}
+    for snr in SNRS:
+        conditions[f"noise {snr:g} dB"] = noisy_copies(full, bank, snr, seed=100 + int(snr))
+    conditions[f"{args.short:g} s clean"] = short
+    conditions[f"{args.short:g} s, 5 dB"] = noisy_copies(short, bank, 5.0, seed=200)
+
+    results = {"model": str(clf.folder), "manifest": args.manifest, "utterances": len(rows),
+               "speakers": sorted(set(speakers)), "pitch_cut_hz": args.cut, "conditions": {}}
+    for name, audio in conditions.items():
+        probs = clf.probabilities(clf.span_logits(audio)).numpy()
+        model_pred = probs.argmax(1)
+        pitch_pred = pitch_predictions(audio, args.cut)
+        adult = np.array([g == "adult" for g in groups])
+        cond = {"ece": round(ece(probs, y), 4), "ece_adult": round(ece(probs[adult], y[adult]), 4) if adult.any() else None}
+        for method, pred in (("model", model_pred), ("pitch", pitch_pred)):
+            ok = pred == y
+            cond[method] = {
+                "all": round(float(ok.mean()), 4),
+                **{g: round(float(ok[[x == g for x in groups]].mean()), 4) for g in sorted(set(groups))},
+                "per_speaker": {s: round(float(ok[[x == s for x in speakers]].mean()), 4) for s in sorted(set(speakers))},
+            }
+        results["conditions"][name] = cond
+        print(f"{name:>14}: model {cond['model']['all']:.4f} (adult {cond['model'].get('adult', float('nan')):.4f})"
+              f"  pitch {cond['pitch']['all']:.4f} (adult {cond['pitch'].get('adult', float('nan')):.4f})"
+              f"  ECE {cond['ece']:.4f} (adult {cond['ece_adult']})", flush=True)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(results, rows), encoding="utf-8")
+    return results
+
+
+def markdown(res: dict, rows: list[dict]) -> str:
+    info = {}
+    for r in rows:
+        info.setdefault(r["speaker"], [r.get("gender"), r.get("note") or "", 0])[2] += 1
+    conds = list(res["conditions"])
+    lines = [f"# Gender evaluation: {res['model']}", "",
+             f"Held-out speakers from `{res['manifest']}`: {res['utterances']} utterances, "
+             f"{len(res['speakers'])} speakers. Pitch baseline: median F0 > {res['pitch_cut_hz']:g} Hz -> female.", "",
+             "| condition | model, all | model, adult | model, teen | pitch, all | pitch, adult | pitch, teen | model ECE (all / adult) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in conds:
+        d = res["conditions"][c]
+        f = lambda m, g: f"{100 * d[m][g]:.1f}%" if g in d[m] else "-"
+        lines.append(f"| {c} | {f('model', 'all')} | {f('model', 'adult')} | {f('model', 'teen')} | "
+                     f"{f('pitch', 'all')} | {f('pitch', 'adult')} | {f('pitch', 'teen')} | {d['ece']:.3f} / {d['ece_adult']:.3f} |")
+    lines += ["", "Per speaker (model / pitch):", "",
+              "| speaker | gender | note | utts | " + " | ".join(conds) + " |",
+              "|---|---|---|---|" + "---|" * len(conds)]
+    for s in res["speakers"]:
+        g, note, n = info[s]
+        cells = [f"{100 * res['conditions'][c]['model']['per_speaker'][s]:.0f} / "
+                 f"{100 * res['conditions'][c]['pitch']['per_speaker'][s]:.0f}" for c in conds]
+        lines.append(f"| {s} | {g} | {note} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

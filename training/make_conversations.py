@@ -1,0 +1,143 @@
+"""Synthetic two-parent conversations with known speaking shares, from held-out speakers.
+
+    python -m training.make_conversations --manifest data/ko-speech/dev.jsonl --noise ../shared/data/noise \
+        --out data/conversations --n 6
+
+Each conversation pairs one adult female and one adult male speaker of the manifest (teenagers are
+not parents here). Turns alternate; a turn is 1-3 of the speaker's utterances (silence trimmed)
+with short pauses; between turns a pause of 0.3-1.5 s or, with probability `overlap_prob`, the next
+speaker starts 0.2-0.5 s before the previous one ends. Turn lengths are random, so the true
+female share differs per conversation. Three variants per conversation:
+
+* `clean`: the conversation alone;
+* `household`: plus household noise at 10 dB SNR (held-out part of the noise clips) and a TV:
+  speech of *other* held-out speakers (the teenager and the adults not in this conversation)
+  running continuously at 15 dB below the conversation;
+* `household5`: the same at 5 dB SNR.
+
+Writes `NAME.VARIANT.flac` and `truth.jsonl` (one line per conversation: true segments, seconds
+and female share; overlapping speech counts for both speakers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from speech.audio import SAMPLE_RATE
+from training.manifest import normalize_gender, read_manifest
+from training.noise import NoiseBank, mix_at_snr
+from training.train_gender import HOUSEHOLD, load_utterances, noise_part
+
+TV_LEVEL_DB = -15.0
+
+
+def build_conversation(f_utts, m_utts, rng: random.Random, turns: int, overlap_prob: float):
+    """-> (waveform, segments [(start, end, gender)])."""
+    pieces = []   # (start_sample, audio, gender)
+    t = 0
+    gender = rng.choice(["female", "male"])
+    prev_end = 0
+    for _ in range(turns):
+        pool = f_utts if gender == "female" else m_utts
+        n_utts = rng.choices([1, 2, 3], weights=[0.5, 0.35, 0.15])[0]
+        if pieces:
+            if rng.random() < overlap_prob:
+                t = prev_end - int(rng.uniform(0.2, 0.5) * SAMPLE_RATE)
+            else:
+                t = prev_end + int(rng.uniform(0.3, 1.5) * SAMPLE_RATE)
+        for j in range(n_utts):
+            a = rng.choice(pool)
+            pieces.append((t, a, gender))
+            t += len(a)
+            if j < n_utts - 1:
+                t += int(rng.uniform(0.15, 0.4) * SAMPLE_RATE)
+        prev_end = t
+        gender = "male" if gender == "female" else "female"
+    total = prev_end + int(1.0 * SAMPLE_RATE)
+    lead = int(1.0 * SAMPLE_RATE)
+    wav = np.zeros(total + lead, dtype=np.float32)
+    segments = []
+    for start, a, g in pieces:
+        wav[lead + start:lead + start + len(a)] += a
+        segments.append(((lead + start) / SAMPLE_RATE, (lead + start + len(a)) / SAMPLE_RATE, g))
+    return wav, segments
+
+
+def tv_track(utts, n: int, rng: random.Random) -> np.ndarray:
+    """Back-to-back speech of other speakers with short gaps, n samples long."""
+    out = np.zeros(n, dtype=np.float32)
+    t = 0
+    while t < n:
+        a = rng.choice(utts)
+        k = min(len(a), n - t)
+        out[t:t + k] = a[:k]
+        t += k + int(rng.uniform(0.1, 0.6) * SAMPLE_RATE)
+    return out
+
+
+def speech_seconds(segments, gender: str) -> float:
+    return float(sum(e - s for s, e, g in segments if g == gender))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--manifest", default="data/ko-speech/dev.jsonl")
+    p.add_argument("--noise", default="../shared/data/noise")
+    p.add_argument("--out", default="data/conversations")
+    p.add_argument("--n", type=int, default=6, help="number of conversations")
+    p.add_argument("--turns", type=int, default=16)
+    p.add_argument("--overlap-prob", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    rng = random.Random(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    rows = read_manifest(args.manifest)
+    audio = load_utterances(rows, trim_db=30)
+    by = {}
+    for r, a in zip(rows, audio):
+        by.setdefault(r["speaker"], {"gender": normalize_gender(r["gender"]), "note": r.get("note") or "", "utts": []})
+        by[r["speaker"]]["utts"].append(a)
+    females = sorted(s for s, v in by.items() if v["gender"] == "female" and v["note"] != "teen")
+    males = sorted(s for s, v in by.items() if v["gender"] == "male" and v["note"] != "teen")
+    if not females or not males:
+        raise ValueError(f"{args.manifest} needs adult speakers of both genders; has {sorted(by)}")
+    bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "test")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "truth.jsonl", "w", encoding="utf-8") as truth:
+        for i in range(args.n):
+            f, m = females[i % len(females)], males[(i // len(females) + i) % len(males)]
+            wav, segs = build_conversation(by[f]["utts"], by[m]["utts"], rng, args.turns, args.overlap_prob)
+            tv_speakers = sorted(s for s in by if s not in (f, m))
+            tv = tv_track([a for s in tv_speakers for a in by[s]["utts"]], len(wav), rng)
+            name = f"conv{i:02d}"
+            speech = torch.from_numpy(wav)
+            tv_t = torch.from_numpy(tv)
+            ps = speech.pow(2).mean()
+            tv_t = tv_t * torch.sqrt(ps * 10 ** (TV_LEVEL_DB / 10) / tv_t.pow(2).mean().clamp(min=1e-10))
+            noise = bank.sample(len(wav), gen)
+            variants = {"clean": speech}
+            for tag, snr in (("household", 10.0), ("household5", 5.0)):
+                variants[tag] = mix_at_snr(speech + tv_t, noise, snr)
+            for tag, x in variants.items():
+                x = x.numpy()
+                x = x / max(1.0, float(np.abs(x).max()) / 0.95)
+                sf.write(str(out / f"{name}.{tag}.flac"), x, SAMPLE_RATE, subtype="PCM_16")
+            fs, ms = speech_seconds(segs, "female"), speech_seconds(segs, "male")
+            truth.write(json.dumps({
+                "name": name, "female_speaker": f, "male_speaker": m, "tv_speakers": tv_speakers,
+                "duration": len(wav) / SAMPLE_RATE, "female_seconds": fs, "male_seconds": ms,
+                "female_share": fs / (fs + ms), "variants": sorted(variants),
+                "segments": [[round(s, 3), round(e, 3), g] for s, e, g in segs]}) + "\n")
+            print(f"{name}: {f}+{m}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
