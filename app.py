@@ -237,7 +237,7 @@ def make_handlers(models: Models):
         figure = plots.spectrogram_figure(audio, SAMPLE_RATE, title="스펙트로그램 · Spectrogram")
         info = (f"**{ENGINE_LABELS.get(result.engine, result.engine)}** · 모델 model `{result.model}` · "
                 f"디코더 decoder `{result.decoder}` · 길이 {format_duration(result.duration)} · "
-                f"처리 시간 processing {result.rtf * result.duration:.1f} s")
+                f"처리 시간 processing {result.rtf * result.duration:.2f} s")
         return text, rows, figure, info, [str(txt), str(srt)]
 
     @friendly
@@ -273,7 +273,6 @@ def make_handlers(models: Models):
         with models.lock("gender"), models.lock("ds2/greedy"):
             report = analyze(audio, classifier, stt=stt, path=Path(audio_path).name,
                              progress=_progress_callback(progress, 0.05, 0.85))
-        report.path = Path(audio_path).name  # the exports name the file people know, not the server's copy
         if not report.turns:
             raise audio_problem(NoSpeechError("No speech was found in the audio."))
         progress(0.92, desc="그림 그리는 중 · drawing")
@@ -339,8 +338,8 @@ CSS = """
                     white-space: nowrap; overflow: hidden; }
 """
 
+# Local fonts only: an offline machine (or a visitor without Google Fonts) still gets Hangul at once.
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose", neutral_hue="slate",
-                       # Local fonts only: a Space visitor without Google Fonts (or a test machine offline) still gets Hangul.
                        font=["Noto Sans KR", "Noto Sans CJK KR", "Apple SD Gothic Neo", "Malgun Gothic", "sans-serif"],
                        font_mono=["Noto Sans Mono CJK KR", "ui-monospace", "monospace"])
 
@@ -365,11 +364,14 @@ FAMILY_EXAMPLE = [("family_conversation.ogg", "가족 대화 · family conversat
 
 def build_demo(models: Models) -> gr.Blocks:
     transcribe, classify_gender, analyze_conversation = make_handlers(models)
-    engines = [(f"DeepSpeech2 · {_model_name(models.stt[k])}", "ds2")
-               for k in ("ds2/greedy", "ds2/beam") if k in models.stt][:1]
+    ds2 = models.stt.get("ds2/greedy") or models.stt.get("ds2/beam")
+    engines = [(f"DeepSpeech2 · {_model_name(ds2)}", "ds2")] if ds2 is not None else []
     if "whisper" in models.stt:
         engines.append((f"Whisper · {_model_name(models.stt['whisper'])}", "whisper"))
-    decoders = [(label, d) for d, label in (("greedy", "빠른 디코딩 · greedy"), ("beam", "빔 탐색 + 언어 모델 · beam + LM"))
+    beam = models.stt.get("ds2/beam")
+    beam_label = ("빔 탐색 + 언어 모델 · beam + LM" if beam is not None and beam.decoder_name == "beam+lm"
+                  else "빔 탐색 · beam (언어 모델 없음 · no LM)")
+    decoders = [(label, d) for d, label in (("greedy", "빠른 디코딩 · greedy"), ("beam", beam_label))
                 if f"ds2/{d}" in models.stt]
     whisper_note = ("Whisper: `SPEECH_WHISPER_MODEL` 환경 변수에 모델을 지정하면 선택할 수 있습니다 "
                     "(set SPEECH_WHISPER_MODEL to offer it)." if "whisper" not in models.stt else "")

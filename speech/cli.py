@@ -150,7 +150,7 @@ def cmd_analyze(args) -> int:
         from tqdm import tqdm
 
         bar = tqdm(total=100, desc="analysing", unit="%", file=sys.stderr,
-                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
 
     def progress(fraction, message):
         if bar is not None:

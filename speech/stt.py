@@ -71,16 +71,20 @@ def load_ds2(ref: Optional[str] = None, token: Optional[str] = None):
     return model, tokenizer_from_dict(config["tokenizer"]), FeatureConfig.from_dict(config["features"]), config, folder
 
 
-def hypothesis_to_words(hyp: Hypothesis, tokenizer, frame_seconds: float, offset: float = 0.0) -> list[Word]:
-    """Split token ids at SPACE into words; a word spans its first to its last token's frame."""
+def hypothesis_to_words(hyp: Hypothesis, tokenizer, frame_seconds: float, offset: float = 0.0,
+                        end: Optional[float] = None) -> list[Word]:
+    """Split token ids at SPACE into words; a word spans its first to its last token's frame.
+    `end` (seconds) caps the times: the last output frame can reach past the audio's end."""
     space = tokenizer.tokens.index(SPACE)
     words, ids, frames = [], [], []
+    limit = float("inf") if end is None else end
 
     def flush():
         if ids:
             text = tokenizer.decode(ids)
             if text:
-                words.append(Word(offset + frames[0] * frame_seconds, offset + (frames[-1] + 1) * frame_seconds, text))
+                start = min(offset + frames[0] * frame_seconds, limit)
+                words.append(Word(start, min(offset + (frames[-1] + 1) * frame_seconds, limit), text))
         ids.clear()
         frames.clear()
 
@@ -165,8 +169,9 @@ class DS2Engine:
         for b in range(0, len(spans), step):
             group = spans[b:b + step]
             chunks = [audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in group]
-            for (s, _), lp in zip(group, self.log_probs(chunks)):
-                words += hypothesis_to_words(self.decoder.decode(lp), self.tokenizer, self.frame_seconds, s)
+            for (s, e), lp in zip(group, self.log_probs(chunks)):
+                words += hypothesis_to_words(self.decoder.decode(lp), self.tokenizer, self.frame_seconds, s,
+                                             end=min(e, duration))
             if progress:
                 progress(min(1.0, (b + len(group)) / len(spans)), "transcribing")
         segments = words_to_segments(words)

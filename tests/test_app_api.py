@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -14,11 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.app_server import EXAMPLES, MAX_SECONDS, app_url
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from tests.app_server import EXAMPLES, MAX_SECONDS, app_url
 
 FEMALE = EXAMPLES / "ko_female_ava00013.flac"
 MALE = EXAMPLES / "ko_male_emh00003.flac"
@@ -110,12 +110,21 @@ def test_transcribe_beam(client):
     assert re.search(r"decoder `beam", result[3]), result[3]
 
 
+def test_concurrent_users_are_queued(client):
+    """Several people at once: every request waits its turn and gets its own answer."""
+    jobs = [client.submit(handle_file(str(p)), "ds2", "greedy", api_name="/transcribe") for p in (FEMALE, MALE, FEMALE)]
+    results = [job.result(timeout=120) for job in jobs]
+    durations = [re.search(r"길이 (\S+)", r[3]).group(1) for r in results]
+    assert durations == ["0:06.3", "0:05.0", "0:06.3"], durations
+    assert results[0][0] == results[2][0]
+
+
 def test_transcribe_whisper_when_configured(client):
     """The engine selector offers Whisper only when SPEECH_WHISPER_MODEL names a model."""
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/transcribe"]
     engine = next(p for p in api["parameters"] if p["parameter_name"] == "engine")
     if "whisper" not in str(engine["type"]):
-        assert "SPEECH_WHISPER_MODEL" not in __import__("os").environ
+        assert not os.environ.get("SPEECH_WHISPER_MODEL")
         message = _error(client, handle_file(str(MALE)), "whisper", "greedy", api_name="/transcribe")
         assert "whisper" in message.lower(), message
         return

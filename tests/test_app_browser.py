@@ -13,20 +13,16 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
+from playwright.sync_api import sync_playwright
 
 from tests.app_server import ARTIFACTS, EXAMPLES, MAX_SECONDS, app_url
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never `playwright install`
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FEMALE = EXAMPLES / "ko_female_ava00013.flac"
-MALE = EXAMPLES / "ko_male_emh00003.flac"
 FAMILY = EXAMPLES / "family_conversation.ogg"
 HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
-
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and not __import__("os").path.exists(CHROMIUM),
-                                reason="Chromium is not installed (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,7 @@ def mic_wav(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pw():
-    with playwright_sync.sync_playwright() as p:
+    with sync_playwright() as p:
         yield p
 
 
@@ -121,17 +117,20 @@ def _shot(page, name: str, full_page: bool = True) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
 
 
-def _table(page, table_id: str) -> list[list[str]]:
-    return page.eval_on_selector_all(
-        f"#{table_id} table tbody tr",
-        "rows => rows.map(r => Array.from(r.querySelectorAll('td')).map(td => td.innerText.trim()))")
+def _table(page, table_id: str) -> tuple[int, list[list[str]]]:
+    """gr.Dataframe is a virtual grid: -> (number of data rows, the rows it has rendered)."""
+    n = int(page.get_attribute(f"#{table_id} [role=grid]", "aria-rowcount")) - 1  # minus the header row
+    rows = page.eval_on_selector_all(
+        f"#{table_id} [role=row].virtual-row",
+        "rows => rows.map(r => Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim()))")
+    return n, rows
 
 
 TEXT_READY = "(() => { const t = document.querySelector('#stt_text textarea'); return t && t.value.length > 0; })()"
 GENDER_READY = "document.querySelector('#gender_label [data-testid=label-output-value]') !== null"
 # the progress overlay inside #conv_summary shows percentages too: wait for the shares and the table
 CONV_READY = ("(() => { const m = document.querySelector('#conv_summary .prose, #conv_summary');"
-              " const td = document.querySelector('#conv_turns tbody td');"
+              " const td = document.querySelector('#conv_turns [data-testid=cell-0-0]');"
               " return m && /여성 \\d/.test(m.innerText) && td && td.innerText.trim().length > 0; })()")
 
 
@@ -169,7 +168,8 @@ def test_record_on_every_tab(pw, url, mic_wav):
         _shot(page, "conversation_microphone")
         summary = page.inner_text("#conv_summary")
         assert re.search(r"여성[^%]*\d+(\.\d)?%", summary), summary
-        assert len(_table(page, "conv_turns")) >= 1
+        n, rows = _table(page, "conv_turns")
+        assert n >= 1 and rows[0][4] == "여성 female", rows  # one woman speaking
         _plot_img(page, "conv_plot")
     finally:
         browser.close()
@@ -187,8 +187,9 @@ def test_upload_family_recording(pw, url):
         summary = page.inner_text("#conv_summary")
         female = float(re.search(r"여성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
         assert abs(female - truth["female_share"]) < 0.15, (summary, truth["female_share"])
-        rows = _table(page, "conv_turns")
-        assert len(rows) >= len(truth["turns"]) // 2, rows
+        n, rows = _table(page, "conv_turns")
+        assert len(truth["turns"]) // 2 <= n <= 3 * len(truth["turns"]), n
+        assert rows and {r[4] for r in rows} == {"여성 female", "남성 male"}, rows
         _plot_img(page, "conv_plot")
         assert page.locator("#conv_files a, #conv_files [download]").count() >= 3
     finally:

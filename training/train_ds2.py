@@ -446,6 +446,11 @@ def main(argv=None):
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch, seen, loss_sum, n_batches = time.time(), 0.0, 0.0, 0
         plan = train_ds.batches(cfg.batch_seconds, np_rng)
+        # Every rank must take exactly steps_per_epoch steps (DDP's all-reduce waits for all), also
+        # when this epoch's plan is shorter (e.g. fewer batches than processes): reuse batches.
+        need = world * steps_per_epoch
+        if world > 1 and len(plan) < need:
+            plan = (plan * (need // len(plan) + 1))[:need]
         plan = plan[rank::world][:steps_per_epoch]
         try:
             from tqdm import tqdm

@@ -1,0 +1,113 @@
+"""speech.stt with the embedded default DeepSpeech2 (checkpoints/ds2-ko) on real clips.
+
+The default model is small and its transcripts are rough, so these tests assert properties of the
+output (Hangul text, times inside the audio, the long-input path through the VAD), not accuracy.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speech.audio import SAMPLE_RATE, SilentAudioError, load_audio
+from speech.stt import Transcript, load_engine
+
+EXAMPLES = Path(__file__).parent / "fixtures" / "examples"
+CLIP = EXAMPLES / "ko_female_ava00013.flac"
+FAMILY = EXAMPLES / "family_conversation.ogg"
+# Hangul syllables and compatibility jamo (a rough model can leave a lone jamo), separated by spaces.
+HANGUL_TEXT = re.compile(r"^[\uac00-\ud7a3\u3131-\u318e]+( [\uac00-\ud7a3\u3131-\u318e]+)*$")
+SYLLABLE = re.compile(r"[\uac00-\ud7a3]")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return load_engine("ds2")
+
+
+def check_transcript(t: Transcript, duration: float) -> None:
+    assert isinstance(t, Transcript)
+    assert t.engine == "ds2" and t.model
+    assert t.duration == pytest.approx(duration, abs=1e-3)
+    assert t.rtf > 0
+    assert t.text and HANGUL_TEXT.match(t.text), t.text
+    assert SYLLABLE.search(t.text)
+    assert t.segments
+    for s in t.segments:
+        assert 0 <= s.start < s.end <= t.duration, (s.start, s.end, t.duration)
+        assert s.text.strip() and s.words
+        for w in s.words:
+            assert s.start <= w.start <= w.end <= s.end
+    for a, b in zip(t.segments, t.segments[1:]):
+        assert a.end <= b.start
+    assert t.text == " ".join(s.text for s in t.segments)
+
+
+def test_clip_gives_hangul_with_times_inside_the_audio(engine):
+    duration = sf.info(str(CLIP)).duration
+    t = engine.transcribe(CLIP)
+    check_transcript(t, duration)
+    assert t.decoder == "greedy"
+    d = t.to_dict()
+    assert set(d) >= {"text", "segments", "duration", "rtf", "engine", "model", "decoder"}
+    assert all("words" not in s for s in d["segments"])
+    assert all(set(w) == {"start", "end", "text"} for s in t.to_dict(words=True)["segments"] for w in s["words"])
+
+
+def test_array_and_gradio_input_give_the_file_transcript(engine):
+    from_file = engine.transcribe(CLIP)
+    data, sr = sf.read(str(CLIP), dtype="int16")
+    stereo = np.stack([data, data], axis=1)
+    assert engine.transcribe((sr, stereo)).text == from_file.text
+    assert engine.transcribe(CLIP.read_bytes()).text == from_file.text
+
+
+def test_long_input_goes_through_the_vad_in_the_original_timeline(engine):
+    truth = json.loads((EXAMPLES / "family_conversation.json").read_text(encoding="utf-8"))
+    duration = len(load_audio(FAMILY)) / SAMPLE_RATE
+    assert duration > engine.max_window
+    stages = []
+    t = engine.transcribe(FAMILY, progress=lambda f, msg: stages.append((f, msg)))
+    check_transcript(t, duration)
+    assert stages[0][1] == "detecting speech" and stages[-1][0] == 1.0
+    # Spread over the whole recording, not squeezed into the first window.
+    assert t.segments[0].start < 10
+    assert t.segments[-1].end > 100
+    # Each segment lies over a true speech turn (turns are 0.5-1.5 s apart).
+    turns = [(u["start"], u["end"]) for u in truth["turns"]]
+    for s in t.segments:
+        mid = (s.start + s.end) / 2
+        assert any(a - 0.5 <= mid <= b + 0.5 for a, b in turns), (s.start, s.end)
+    # Most turns got some text.
+    heard = sum(any(s.start < b and s.end > a for s in t.segments) for a, b in turns)
+    assert heard >= 0.8 * len(turns)
+
+
+def test_silent_file_is_refused(engine, tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(3 * SAMPLE_RATE, dtype=np.int16), SAMPLE_RATE)
+    with pytest.raises(SilentAudioError):
+        engine.transcribe(path)
+
+
+def test_beam_decoder_without_lm(engine):
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is not installed")
+    beam = load_engine("ds2", decoder="beam", lm=None, beam_size=8)
+    assert beam.decoder_name == "beam"
+    duration = sf.info(str(CLIP)).duration
+    t = beam.transcribe(CLIP)
+    check_transcript(t, duration)
+    assert t.decoder == "beam"
+
+
+def test_unknown_engine_and_decoder_name_the_choices():
+    with pytest.raises(ValueError) as e:
+        load_engine("kaldi")
+    assert "ds2" in str(e.value) and "whisper" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        load_engine("ds2", decoder="viterbi")
+    assert "greedy" in str(e.value) and "beam" in str(e.value)

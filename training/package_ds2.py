@@ -1,0 +1,55 @@
+"""Assemble a shippable DeepSpeech2 folder: the trainer's release + an optional KenLM + decoder
+settings + evaluation metrics, written into the release's config.json.
+
+    python -m training.package_ds2 --release runs/ds2/release --lm data/lm/jamo/lm.bin \
+        --lm-weight 0.5 --word-score 0 --metrics results/ds2-dev.json --out checkpoints/ds2-ko
+
+The model card (README.md in --out) is written by hand from the measured numbers; this script
+keeps an existing one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from speech.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--release", required=True, help="release folder written by training.train_ds2")
+    p.add_argument("--out", required=True)
+    p.add_argument("--lm", default=None, help="KenLM file (lm.bin or lm.arpa) with lm.json beside it")
+    p.add_argument("--lm-weight", type=float, default=0.5)
+    p.add_argument("--word-score", type=float, default=0.0)
+    p.add_argument("--beam-size", type=int, default=32)
+    p.add_argument("--metrics", default=None, help="results JSON of training.evaluate_stt to record")
+    a = p.parse_args(argv)
+
+    src, out = Path(a.release), Path(a.out)
+    config = read_config(src)
+    if config.get("model_type") != "deepspeech2":
+        p.error(f"{src} is not a DeepSpeech2 release")
+    out.mkdir(parents=True, exist_ok=True)
+    if src.resolve() != out.resolve():
+        shutil.copyfile(src / WEIGHTS_NAME, out / WEIGHTS_NAME)
+    decoder = {"beam": {"lm_weight": a.lm_weight, "word_score": a.word_score}, "beam_size": a.beam_size}
+    if a.lm:
+        lm = Path(a.lm)
+        meta = lm.with_name("lm.json")
+        if not meta.exists():
+            p.error(f"{meta} is missing: build the LM with training.build_lm")
+        shutil.copyfile(lm, out / ("lm" + lm.suffix))
+        shutil.copyfile(meta, out / "lm.json")
+        decoder["lm"] = "lm" + lm.suffix
+    config["decoder"] = decoder
+    if a.metrics:
+        config["evaluation"] = json.loads(Path(a.metrics).read_text(encoding="utf-8")).get("summary", {})
+    (out / CONFIG_NAME).write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"packaged {src} -> {out} (lm: {decoder.get('lm')})")
+
+
+if __name__ == "__main__":
+    main()
