@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import torch
 
 from speech import cli
 from speech.stt import load_engine
@@ -22,6 +23,16 @@ FAMILY = EXAMPLES / "family_conversation.ogg"
 TS = r"(\d\d):(\d\d):(\d\d)[,.](\d{3})"
 SRT_CUE = re.compile(rf"^(\d+)\n{TS} --> {TS}\n(\S.*)$")
 VTT_CUE = re.compile(rf"^{TS.replace('[,.]', '[.]')} --> {TS.replace('[,.]', '[.]')}\n(\S.*)$")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy machine (training in the background) more threads make
+    inference far slower, not faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

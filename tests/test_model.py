@@ -232,7 +232,12 @@ def test_release_never_pickles(tmp_path, features, monkeypatch):
 
 def test_embedded_default_is_a_strict_safetensors_release():
     folder = Path(__file__).parent.parent / "checkpoints" / "ds2-ko"
-    assert not [p for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt")]
+    # No pickle and no torch.save zip (a KenLM .bin beside the weights is fine: it is not code).
+    assert not [p for p in folder.iterdir() if p.suffix in (".pt", ".pth", ".pkl", ".ckpt")]
+    for p in folder.iterdir():
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+        assert not head.startswith(b"\x80") and head != b"PK\x03\x04", p
     model = load_model(folder)  # strict: every key present, none extra
     _, config = load_release(folder)
     assert model.dims.n_features == FeatureConfig.from_dict(config["features"]).n_features

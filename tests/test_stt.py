@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from speech.audio import SAMPLE_RATE, SilentAudioError, load_audio
 from speech.stt import Transcript, load_engine
@@ -22,6 +23,16 @@ FAMILY = EXAMPLES / "family_conversation.ogg"
 # Hangul syllables and compatibility jamo (a rough model can leave a lone jamo), separated by spaces.
 HANGUL_TEXT = re.compile(r"^[\uac00-\ud7a3\u3131-\u318e]+( [\uac00-\ud7a3\u3131-\u318e]+)*$")
 SYLLABLE = re.compile(r"[\uac00-\ud7a3]")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy machine (training in the background) more threads make
+    inference far slower, not faster."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +105,32 @@ def test_silent_file_is_refused(engine, tmp_path):
         engine.transcribe(path)
 
 
-def test_beam_decoder_without_lm(engine):
+DEFAULT = Path(__file__).parent.parent / "checkpoints" / "ds2-ko"
+
+
+def test_beam_decoder_without_lm(tmp_path):
     pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is not installed")
-    beam = load_engine("ds2", decoder="beam", lm=None, beam_size=8)
+    # The default model without any shipped LM: same weights, config without a decoder section.
+    config = json.loads((DEFAULT / "config.json").read_text(encoding="utf-8"))
+    config.pop("decoder", None)
+    (tmp_path / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "model.safetensors").symlink_to(DEFAULT / "model.safetensors")
+    beam = load_engine("ds2", model=str(tmp_path), decoder="beam", beam_size=8)
     assert beam.decoder_name == "beam"
     duration = sf.info(str(CLIP)).duration
     t = beam.transcribe(CLIP)
     check_transcript(t, duration)
     assert t.decoder == "beam"
+
+
+def test_beam_decoder_uses_the_shipped_lm_when_there_is_one():
+    pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is not installed")
+    lm = json.loads((DEFAULT / "config.json").read_text(encoding="utf-8")).get("decoder", {}).get("lm")
+    if not lm or not (DEFAULT / lm).exists():
+        pytest.skip("the default model ships no language model")
+    t = load_engine("ds2", decoder="beam", beam_size=8).transcribe(CLIP)
+    check_transcript(t, sf.info(str(CLIP)).duration)
+    assert t.decoder == "beam+lm"
 
 
 def test_unknown_engine_and_decoder_name_the_choices():
