@@ -77,13 +77,17 @@ def load_models() -> Models:
 
     m = Models()
     stt_ref = _ref("SPEECH_STT_MODEL")
-    for key, kwargs in (("ds2/greedy", dict(decoder="greedy")),
-                        ("ds2/beam", dict(decoder="beam", lm=_ref("SPEECH_LM")))):
-        try:
-            m.stt[key] = load_engine("ds2", model=stt_ref, **kwargs)
+    try:
+        m.stt["ds2/greedy"] = load_engine("ds2", model=stt_ref, decoder="greedy")
+    except (ValueError, OSError, ImportError) as e:
+        log.error("could not load ds2 (%s): %s", stt_ref or "default", e)
+        m.problems["ds2/greedy"] = m.problems["ds2/beam"] = str(e)
+    else:
+        try:  # the same weights behind a beam-search decoder (with the shipped LM or SPEECH_LM)
+            m.stt["ds2/beam"] = m.stt["ds2/greedy"].with_decoder("beam", lm=_ref("SPEECH_LM"))
         except (ValueError, OSError, ImportError) as e:
-            log.error("could not load %s (%s): %s", key, stt_ref or "default", e)
-            m.problems[key] = str(e)
+            log.error("could not set up beam search: %s", e)
+            m.problems["ds2/beam"] = str(e)
     whisper_ref = _ref("SPEECH_WHISPER_MODEL") or _ref("KOREAN_SPEECH_WHISPER")
     if whisper_ref:
         try:

@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from speech.decoding import Hypothesis
+from speech.decoding import Hypothesis, collapse
 from speech.text import BLANK, Tokenizer
 
 # The token names the decoder and the LM see; ids stay the tokenizer's.
@@ -146,14 +146,6 @@ class BeamSearchDecoder:
         # flashlight: T + 2 entries. Collapse the T real frames exactly as greedy does.
         path = list(best.tokens)[1:T + 1]
         assert len(path) == T, (len(best.tokens), T)
-        blank = 0
-        ids: list[int] = []
-        frames: list[int] = []
-        prev = blank
-        for t, i in enumerate(path):
-            if i != blank and i != prev:
-                ids.append(i)
-                frames.append(t)
-            prev = i
+        ids, frames = collapse(path, blank=0)
         return Hypothesis(ids=ids, frames=frames, score=float(best.score),
                           extra={"acoustic_score": float(best.emittingModelScore), "lm_score": float(best.lmScore)})

@@ -19,20 +19,25 @@ class Hypothesis:
     extra: dict = field(default_factory=dict)
 
 
+def collapse(path, blank: int = 0) -> tuple[list[int], list[int]]:
+    """A frame-level CTC path -> (token ids without repeats and blanks, frame of each)."""
+    ids: list[int] = []
+    frames: list[int] = []
+    prev = blank
+    for t, i in enumerate(path):
+        if i != blank and i != prev:
+            ids.append(i)
+            frames.append(t)
+        prev = i
+    return ids, frames
+
+
 def greedy_decode(log_probs: torch.Tensor, blank: int = 0) -> Hypothesis:
     """Best path: argmax per frame, then drop repeats and blanks. log_probs: (T, V)."""
     if log_probs.dim() != 2:
         raise ValueError(f"greedy_decode expects (T, V) log-probabilities, got shape {tuple(log_probs.shape)}")
     best, idx = log_probs.max(dim=-1)  # (T,)
-    idx_list = idx.tolist()
-    ids: list[int] = []
-    frames: list[int] = []
-    prev = blank
-    for t, i in enumerate(idx_list):
-        if i != blank and i != prev:
-            ids.append(i)
-            frames.append(t)
-        prev = i
+    ids, frames = collapse(idx.tolist(), blank)
     return Hypothesis(ids=ids, frames=frames, score=float(best.sum()))
 
 

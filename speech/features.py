@@ -123,3 +123,17 @@ def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] 
     if single:
         return x[0]
     return x, frame_lengths
+
+
+def batched_features(chunks, cfg: FeatureConfig, batch_size: int = 8, device="cpu"):
+    """Waveforms of any lengths -> batches of similar length: yields (indices into `chunks`,
+    features (B, T, F), frame_lengths (B,)). Sorting by length keeps padding (and work) small."""
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size]
+        lengths = torch.tensor([len(chunks[i]) for i in idx])
+        wav = torch.zeros(len(idx), int(lengths.max()))
+        for row, i in enumerate(idx):
+            wav[row, :len(chunks[i])] = torch.as_tensor(chunks[i])
+        feats, frames = compute_features(wav.to(device), cfg, lengths.to(device))
+        yield idx, feats, frames

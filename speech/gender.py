@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
 from .checkpoint import load_release
-from .features import FeatureConfig, compute_features
+from .features import FeatureConfig, batched_features, compute_features
 from .hub import resolve_model
 
 MODEL_TYPE = "gender-cnn"
@@ -173,14 +173,7 @@ class GenderClassifier:
     def span_logits(self, chunks: list, batch_size: int = 16) -> torch.Tensor:
         """Waveforms (each >= 0.15 s) -> (N, n_labels) uncalibrated logits, batched by length."""
         out = torch.zeros(len(chunks), len(self.labels))
-        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            lengths = torch.tensor([len(chunks[i]) for i in idx])
-            wav = torch.zeros(len(idx), int(lengths.max()))
-            for row, i in enumerate(idx):
-                wav[row, :len(chunks[i])] = torch.as_tensor(chunks[i])
-            feats, frames = compute_features(wav, self.features, lengths)
+        for idx, feats, frames in batched_features(chunks, self.features, batch_size):
             out[idx] = self.model(feats, frames)
         return out
 

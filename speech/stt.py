@@ -7,6 +7,7 @@ stays bounded and timestamps stay in the original timeline.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .checkpoint import load_release
 from .decoding import GreedyDecoder, Hypothesis
-from .features import FeatureConfig, compute_features
+from .features import FeatureConfig, batched_features
 from .hub import resolve_model
 from .models.deepspeech2 import DeepSpeech2, DS2Dims
 from .text import SPACE, tokenizer_from_dict
@@ -117,13 +118,16 @@ class DS2Engine:
     def __init__(self, model: Optional[str] = None, decoder: str = "greedy", lm: Optional[str] = None,
                  beam_size: int = 32, lm_weight: Optional[float] = None, word_score: Optional[float] = None,
                  max_window: float = 30.0, batch_size: int = 8, token: Optional[str] = None):
-        if decoder not in DECODERS:
-            raise ValueError(f"Unknown decoder {decoder!r}; decoders = {list(DECODERS)}")
         self.model, self.tokenizer, self.features, self.config, self.folder = load_ds2(model, token)
         self.model_name = self.config.get("name") or Path(self.folder).name
         self.frame_seconds = self.features.frame_shift * self.model.dims.time_stride
         self.max_window = max_window
         self.batch_size = batch_size
+        self._set_decoder(decoder, lm, beam_size, lm_weight, word_score)
+
+    def _set_decoder(self, decoder, lm=None, beam_size=32, lm_weight=None, word_score=None):
+        if decoder not in DECODERS:
+            raise ValueError(f"Unknown decoder {decoder!r}; decoders = {list(DECODERS)}")
         if decoder == "greedy":
             self.decoder = GreedyDecoder()
         else:
@@ -135,18 +139,17 @@ class DS2Engine:
                                              **{**self.config.get("decoder", {}).get("beam", {}), **kw})
         self.decoder_name = getattr(self.decoder, "name", decoder)
 
+    def with_decoder(self, decoder: str, **kwargs) -> "DS2Engine":
+        """The same loaded model behind another decoder (no second copy of the weights)."""
+        other = copy.copy(self)
+        other._set_decoder(decoder, **kwargs)
+        return other
+
     @torch.inference_mode()
     def log_probs(self, chunks: list[np.ndarray]) -> list[torch.Tensor]:
         """Waveforms -> per-utterance (T', V) log-probabilities, batched by length."""
         out: list[Optional[torch.Tensor]] = [None] * len(chunks)
-        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
-        for b in range(0, len(order), self.batch_size):
-            idx = order[b:b + self.batch_size]
-            lengths = torch.tensor([len(chunks[i]) for i in idx])
-            wav = torch.zeros(len(idx), int(lengths.max()))
-            for row, i in enumerate(idx):
-                wav[row, :len(chunks[i])] = torch.from_numpy(chunks[i])
-            feats, frames = compute_features(wav, self.features, lengths)
+        for idx, feats, frames in batched_features(chunks, self.features, self.batch_size):
             lp, out_len = self.model(feats, frames)
             for row, i in enumerate(idx):
                 out[i] = lp[row, :out_len[row]]

@@ -25,14 +25,7 @@ SRT_CUE = re.compile(rf"^(\d+)\n{TS} --> {TS}\n(\S.*)$")
 VTT_CUE = re.compile(rf"^{TS.replace('[,.]', '[.]')} --> {TS.replace('[,.]', '[.]')}\n(\S.*)$")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy machine (training in the background) more threads make
-    inference far slower, not faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

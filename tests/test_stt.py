@@ -25,14 +25,7 @@ HANGUL_TEXT = re.compile(r"^[\uac00-\ud7a3\u3131-\u318e]+( [\uac00-\ud7a3\u3131-
 SYLLABLE = re.compile(r"[\uac00-\ud7a3]")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy machine (training in the background) more threads make
-    inference far slower, not faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.checkpoint import save_release
-from speech.features import FeatureConfig, compute_features
+from speech.features import FeatureConfig, batched_features, compute_features
 from speech.gender import LABELS, MODEL_TYPE, GenderDims, GenderNet
 from training.manifest import normalize_gender, read_manifest
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
@@ -192,14 +192,7 @@ def logits_for(model: GenderNet, features: FeatureConfig, audio, batch_size: int
     model.eval()
     dev = next(model.parameters()).device
     out = torch.zeros(len(audio), len(LABELS), device=dev)
-    order = sorted(range(len(audio)), key=lambda i: len(audio[i]))
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        lengths = torch.tensor([len(audio[i]) for i in idx])
-        wav = torch.zeros(len(idx), int(lengths.max()))
-        for r, i in enumerate(idx):
-            wav[r, :len(audio[i])] = torch.as_tensor(audio[i])
-        feats, frames = compute_features(wav.to(dev), features, lengths.to(dev))
+    for idx, feats, frames in batched_features(audio, features, batch_size, dev):
         out[idx] = model(feats, frames)
     return out
 
