@@ -13,7 +13,7 @@ from training.fetch_whisper_base import default_dir
 from training.finetune_whisper import FinetuneConfig, main
 
 FIX = Path(__file__).parent / "fixtures"
-CLIP = FIX / "examples" / "ko_male_pmi00003.flac"
+CLIP = FIX / "examples" / "ko_male_emh00003.flac"
 BASE = Path(os.environ.get("KOREAN_SPEECH_WHISPER_BASE", default_dir()))
 needs_tokenizer = pytest.mark.skipif(
     not (BASE / "tokenizer.json").exists(),
@@ -23,8 +23,8 @@ needs_tokenizer = pytest.mark.skipif(
 @needs_tokenizer
 def test_tiny_random_finetune_converts_and_transcribes(tmp_path):
     manifest = tmp_path / "train.jsonl"
-    manifest.write_text(json.dumps({"audio": str(CLIP), "text": "안녕하세요 기다리고 있었습니다",
-                                    "raw_text": "안녕하세요, 기다리고 있었습니다.", "duration": 3.7},
+    manifest.write_text(json.dumps({"audio": str(CLIP), "text": "이 값이 실제 질량이라고 가정하면 토성보다도 가볍습니다",
+                                    "raw_text": "이 값이 실제 질량이라고 가정하면 토성보다도 가볍습니다.", "duration": 5.02},
                                    ensure_ascii=False) + "\n", encoding="utf-8")
     out = tmp_path / "run"
     main(["--tiny-random", "--tokenizer", str(BASE), "--train", str(manifest), "--out", str(out),
@@ -38,7 +38,7 @@ def test_tiny_random_finetune_converts_and_transcribes(tmp_path):
     engine = load_engine("whisper", model=str(out / "ct2"))
     result = engine.transcribe(CLIP)
     assert isinstance(result, Transcript) and result.engine == "whisper"
-    assert result.duration == pytest.approx(3.696, abs=0.01) and result.rtf > 0
+    assert result.duration == pytest.approx(5.02, abs=0.01) and result.rtf > 0
     assert all(0 <= s.start <= s.end <= result.duration + 0.05 for s in result.segments)
 
 

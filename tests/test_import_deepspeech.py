@@ -19,7 +19,7 @@ from speech.audio import load_audio
 from speech.import_deepspeech import DeepSpeechImportError, import_checkpoint, main
 from speech.stt import DS2Engine
 
-CLIP = Path(__file__).parent / "fixtures" / "examples" / "ko_male_pmi00003.flac"
+CLIP = Path(__file__).parent / "fixtures" / "examples" / "ko_male_emh00003.flac"
 # deepspeech.pytorch's convention: blank '_' first, space last.
 LABELS = ["_", "'"] + list(dict.fromkeys("안녕하세요기다리고있었습니다가나")) + [" "]
 AUDIO_CONF = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, "window": "hamming",
