@@ -20,6 +20,31 @@ def _progress_iter(items, desc: str, enabled: bool):
     return tqdm(items, desc=desc, unit="file", file=sys.stderr)
 
 
+class _PercentBar:
+    """A tqdm bar driven by the engines' `progress(fraction, message)` callbacks; created on the
+    first call, so short inputs (which never report) show nothing."""
+
+    def __init__(self, enabled: bool, desc: str):
+        self.enabled, self.desc, self.bar = enabled, desc, None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=self.desc, unit="%", file=sys.stderr, leave=False,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        self.bar.set_description(f"{self.desc}: {message}")
+        self.bar.n = round(100 * fraction, 1)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def _fail(path, err) -> None:
     print(f"error: {path}: {err}", file=sys.stderr)
 
@@ -57,13 +82,16 @@ def cmd_transcribe(args) -> int:
         return 2
     show = not args.no_progress and (len(args.files) > 1) and sys.stderr.isatty()
     failed = 0
+    bar = _PercentBar(not args.no_progress and sys.stderr.isatty(), "transcribing")  # long files
     for path in _progress_iter(args.files, "transcribing", show):
         try:
-            result = engine.transcribe(path)
+            result = engine.transcribe(path, progress=bar)
         except (AudioError, OSError) as e:
             _fail(path, e)
             failed += 1
             continue
+        finally:
+            bar.close()
         items = [(s.start, s.end, s.text) for s in result.segments]
         if args.format == "text":
             print(result.text if len(args.files) == 1 else f"{path}\t{result.text}", flush=True)
@@ -145,27 +173,14 @@ def cmd_analyze(args) -> int:
     except (ValueError, OSError) as e:
         print(f"error: could not load a model: {e}", file=sys.stderr)
         return 2
-    bar = None
-    if not args.no_progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, desc="analysing", unit="%", file=sys.stderr,
-                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
-
-    def progress(fraction, message):
-        if bar is not None:
-            bar.set_description(message)
-            bar.n = round(100 * fraction, 1)
-            bar.refresh()
-
+    bar = _PercentBar(not args.no_progress and sys.stderr.isatty(), "analysing")
     try:
-        report = analyze(args.file, clf, stt=stt, progress=progress)
+        report = analyze(args.file, clf, stt=stt, progress=bar)
     except (AudioError, OSError) as e:
         _fail(args.file, e)
         return 1
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     text = {"json": report.to_json, "csv": report.to_csv, "srt": report.to_srt, "vtt": report.to_vtt,
             "rttm": report.to_rttm}[args.format]()
     if args.output:
