@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -178,16 +178,3 @@ def audio_duration(path: Union[str, os.PathLike]) -> float:
         return float(sf.info(str(path)).duration)
     except Exception:
         return decode_audio(path).size / SAMPLE_RATE
-
-
-def chunk_spans(n_samples: int, chunk: int, overlap: int = 0) -> Iterator[tuple[int, int]]:
-    """(start, end) sample spans covering [0, n_samples) with `overlap` samples shared."""
-    if chunk <= overlap:
-        raise ValueError("chunk must be longer than overlap")
-    start = 0
-    while start < n_samples:
-        end = min(start + chunk, n_samples)
-        yield start, end
-        if end == n_samples:
-            break
-        start = end - overlap

@@ -1,7 +1,7 @@
 """Subtitle and table writers shared by the CLI, the analysis exports and the app."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -32,9 +32,3 @@ def format_duration(seconds: float) -> str:
     m, s = divmod(max(0.0, seconds), 60)
     h, m = divmod(int(m), 60)
     return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"
-
-
-def rows_to_tsv(header: Sequence[str], rows: Iterable[Sequence]) -> str:
-    out = ["\t".join(header)]
-    out += ["\t".join(str(v) for v in r) for r in rows]
-    return "\n".join(out) + "\n"

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from speech import audio as audio_mod
 from speech.audio import (SAMPLE_RATE, AudioDecodeError, AudioError, AudioTooShortError, EmptyAudioError,
-                          SilentAudioError, audio_duration, chunk_spans, load_audio)
+                          SilentAudioError, audio_duration, load_audio)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIP = FIXTURES / "ko-speech" / "kih00023.flac"
@@ -210,26 +210,3 @@ def test_audio_duration_reads_the_header_only(formats, monkeypatch):
     monkeypatch.setattr(audio_mod, "_ffmpeg_decode", no_decode)
     for name in ["clip.wav", "clip.flac", "clip_44k_stereo.wav", "clip.pcm"]:
         assert audio_duration(formats[name]) > 2.0
-
-
-@pytest.mark.parametrize("n", [0, 1, 999, 1000, 1001, 4000, 12345])
-@pytest.mark.parametrize("chunk,overlap", [(1000, 0), (1000, 200), (1000, 999), (7, 3)])
-def test_chunk_spans_cover_everything_with_overlap(n, chunk, overlap):
-    spans = list(chunk_spans(n, chunk, overlap))
-    if n == 0:
-        assert spans == []
-        return
-    assert spans[0][0] == 0 and spans[-1][1] == n
-    covered = np.zeros(n, dtype=int)
-    for s, e in spans:
-        assert 0 <= s < e <= n and e - s <= chunk
-        covered[s:e] += 1
-    assert covered.min() >= 1
-    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
-        assert s1 > s0 and e1 > e0          # always moves forward
-        assert e0 - s1 == overlap           # neighbours share exactly `overlap` samples
-
-
-def test_chunk_spans_rejects_overlap_not_shorter_than_chunk():
-    with pytest.raises(ValueError):
-        list(chunk_spans(100, 10, 10))

@@ -300,6 +300,8 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
 
     rows = read_manifest(args.manifest)
+    if args.every > 1:  # every Nth utterance: a smaller set that keeps every speaker
+        rows = rows[::args.every]
     if args.limit:
         rows = rows[:args.limit]
     far = FarField()
@@ -334,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-categories", default=None, help="only these noise categories, comma-separated")
     p.add_argument("--denoise", action="store_true", help="also evaluate every system behind a noisereduce front end")
     p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--every", type=int, default=1, help="every Nth utterance only (keeps all speakers)")
     p.add_argument("--limit", type=int, default=0, help="first N utterances only (quick runs)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True, help="writes OUT.json and OUT.md (e.g. results/dev-ds2)")

@@ -19,13 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-import soundfile as sf
 
 from speech.text import normalize_transcript, text_for_cer, unspelled_chars
 
 REQUIRED_KEYS = ("audio", "text", "raw_text", "duration", "speaker", "gender", "age", "corpus", "utt")
 GENDERS = ("female", "male")
-PCM_BYTES_PER_SECOND = 16000 * 2  # KsponSpeech .pcm: 16 kHz, 16-bit, mono, no header
 
 
 def read_manifest(path: str | os.PathLike) -> list[dict]:
@@ -74,15 +72,6 @@ def _portable_path(audio: str, folder: str) -> str:
     if os.path.dirname(common) == common:  # only the root in common: a relative path is fragile
         return audio
     return Path(os.path.relpath(audio, folder)).as_posix()
-
-
-def audio_duration(path: str | os.PathLike) -> float:
-    """Seconds of audio, read from the header (or the size of a headerless .pcm), not decoded."""
-    path = Path(path)
-    if path.suffix.lower() == ".pcm":
-        return path.stat().st_size / PCM_BYTES_PER_SECOND
-    info = sf.info(str(path))
-    return info.frames / info.samplerate
 
 
 def normalize_gender(value) -> str | None:

@@ -23,7 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from speech.text import masked_spans
-from training.manifest import (add_duration_args, add_split_args, audio_duration, decode_text_bytes, finish,
+from speech.audio import audio_duration
+from training.manifest import (add_duration_args, add_split_args, decode_text_bytes, finish,
                                normalize_gender, target_text)
 
 CORPUS = "aihub-free-conversation"

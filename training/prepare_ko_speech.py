@@ -29,7 +29,8 @@ from math import comb
 from pathlib import Path
 
 from speech.text import text_for_cer
-from training.manifest import (add_duration_args, audio_duration, filter_duration, normalize_gender,
+from speech.audio import audio_duration
+from training.manifest import (add_duration_args, filter_duration, normalize_gender,
                                remove_sentences, sentence_overlap, summarize, target_text, write_manifest)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from training.manifest import add_duration_args, add_split_args, audio_duration, decode_text_bytes, finish, target_text
+from speech.audio import audio_duration
+from training.manifest import add_duration_args, add_split_args, decode_text_bytes, finish, target_text
 
 CORPUS = "KsponSpeech"
 

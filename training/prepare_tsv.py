@@ -16,7 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 from speech.text import SOURCES
-from training.manifest import (add_duration_args, add_split_args, audio_duration, finish, normalize_gender,
+from speech.audio import audio_duration
+from training.manifest import (add_duration_args, add_split_args, finish, normalize_gender,
                                target_text)
 
 
