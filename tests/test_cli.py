@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-import torch
 
 from speech import cli
 from speech.stt import load_engine

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from speech.audio import SAMPLE_RATE, SilentAudioError, load_audio
 from speech.stt import Transcript, load_engine

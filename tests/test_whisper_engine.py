@@ -93,8 +93,6 @@ def engine():
 
 @needs_base
 def test_speech_is_transcribed_and_left_untouched(engine):
-    from faster_whisper import WhisperModel  # noqa: F401  (the engine's own model answers below)
-
     audio = load_audio(MALE)
     result = engine.transcribe(audio)
     assert result.engine == "whisper" and result.decoder == "beam5" and result.rtf > 0

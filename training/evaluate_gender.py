@@ -17,10 +17,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from speech.audio import SAMPLE_RATE
-from speech.gender import LABELS, GenderClassifier
+from speech.gender import GenderClassifier
 from speech.plots import median_f0
 from training.manifest import read_manifest
 from training.noise import NoiseBank
