@@ -143,3 +143,24 @@ def test_ko_speech_split(tmp_path):
     total = sum(r["duration"] for r in train + dev)
     assert 0.10 < sum(r["duration"] for r in dev) / total < 0.25
     assert prepare_ko_speech.main(["--out-dir", str(tmp_path / "again")])[1] == dev   # deterministic
+
+
+def test_pack_for_device_opus(tmp_path):
+    """Packing for a lent GPU rewrites the manifest to Opus files that decode to the same length,
+    and cuts the noise clips."""
+    from speech.audio import audio_duration
+    from training import pack_for_device
+    from training.noise import NoiseBank
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    pack_for_device.main(["--manifest", str(fixtures / "ko-speech" / "manifest.jsonl"),
+                          "--noise-dir", str(fixtures / "noise"), "--noise-max-seconds", "2",
+                          "--out", str(tmp_path)])
+    src = read_manifest(fixtures / "ko-speech" / "manifest.jsonl")
+    packed = read_manifest(tmp_path / "ko-speech" / "manifest.jsonl")
+    assert [r["text"] for r in packed] == [r["text"] for r in src]
+    for a, b in zip(src, packed):
+        assert b["audio"].endswith(".ogg")
+        assert audio_duration(b["audio"]) == pytest.approx(audio_duration(a["audio"]), abs=0.03)
+    bank = NoiseBank(str(tmp_path / "noise"))
+    assert len(bank.clips) == 1 and len(bank.clips[0]) == pytest.approx(2 * 16000, abs=400)

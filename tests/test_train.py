@@ -153,3 +153,25 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert last_checkpoint(out)["step"] == 2
     t = load_engine("ds2", model=str(out / "release")).transcribe(CLIP)
     assert t.duration == pytest.approx(sf.info(str(CLIP)).duration, abs=1e-3)
+
+
+def test_ddp_time_budget_stops_all_ranks_together(tmp_path):
+    """With --max-minutes every rank must stop at the same step (the ranks share the largest
+    clock); a rank that stopped alone would leave the other waiting in all-reduce forever."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this python")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    args = list(TINY)
+    del args[args.index("--threads"):args.index("--threads") + 2]
+    args[args.index("--batch-seconds") + 1] = "9"
+    p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training.train_ds2",
+                        *args, "--out", str(out), "--max-minutes", "0.1", "--epochs", "10000"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    records = log_records(out)
+    assert 1 <= len(records) < 10000
+    # One step per epoch, except that the budget may run out at the top of the last epoch.
+    assert records[-1]["step"] in (len(records), len(records) - 1)
+    assert last_checkpoint(out)["step"] == records[-1]["step"]

@@ -440,7 +440,16 @@ def main(argv=None):
     t_train = time.time()
 
     def time_fraction() -> float:
-        return (time.time() - t_train) / budget if budget else 0.0
+        """Share of the time budget spent. Under DDP all ranks take the largest clock, so they stop
+        at the same step and set the same learning rate."""
+        if not budget:
+            return 0.0
+        f = (time.time() - t_train) / budget
+        if distributed:
+            t = torch.tensor([f], dtype=torch.float64, device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            f = float(t)
+        return f
 
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -458,11 +467,12 @@ def main(argv=None):
         except ImportError:
             bar = plan
         for idx in bar:
-            if (cfg.max_steps and step >= cfg.max_steps) or time_fraction() >= 1.0:
+            frac = time_fraction()
+            if (cfg.max_steps and step >= cfg.max_steps) or frac >= 1.0:
                 break
             feats, frames, targets, tgt_len = make_batch(train_ds, idx, device, aug, cfg.features)
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total_steps, cfg, time_fraction())
+                g["lr"] = lr_at(step, total_steps, cfg, frac)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 lp, out_len = ddp_model(feats, frames)
             loss = F.ctc_loss(lp.float().transpose(0, 1), targets.to(device), out_len, tgt_len.to(device),
@@ -480,11 +490,12 @@ def main(argv=None):
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / n_batches:.3f}")
         elapsed = time.time() - t_epoch
+        frac = time_fraction()
         record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(1, n_batches),
-                  "lr": lr_at(step, total_steps, cfg, time_fraction()), "audio_sec_per_sec": seen * world / max(elapsed, 1e-9),
+                  "lr": lr_at(step, total_steps, cfg, frac), "audio_sec_per_sec": seen * world / max(elapsed, 1e-9),
                   "epoch_seconds": round(elapsed, 1)}
         last_epoch = (epoch + 1 == cfg.epochs or (cfg.max_steps and step >= cfg.max_steps)
-                      or time_fraction() >= 1.0)
+                      or frac >= 1.0)
         if main_proc and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
             ev = evaluate(model, dev_ds, tokenizer, cfg.features, device, cfg.batch_seconds, amp_dtype)
             record.update({k: v for k, v in ev.items() if k != "examples"})
