@@ -151,6 +151,8 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     records = log_records(out)
     assert records[-1]["step"] == 2 and len(records) == 2  # one step per rank per epoch
     assert last_checkpoint(out)["step"] == 2
+    command = json.loads((out / "release" / "config.json").read_text())["training"]["command"]
+    assert command.startswith("OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 -m training.train_ds2 --train")
     t = load_engine("ds2", model=str(out / "release")).transcribe(CLIP)
     assert t.duration == pytest.approx(sf.info(str(CLIP)).duration, abs=1e-3)
 

@@ -338,11 +338,20 @@ def release_config(cfg: TrainConfig, dims: DS2Dims, tokenizer, metrics: dict, tr
         "training": {"config": to_jsonable(asdict(cfg)), "step": step, "epoch": epoch,
                      "train_utterances": len(train_ds), "train_hours": round(train_ds.seconds / 3600, 3),
                      "dev_utterances": len(dev_ds), "dev_hours": round(dev_ds.seconds / 3600, 3),
-                     "command": "python -m training.train_ds2 " + " ".join(sys.argv[1:])},
+                     "command": launch_command() + " ".join(sys.argv[1:])},
         "metrics": metrics,
         "license": "CC-BY-NC-SA-4.0",
         "data": "emotiontts_open_db SpeechCorpus (Selvas AI / KAIST), CC BY-NC-SA 4.0; noise: see shared/data/noise",
     }
+
+
+def launch_command() -> str:
+    """How this run was started, for the release's record (torchrun under DDP)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    if world > 1:
+        return f"{omp}torchrun --standalone --nproc_per_node {world} -m training.train_ds2 "
+    return "python -m training.train_ds2 "
 
 
 def to_jsonable(x):
