@@ -327,7 +327,7 @@ def rng_state(np_rng: np.random.Generator, aug: Augmenter) -> dict:
 
 
 def release_config(cfg: TrainConfig, dims: DS2Dims, tokenizer, metrics: dict, train_ds: AudioSet,
-                   dev_ds: AudioSet, step: int, epoch: int, n_params: int) -> dict:
+                   dev_ds: AudioSet, step: int, epoch: int, n_params: int, command: str) -> dict:
     return {
         "model_type": "deepspeech2",
         "name": cfg.name,
@@ -338,20 +338,20 @@ def release_config(cfg: TrainConfig, dims: DS2Dims, tokenizer, metrics: dict, tr
         "training": {"config": to_jsonable(asdict(cfg)), "step": step, "epoch": epoch,
                      "train_utterances": len(train_ds), "train_hours": round(train_ds.seconds / 3600, 3),
                      "dev_utterances": len(dev_ds), "dev_hours": round(dev_ds.seconds / 3600, 3),
-                     "command": launch_command() + " ".join(sys.argv[1:])},
+                     "command": command},
         "metrics": metrics,
         "license": "CC-BY-NC-SA-4.0",
         "data": "emotiontts_open_db SpeechCorpus (Selvas AI / KAIST), CC BY-NC-SA 4.0; noise: see shared/data/noise",
     }
 
 
-def launch_command() -> str:
+def launch_command(world: int, argv: list[str]) -> str:
     """How this run was started, for the release's record (torchrun under DDP)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    args = " ".join(argv)
+    if world == 1:
+        return f"python -m training.train_ds2 {args}"
     omp = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-    if world > 1:
-        return f"{omp}torchrun --standalone --nproc_per_node {world} -m training.train_ds2 "
-    return "python -m training.train_ds2 "
+    return f"{omp}torchrun --standalone --nproc_per_node {world} -m training.train_ds2 {args}"
 
 
 def to_jsonable(x):
@@ -376,6 +376,7 @@ def main(argv=None):
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
+    command = launch_command(world, sys.argv[1:] if argv is None else list(argv))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)
@@ -515,7 +516,7 @@ def main(argv=None):
                 best = {"dev_cer": ev["dev_cer"], "dev_wer": ev["dev_wer"], "epoch": epoch + 1, "step": step}
                 metrics = {"dev_cer_greedy": round(ev["dev_cer"], 4), "dev_wer_greedy": round(ev["dev_wer"], 4)}
                 save_release(out / "release", model.state_dict(),
-                             release_config(cfg, dims, tokenizer, metrics, train_ds, dev_ds, step, epoch + 1, n_params),
+                             release_config(cfg, dims, tokenizer, metrics, train_ds, dev_ds, step, epoch + 1, n_params, command),
                              dtype=torch.float16 if cfg.save_dtype == "float16" else None)
         if main_proc:
             with open(out / "train.log", "a", encoding="utf-8") as f:
