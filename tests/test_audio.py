@@ -102,6 +102,18 @@ def test_gradio_tuple_equals_file_input(formats):
     np.testing.assert_allclose(from_tuple, from_file, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["clip_44k_stereo.wav", "clip.mp3"])
+def test_decoding_block_by_block_equals_decoding_the_whole_file(formats, monkeypatch, name):
+    """Files are read, mixed down and resampled in blocks (bounded memory for long recordings);
+    the block size must not change a sample."""
+    data, sr = sf.read(str(formats[name]), dtype="float32", always_2d=True)
+    whole = audio_mod.resample(data.mean(axis=1), sr, SAMPLE_RATE)
+    monkeypatch.setattr(audio_mod, "READ_BLOCK", 1001)   # dozens of blocks, odd boundaries
+    blocks = load_audio(formats[name])
+    assert len(blocks) == len(whole)
+    np.testing.assert_allclose(blocks, whole, atol=1e-5)
+
+
 def test_channels_first_array_is_averaged_like_channels_last(reference):
     left, right = reference, 0.5 * reference
     last = load_audio((SAMPLE_RATE, np.stack([left, right], axis=1)))

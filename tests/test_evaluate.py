@@ -98,3 +98,33 @@ def test_bad_condition_is_refused(noise_dir, tmp_path, capsys):
         ev.main(["--manifest", str(MANIFEST), "--conditions", "clean,noisy", "--noise-dir", str(noise_dir),
                  "--out", str(tmp_path / "x")])
     assert "Unknown condition 'noisy'" in capsys.readouterr().err
+
+
+def test_package_records_the_evaluation_it_is_given(release, tmp_path):
+    from training import package_ds2
+
+    results = tmp_path / "dev"
+    ev.main(["--manifest", str(MANIFEST), "--system", f"ds2:{release}", "--conditions", "clean",
+             "--out", str(results), "--quiet"])
+    saved = json.loads(results.with_name("dev.json").read_text(encoding="utf-8"))
+    out = tmp_path / "shipped"
+    package_ds2.main(["--release", str(release), "--out", str(out), "--lm-weight", "1.5",
+                      "--metrics", str(results.with_name("dev.json"))])
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["decoder"]["beam"] == {"lm_weight": 1.5, "word_score": 0.0}
+    (name, conditions), = config["evaluation"]["systems"].items()
+    assert name == saved["systems"][0]["system"]
+    assert conditions["clean"]["cer"] == round(saved["systems"][0]["conditions"]["clean"]["cer"], 4)
+    assert config["evaluation"]["utterances"] == 3
+    assert (out / "model.safetensors").read_bytes() == (Path(release) / "model.safetensors").read_bytes()
+
+
+def test_package_refuses_a_file_that_is_not_an_evaluation(release, tmp_path, capsys):
+    from training import package_ds2
+
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text('{"summary": {}}', encoding="utf-8")
+    with pytest.raises(SystemExit):
+        package_ds2.main(["--release", str(release), "--out", str(tmp_path / "out"), "--metrics", str(bogus)])
+    assert "not a training.evaluate_stt results file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

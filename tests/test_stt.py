@@ -1,7 +1,8 @@
 """speech.stt with the embedded default DeepSpeech2 (checkpoints/ds2-ko) on real clips.
 
-The default model is small and its transcripts are rough, so these tests assert properties of the
-output (Hangul text, times inside the audio, the long-input path through the VAD), not accuracy.
+The default model is small and its transcripts are rough, so most tests assert properties of the
+output (Hangul text, times inside the audio, the long-input path through the VAD); one guards its
+accuracy on two dev clips (speakers never seen in training) against a regression.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from speech.audio import SAMPLE_RATE, SilentAudioError, load_audio
+from speech.metrics import cer_wer
 from speech.stt import Transcript, load_engine
 
 EXAMPLES = Path(__file__).parent / "fixtures" / "examples"
@@ -132,3 +134,22 @@ def test_unknown_engine_and_decoder_name_the_choices():
     with pytest.raises(ValueError) as e:
         load_engine("ds2", decoder="viterbi")
     assert "greedy" in str(e.value) and "beam" in str(e.value)
+
+
+# Two dev clips (unseen speakers: a woman and a man) with their reference transcripts.
+DEV_CLIPS = {
+    EXAMPLES / "ko_female_ava00013.flac": "어둠 속을 누비듯이 쫓고 쫓기는 두 대의 자동차 사이는 점점 좁혀져 간다",
+    EXAMPLES / "ko_male_emh00003.flac": "이 값이 실제 질량이라고 가정하면 토성보다도 가볍습니다",
+}
+
+
+@pytest.mark.parametrize("decoder, bound", [("greedy", 0.62), ("beam", 0.55)])
+def test_default_model_accuracy_on_unseen_speakers(decoder, bound):
+    """Measured 0.51 greedy and 0.43 beam + LM (the shipped model, 2026-11-27); the model it
+    replaced scored 0.79 and 0.68. The bounds leave room for numeric differences between machines."""
+    if decoder == "beam":
+        pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is not installed")
+    engine = load_engine("ds2", decoder=decoder)
+    hyps = [engine.transcribe(path).text for path in DEV_CLIPS]
+    cer, _ = cer_wer(list(DEV_CLIPS.values()), hyps)
+    assert cer < bound, (cer, hyps)

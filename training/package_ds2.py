@@ -2,7 +2,7 @@
 settings + evaluation metrics, written into the release's config.json.
 
     python -m training.package_ds2 --release runs/ds2/release --lm data/lm/jamo/lm.bin \
-        --lm-weight 0.5 --word-score 0 --metrics results/ds2-dev.json --out checkpoints/ds2-ko
+        --lm-weight 2.0 --word-score 0 --metrics results/dev-ds2.json --out checkpoints/ds2-ko
 
 The model card (README.md in --out) is written by hand from the measured numbers; this script
 keeps an existing one.
@@ -15,6 +15,17 @@ import shutil
 from pathlib import Path
 
 from speech.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+
+
+def evaluation_summary(report: dict) -> dict:
+    """The headline of a training.evaluate_stt results JSON: CER, WER and RTF per system and condition."""
+    if not isinstance(report.get("systems"), list):
+        raise ValueError("not a training.evaluate_stt results file (it has no 'systems' list)")
+    return {
+        "manifest": report.get("manifest"), "utterances": report.get("utterances"), "command": report.get("command"),
+        "systems": {s["system"]: {c: {k: round(r[k], 4) for k in ("cer", "wer", "rtf")}
+                                  for c, r in s["conditions"].items()} for s in report["systems"]},
+    }
 
 
 def main(argv=None):
@@ -32,6 +43,11 @@ def main(argv=None):
     config = read_config(src)
     if config.get("model_type") != "deepspeech2":
         p.error(f"{src} is not a DeepSpeech2 release")
+    if a.metrics:
+        try:
+            config["evaluation"] = evaluation_summary(json.loads(Path(a.metrics).read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            p.error(f"--metrics {a.metrics}: {e}")
     out.mkdir(parents=True, exist_ok=True)
     if src.resolve() != out.resolve():
         shutil.copyfile(src / WEIGHTS_NAME, out / WEIGHTS_NAME)
@@ -45,8 +61,6 @@ def main(argv=None):
         shutil.copyfile(meta, out / "lm.json")
         decoder["lm"] = "lm" + lm.suffix
     config["decoder"] = decoder
-    if a.metrics:
-        config["evaluation"] = json.loads(Path(a.metrics).read_text(encoding="utf-8")).get("summary", {})
     (out / CONFIG_NAME).write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"packaged {src} -> {out} (lm: {decoder.get('lm')})")
 
