@@ -169,11 +169,17 @@ def test_ddp_time_budget_stops_all_ranks_together(tmp_path):
     del args[args.index("--threads"):args.index("--threads") + 2]
     args[args.index("--batch-seconds") + 1] = "9"
     p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training.train_ds2",
-                        *args, "--out", str(out), "--max-minutes", "0.1", "--epochs", "10000"],
+                        *args, "--out", str(out), "--max-minutes", "0.1", "--epochs", "10000", "--eval-every", "100000"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     records = log_records(out)
-    assert 1 <= len(records) < 10000
-    # One step per epoch, except that the budget may run out at the top of the last epoch.
-    assert records[-1]["step"] in (len(records), len(records) - 1)
+    trained = [r for r in records if "train_loss" in r]
+    assert 1 <= len(trained) < 10000
+    # One step per epoch and no empty epoch logged, also when the budget runs out at an epoch's top;
+    # then a record of the final evaluation follows.
+    assert [r["step"] for r in trained] == list(range(1, len(trained) + 1))
+    assert all(r.get("final_evaluation") and r["step"] == len(trained) for r in records if "train_loss" not in r)
+    assert len(records) - len(trained) <= 1
+    # Only the last weights were evaluated (--eval-every is out of reach), and they were.
+    assert [("dev_cer" in r) for r in records] == [False] * (len(records) - 1) + [True]
     assert last_checkpoint(out)["step"] == records[-1]["step"]
