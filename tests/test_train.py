@@ -175,8 +175,8 @@ def test_ddp_time_budget_stops_all_ranks_together(tmp_path):
     records = log_records(out)
     trained = [r for r in records if "train_loss" in r]
     assert 1 <= len(trained) < 10000
-    # One step per epoch and no empty epoch logged, also when the budget runs out at an epoch's top;
-    # then a record of the final evaluation follows.
+    # One step per epoch and no empty epoch logged, also when the budget runs out at an epoch's top
+    # (every record is a trained epoch; none is a bare evaluation).
     assert [r["step"] for r in trained] == list(range(1, len(trained) + 1))
     assert all(r.get("final_evaluation") and r["step"] == len(trained) for r in records if "train_loss" not in r)
     assert len(records) - len(trained) <= 1

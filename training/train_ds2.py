@@ -461,22 +461,6 @@ def main(argv=None):
             f = float(t)
         return f
 
-    def evaluate_and_keep(record: dict, best: dict) -> dict:
-        """Dev metrics into `record`; a new best writes the release. Returns the best so far."""
-        ev = evaluate(model, dev_ds, tokenizer, cfg.features, device, cfg.batch_seconds, amp_dtype)
-        record.update({k: v for k, v in ev.items() if k != "examples"})
-        trained = (f"loss {record['train_loss']:.3f} " if "train_loss" in record else "final evaluation: ")
-        speed = f" | {record['audio_sec_per_sec']:.0f} audio s/s" if "audio_sec_per_sec" in record else ""
-        log(f"epoch {record['epoch']}: {trained}dev_loss {ev['dev_loss']:.2f} dev CER {ev['dev_cer']:.3f} "
-            f"WER {ev['dev_wer']:.3f}{speed} | {ev['examples'][0][0]} => {ev['examples'][0][1]}")
-        if ev["dev_cer"] >= best["dev_cer"]:
-            return best
-        metrics = {"dev_cer_greedy": round(ev["dev_cer"], 4), "dev_wer_greedy": round(ev["dev_wer"], 4)}
-        save_release(out / "release", model.state_dict(),
-                     release_config(cfg, dims, tokenizer, metrics, train_ds, dev_ds, step, record["epoch"], n_params, command),
-                     dtype=torch.float16 if cfg.save_dtype == "float16" else None)
-        return {"dev_cer": ev["dev_cer"], "dev_wer": ev["dev_wer"], "epoch": record["epoch"], "step": step}
-
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch, seen, loss_sum, n_batches = time.time(), 0.0, 0.0, 0
@@ -494,7 +478,9 @@ def main(argv=None):
             bar = plan
         for idx in bar:
             frac = time_fraction()
-            if (cfg.max_steps and step >= cfg.max_steps) or frac >= 1.0:
+            # An epoch that starts takes at least one step (the budget may overrun by that step),
+            # so no epoch is empty and the last one logged is the last one trained and evaluated.
+            if (cfg.max_steps and step >= cfg.max_steps) or (frac >= 1.0 and n_batches):
                 break
             feats, frames, targets, tgt_len = make_batch(train_ds, idx, device, aug, cfg.features)
             for g in opt.param_groups:
@@ -515,24 +501,25 @@ def main(argv=None):
             seen += float(frames.sum()) * cfg.features.frame_shift
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / n_batches:.3f}")
-        if n_batches == 0:
-            # The time budget ran out before this epoch's first step: nothing new to log or save.
-            # The weights are the previous epoch's; evaluate them unless that epoch already was.
-            if main_proc and epoch > start_epoch and epoch % cfg.eval_every != 0:
-                record = {"epoch": epoch, "step": step, "final_evaluation": True}
-                best = evaluate_and_keep(record, best)
-                with open(out / "train.log", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-            break
         elapsed = time.time() - t_epoch
         frac = time_fraction()
-        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / n_batches,
+        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(1, n_batches),
                   "lr": lr_at(step, total_steps, cfg, frac), "audio_sec_per_sec": seen * world / max(elapsed, 1e-9),
                   "epoch_seconds": round(elapsed, 1)}
         last_epoch = (epoch + 1 == cfg.epochs or (cfg.max_steps and step >= cfg.max_steps)
                       or frac >= 1.0)
         if main_proc and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
-            best = evaluate_and_keep(record, best)
+            ev = evaluate(model, dev_ds, tokenizer, cfg.features, device, cfg.batch_seconds, amp_dtype)
+            record.update({k: v for k, v in ev.items() if k != "examples"})
+            log(f"epoch {epoch + 1}: loss {record['train_loss']:.3f} dev_loss {ev['dev_loss']:.2f} "
+                f"dev CER {ev['dev_cer']:.3f} WER {ev['dev_wer']:.3f} | {record['audio_sec_per_sec']:.0f} audio s/s"
+                f" | {ev['examples'][0][0]} => {ev['examples'][0][1]}")
+            if ev["dev_cer"] < best["dev_cer"]:
+                best = {"dev_cer": ev["dev_cer"], "dev_wer": ev["dev_wer"], "epoch": epoch + 1, "step": step}
+                metrics = {"dev_cer_greedy": round(ev["dev_cer"], 4), "dev_wer_greedy": round(ev["dev_wer"], 4)}
+                save_release(out / "release", model.state_dict(),
+                             release_config(cfg, dims, tokenizer, metrics, train_ds, dev_ds, step, epoch + 1, n_params, command),
+                             dtype=torch.float16 if cfg.save_dtype == "float16" else None)
         if main_proc:
             with open(out / "train.log", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
