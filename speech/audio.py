@@ -115,7 +115,7 @@ def _read_soundfile(src, sr: int) -> np.ndarray:
             parts.append(mono if stream is None else stream.resample_chunk(mono))
         if stream is not None:
             parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
-    return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 def _decode_file(path: Path, sr: int) -> np.ndarray:
