@@ -20,6 +20,7 @@ SAMPLE_RATE = 16000
 MIN_DURATION = 0.1          # seconds; shorter input cannot hold a syllable
 SILENCE_PEAK = 1e-4         # |x| below this everywhere (-80 dBFS) counts as digital silence
 PCM_SAMPLE_RATE = 16000     # KsponSpeech .pcm: headerless 16 kHz 16-bit mono little-endian
+INT16_SCALE = 32768.0       # int16 -> float divisor of every decoder here (soundfile's convention)
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, tuple, np.ndarray]
 

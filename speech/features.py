@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torchaudio
 
-from .audio import SAMPLE_RATE
+from .audio import INT16_SCALE, SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class FeatureConfig:
     center: bool = True
     pad_mode: str = "constant"      # zero padding: an utterance gives the same frames alone and padded
     normalize: str = "per_bin"      # "per_bin" (mean/std per feature over time), "global" (one mean/std), "none"
+    norm_eps: float = 1e-5          # added to the std when normalising (the study's features add none)
+    pcm_scale: float = INT16_SCALE  # int16 full scale the features expect (the study's loader divides by 32767)
 
     def __post_init__(self):
         if self.kind not in ("logmel", "linear"):
@@ -47,6 +49,10 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.normalize must be 'per_bin', 'global' or 'none', got {self.normalize!r}")
         if self.win_length > self.n_fft:
             raise ValueError("FeatureConfig.win_length must not exceed n_fft")
+        if self.pad_mode not in ("constant", "reflect"):
+            raise ValueError(f"FeatureConfig.pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}")
+        if self.norm_eps < 0 or self.pcm_scale <= 0:
+            raise ValueError("FeatureConfig.norm_eps must be >= 0 and pcm_scale > 0")
 
     @property
     def n_features(self) -> int:
@@ -102,6 +108,8 @@ def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] 
         audio = audio.unsqueeze(0)
     if lengths is None:
         lengths = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long, device=audio.device)
+    if cfg.pcm_scale != INT16_SCALE:  # audio arrives as int16 / INT16_SCALE; the model expects int16 / pcm_scale
+        audio = audio * (INT16_SCALE / cfg.pcm_scale)
     tf = _transforms(cfg).to(audio.device)
     with torch.autocast(device_type=audio.device.type, enabled=False):
         x = tf(audio.float())                                   # (B, F, T)
@@ -118,7 +126,8 @@ def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] 
                 n = (frame_lengths * x.shape[1])[:, None, None].to(x.dtype)
                 mean = (x * m).sum((1, 2), keepdim=True) / n
                 var = (((x - mean) * m) ** 2).sum((1, 2), keepdim=True) / (n - 1).clamp(min=1)
-            x = (x - mean) / (var.sqrt() + 1e-5)
+            # the floor only keeps digital silence finite when norm_eps is 0
+            x = (x - mean) / (var.sqrt() + cfg.norm_eps).clamp(min=1e-8)
         x = (x * m).transpose(1, 2).contiguous()                # (B, F, T) -> (B, T, F), zero padding
     if single:
         return x[0]

@@ -1,6 +1,6 @@
 """Import a DeepSpeech2 checkpoint from deepspeech.pytorch (the study's code) as a release folder.
 
-    python -m speech.import_deepspeech study_model.pth models/ds2-study [--name NAME]
+    python -m speech.import_deepspeech study_model.pth models/ds2-study [--name NAME] [--pad-mode reflect]
 
 Accepted layouts, read with `torch.load(weights_only=True)` (plain tensors, dicts, lists and
 strings only: a file that needs arbitrary classes to unpickle is refused, never executed):
@@ -10,11 +10,14 @@ strings only: a file that needs arbitrary classes to unpickle is refused, never 
 * Lightning era: the same keys under "hyper_parameters" (or its "model_cfg"/"spect_cfg"), with
   "state_dict" at the top.
 
-The model maps onto speech.models.deepspeech2 (same layout, "ds2" front end, 32 channels); the
-features are the study's: librosa-era STFT (n_fft = win = sample_rate * window_size, reflect
-padding, symmetric scipy window), magnitude, log1p, one mean/std per utterance (torch's unbiased
-std). The labels' blank (index 0) and space are moved to indices 0 and 1 by permuting the output
-layer's rows, so the project's tokenizers and decoders read the model unchanged.
+The model (LSTM, GRU or tanh RNN; bidirectional, or unidirectional with lookahead) maps onto
+speech.models.deepspeech2 (same layout, "ds2" front end, 32 channels); the features are the
+study's (loader/data_loader.py with its pinned librosa 0.10.1): int16 / 32767, STFT with
+n_fft = win = sample_rate * window_size, zero padding (librosa >= 0.9; `--pad-mode reflect` for
+setups on librosa < 0.9), symmetric scipy window, magnitude, log1p, one mean/std per utterance
+(torch's unbiased std, no epsilon). The labels' blank (index 0) and space are moved to indices 0
+and 1 by permuting the output layer's rows, so the project's tokenizers and decoders read the
+model unchanged.
 """
 from __future__ import annotations
 
@@ -30,8 +33,9 @@ from .features import FeatureConfig
 from .models.deepspeech2 import DeepSpeech2, DS2Dims
 from .text import BLANK, SPACE, SyllableTokenizer
 
-RNN_TYPES = ("lstm", "gru")
+RNN_TYPES = ("lstm", "gru", "rnn")
 WINDOWS = ("hamming", "hann")
+PAD_MODES = ("constant", "reflect")
 
 
 class DeepSpeechImportError(CheckpointError):
@@ -73,7 +77,13 @@ def _hparams(ckpt: dict) -> dict:
     return h
 
 
-def feature_config(audio_conf: dict) -> FeatureConfig:
+def feature_config(audio_conf: dict, pad_mode: str = "constant") -> FeatureConfig:
+    """The study's SpectrogramParser as a FeatureConfig: int16 / 32767, librosa STFT with a symmetric
+    scipy window, log1p magnitude, (x - mean) / std over the whole utterance (no epsilon).
+    librosa >= 0.9 pads with zeros (the study pins 0.10.1); older deepspeech.pytorch setups padded
+    with 'reflect'."""
+    if pad_mode not in PAD_MODES:
+        raise DeepSpeechImportError(f"pad_mode {pad_mode!r} is not supported; supported = {list(PAD_MODES)}")
     sr = int(audio_conf.get("sample_rate", 16000))
     window = str(audio_conf.get("window", "hamming")).split(".")[-1].lower()
     if window not in WINDOWS:
@@ -82,7 +92,7 @@ def feature_config(audio_conf: dict) -> FeatureConfig:
     hop = int(sr * float(audio_conf.get("window_stride", 0.01)))
     return FeatureConfig(sample_rate=sr, kind="linear", n_fft=n_fft, win_length=n_fft, hop_length=hop,
                          window=window, periodic_window=False, power=1.0, log="log1p", center=True,
-                         pad_mode="reflect", normalize="global")
+                         pad_mode=pad_mode, normalize="global", norm_eps=0.0, pcm_scale=32767.0)
 
 
 def _labels(labels) -> list[str]:
@@ -92,7 +102,7 @@ def _labels(labels) -> list[str]:
     return labels
 
 
-def convert(ckpt: dict, name: str = "") -> tuple[dict, dict]:
+def convert(ckpt: dict, name: str = "", pad_mode: str = "constant") -> tuple[dict, dict]:
     """deepspeech.pytorch checkpoint dict -> (state_dict for DeepSpeech2, release config)."""
     h = _hparams(ckpt)
     src = dict(ckpt["state_dict"])
@@ -102,8 +112,8 @@ def convert(ckpt: dict, name: str = "") -> tuple[dict, dict]:
     # "lstm", "RNNType.lstm", "nn.LSTM" -> "lstm"
     rnn_type = re.sub(r"[^a-z]", "", str(h.get("rnn_type", "lstm")).lower().rsplit(".", 1)[-1])
     if rnn_type not in RNN_TYPES:
-        raise DeepSpeechImportError(f"rnn_type {h.get('rnn_type')!r} is not supported; supported = ['lstm', 'gru']")
-    fcfg = feature_config(h["audio_conf"])
+        raise DeepSpeechImportError(f"rnn_type {h.get('rnn_type')!r} is not supported; supported = {list(RNN_TYPES)}")
+    fcfg = feature_config(h["audio_conf"], pad_mode)
     bidirectional = "rnns.0.rnn.weight_ih_l0_reverse" in src  # the weights decide, not the flag
     lookahead = 0
     if "lookahead.0.conv.weight" in src:
@@ -165,9 +175,9 @@ def convert(ckpt: dict, name: str = "") -> tuple[dict, dict]:
     return model.state_dict(), config
 
 
-def import_checkpoint(path, out_dir, name: str = "") -> Path:
+def import_checkpoint(path, out_dir, name: str = "", pad_mode: str = "constant") -> Path:
     ckpt = _load(path)
-    state, config = convert(ckpt, name or Path(path).stem)
+    state, config = convert(ckpt, name or Path(path).stem, pad_mode)
     return save_release(out_dir, state, config)
 
 
@@ -176,9 +186,12 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="deepspeech.pytorch .pth/.ckpt file")
     p.add_argument("out", help="release folder to write (model.safetensors + config.json)")
     p.add_argument("--name", default="", help="model name for the config (default: the file name)")
+    p.add_argument("--pad-mode", choices=PAD_MODES, default="constant",
+                   help="STFT edge padding the checkpoint was trained with: 'constant' (zeros; librosa >= 0.9, "
+                        "the study's pinned 0.10.1) or 'reflect' (older deepspeech.pytorch with librosa < 0.9)")
     args = p.parse_args(argv)
     try:
-        out = import_checkpoint(args.checkpoint, args.out, args.name)
+        out = import_checkpoint(args.checkpoint, args.out, args.name, args.pad_mode)
     except (DeepSpeechImportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,9 @@ FRONTENDS = {
     "light": [((3, 3), (2, 2), (1, 1)), ((3, 3), (2, 2), (1, 1))],
 }
 
+# nn.RNN's default nonlinearity is tanh, as in deepspeech.pytorch's `supported_rnns`.
+RNN_CLASSES = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
+
 
 @dataclass(frozen=True)
 class DS2Dims:
@@ -29,7 +32,7 @@ class DS2Dims:
     n_tokens: int                   # output classes, CTC blank at index 0
     frontend: str = "light"         # key of FRONTENDS
     conv_channels: int = 32
-    rnn_type: str = "gru"           # "gru" or "lstm"
+    rnn_type: str = "gru"           # "gru", "lstm" or "rnn" (tanh; deepspeech.pytorch's plain RNN)
     rnn_hidden: int = 256
     rnn_layers: int = 3
     bidirectional: bool = True
@@ -39,8 +42,8 @@ class DS2Dims:
     def __post_init__(self):
         if self.frontend not in FRONTENDS:
             raise ValueError(f"frontend must be one of {sorted(FRONTENDS)}, got {self.frontend!r}")
-        if self.rnn_type not in ("gru", "lstm"):
-            raise ValueError(f"rnn_type must be 'gru' or 'lstm', got {self.rnn_type!r}")
+        if self.rnn_type not in RNN_CLASSES:
+            raise ValueError(f"rnn_type must be one of {sorted(RNN_CLASSES)}, got {self.rnn_type!r}")
         if self.bidirectional and self.lookahead:
             raise ValueError("lookahead is for unidirectional models; set bidirectional=False or lookahead=0")
         if self.rnn_layers < 1 or self.rnn_hidden < 1 or self.n_tokens < 2:
@@ -122,8 +125,7 @@ class RNNBlock(nn.Module):
     def __init__(self, in_dim: int, hidden: int, rnn_type: str, bidirectional: bool, batch_norm: bool):
         super().__init__()
         self.batch_norm = SequenceBatchNorm(in_dim) if batch_norm else None
-        cls = nn.GRU if rnn_type == "gru" else nn.LSTM
-        self.rnn = cls(in_dim, hidden, batch_first=True, bidirectional=bidirectional, bias=True)
+        self.rnn = RNN_CLASSES[rnn_type](in_dim, hidden, batch_first=True, bidirectional=bidirectional, bias=True)
         self.bidirectional = bidirectional
 
     def forward(self, x, lengths):
