@@ -113,6 +113,11 @@ def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] 
     tf = _transforms(cfg).to(audio.device)
     with torch.autocast(device_type=audio.device.type, enabled=False):
         x = tf(audio.float())                                   # (B, F, T)
+        if cfg.pad_mode != "constant" and cfg.center:
+            # Reflection of a shorter utterance's own end, not of the batch's zero padding.
+            for i in (lengths < audio.shape[1]).nonzero().flatten().tolist():
+                xi = tf(audio[i:i + 1, :int(lengths[i])].float())
+                x[i, :, :xi.shape[-1]] = xi[0]
         x = torch.log1p(x) if cfg.log == "log1p" else torch.log(x + cfg.log_eps)
         frame_lengths = cfg.num_frames(lengths).clamp(min=1, max=x.shape[-1])
         mask = torch.arange(x.shape[-1], device=x.device)[None, :] < frame_lengths[:, None]  # (B, T)

@@ -1,9 +1,13 @@
 """The study's deepspeech.pytorch checkpoints: import, then transcribe exactly as the study's code.
 
-The reference below recomputes what deepspeech.pytorch does, written the way it does it (librosa
-STFT with a scipy window and reflect padding, log1p magnitude, torch mean/std; T x N x H model
-with MaskConv, BatchRNN, SequenceWise, its Lookahead and softmax), from the original state dict.
+Features are checked against tests/fixtures/study/study_features.npz, computed by
+make_study_features.py beside it in a separate environment with the study's pinned librosa 0.10.1,
+scipy 1.11.4 and numpy 1.26.2. The model reference below recomputes what deepspeech.pytorch does,
+written the way it does it (int16 / 32767, librosa STFT with a scipy window and zero padding,
+log1p magnitude, torch mean/std; T x N x H model with MaskConv, BatchRNN, SequenceWise, its
+Lookahead and softmax), from the original state dict.
 """
+import dataclasses
 import math
 from pathlib import Path
 
@@ -16,10 +20,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from speech.audio import load_audio
-from speech.import_deepspeech import DeepSpeechImportError, import_checkpoint, main
+from speech.features import FeatureConfig, batched_features, compute_features
+from speech.import_deepspeech import DeepSpeechImportError, feature_config, import_checkpoint, main
 from speech.stt import DS2Engine
 
-CLIP = Path(__file__).parent / "fixtures" / "examples" / "ko_male_emh00003.flac"
+FIXTURES = Path(__file__).parent / "fixtures"
+CLIP = FIXTURES / "examples" / "ko_male_emh00003.flac"
+STUDY_FEATURES = FIXTURES / "study" / "study_features.npz"
 # deepspeech.pytorch's convention: blank '_' first, space last.
 LABELS = ["_", "'"] + list(dict.fromkeys("안녕하세요기다리고있었습니다가나")) + [" "]
 AUDIO_CONF = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, "window": "hamming",
@@ -28,11 +35,12 @@ AUDIO_CONF = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, 
 
 # --- the study's code, restated ------------------------------------------------------------
 
-def study_features(y: np.ndarray, conf: dict) -> torch.Tensor:
+def study_features(audio: np.ndarray, conf: dict) -> torch.Tensor:
+    y = np.round(audio * 32768).astype(np.float32) / 32767     # the study reads int16, divides by 32767
     n_fft = int(conf["sample_rate"] * conf["window_size"])
     hop = int(conf["sample_rate"] * conf["window_stride"])
     d = librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=n_fft, window=scipy.signal.windows.hamming,
-                     pad_mode="reflect")  # librosa < 0.10 padded with 'reflect'
+                     pad_mode="constant")  # librosa >= 0.9's default; the study pins 0.10.1
     spect, _ = librosa.magphase(d)
     spect = torch.FloatTensor(np.log1p(spect))
     return (spect - spect.mean()) / spect.std()                 # (F, T)
@@ -189,6 +197,62 @@ def test_import_unidirectional_gru_with_lookahead_and_no_rnn_bias(tmp_path, audi
     check_same(tmp_path / "release", model, audio)
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_import_tanh_rnn(tmp_path, audio, bidirectional):
+    model = make_study_model(4, rnn_type=nn.RNN, bidirectional=bidirectional, context=3)
+    save_pre_lightning(model, tmp_path / "rnn.pth", rnn_type="rnn", bidirectional=bidirectional)
+    out = import_checkpoint(tmp_path / "rnn.pth", tmp_path / "release")
+    check_same(out, model, audio)
+    engine = DS2Engine(model=str(out))
+    assert isinstance(engine.model.rnns[0].rnn, nn.RNN) and engine.model.rnns[0].rnn.nonlinearity == "tanh"
+
+
+def imported_feature_config(tmp_path, pad_mode):
+    model = make_study_model(5)
+    save_pre_lightning(model, tmp_path / "study.pth")
+    out = tmp_path / f"release-{pad_mode}"
+    assert main([str(tmp_path / "study.pth"), str(out), "--pad-mode", pad_mode]) == 0
+    return DS2Engine(model=str(out)).features                   # as the release folder states them
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
+def test_imported_features_match_the_study_reference(tmp_path, pad_mode):
+    ref = np.load(STUDY_FEATURES)
+    cfg = imported_feature_config(tmp_path, pad_mode)
+    clips = [load_audio(FIXTURES / str(clip)) for clip in ref["clips"]]
+    batched = {}
+    for idx, feats, frames in batched_features(clips, cfg, batch_size=len(clips)):
+        for row, i in enumerate(idx):
+            batched[i] = feats[row, :frames[row]]
+    for i, audio in enumerate(clips):
+        frames, expected = ref[f"{i}_{pad_mode}_frames"], ref[f"{i}_{pad_mode}_features"]
+        n_frames = int(ref[f"{i}_{pad_mode}_stats"][0])
+        ours = compute_features(audio, cfg)
+        assert ours.shape == (n_frames, expected.shape[1]) and frames[0] == 0 and frames[-1] == n_frames - 1
+        np.testing.assert_allclose(ours[frames].numpy(), expected, atol=1e-5, rtol=0)
+        # the engine's batches (shorter clips padded with zeros) give the same features
+        torch.testing.assert_close(batched[i], ours, atol=1e-6, rtol=0)
+
+
+def test_each_study_setting_is_needed_to_match(tmp_path):
+    """The reference tells each of the three settings apart: changing any one of them misses it."""
+    ref = np.load(STUDY_FEATURES)
+    cfg = imported_feature_config(tmp_path, "constant")
+    assert (cfg.pad_mode, cfg.pcm_scale, cfg.norm_eps) == ("constant", 32767.0, 0.0)
+    audio = load_audio(FIXTURES / str(ref["clips"][0]))
+    frames, expected = ref["0_constant_frames"], ref["0_constant_features"]
+    for change in ({"pad_mode": "reflect"}, {"pcm_scale": 32768.0}, {"norm_eps": 1e-5}):
+        ours = compute_features(audio, dataclasses.replace(cfg, **change))[frames].numpy()
+        assert np.abs(ours - expected).max() > 3e-5, change
+
+
+def test_shipped_feature_defaults_are_unchanged():
+    cfg = FeatureConfig()
+    assert (cfg.pad_mode, cfg.pcm_scale, cfg.norm_eps) == ("constant", 32768.0, 1e-5)
+    with pytest.raises(DeepSpeechImportError, match="pad_mode"):
+        feature_config(AUDIO_CONF, pad_mode="edge")
+
+
 def test_import_lightning_layout(tmp_path, audio):
     model = make_study_model(2)
     torch.save({"epoch": 3, "state_dict": model.state_dict(),
@@ -215,7 +279,7 @@ def test_refuses_files_that_need_unpickling(tmp_path, capsys):
 
 def test_clear_errors(tmp_path):
     model = make_study_model(3)
-    ckpt = {"hidden_size": 32, "hidden_layers": 3, "rnn_type": "rnn", "audio_conf": AUDIO_CONF,
+    ckpt = {"hidden_size": 32, "hidden_layers": 3, "rnn_type": "sru", "audio_conf": AUDIO_CONF,
             "labels": LABELS, "state_dict": model.state_dict()}
     torch.save(ckpt, tmp_path / "rnn.pth")
     with pytest.raises(DeepSpeechImportError, match="rnn_type"):
