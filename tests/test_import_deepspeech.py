@@ -2,12 +2,14 @@
 
 Features are checked against tests/fixtures/study/study_features.npz, computed by
 make_study_features.py beside it in a separate environment with the study's pinned librosa 0.10.1,
-scipy 1.11.4 and numpy 1.26.2. The model reference below recomputes what deepspeech.pytorch does,
+scipy 1.11.4 and numpy 1.26.2, with log-probabilities of the study's own model code. The model
+reference below recomputes what deepspeech.pytorch does,
 written the way it does it (int16 / 32767, librosa STFT with a scipy window and zero padding,
 log1p magnitude, torch mean/std; T x N x H model with MaskConv, BatchRNN, SequenceWise, its
 Lookahead and softmax), from the original state dict.
 """
 import dataclasses
+import importlib.util
 import math
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from speech.stt import DS2Engine
 FIXTURES = Path(__file__).parent / "fixtures"
 CLIP = FIXTURES / "examples" / "ko_male_emh00003.flac"
 STUDY_FEATURES = FIXTURES / "study" / "study_features.npz"
+STUDY_SCRIPT = FIXTURES / "study" / "make_study_features.py"
 # deepspeech.pytorch's convention: blank '_' first, space last.
 LABELS = ["_", "'"] + list(dict.fromkeys("안녕하세요기다리고있었습니다가나")) + [" "]
 AUDIO_CONF = {"sample_rate": 16000, "window_size": 0.02, "window_stride": 0.01, "window": "hamming",
@@ -163,6 +166,21 @@ def save_pre_lightning(model, path, rnn_type="lstm", bidirectional=True):
                 "bidirectional": bidirectional, "epoch": 7, "loss_results": torch.rand(7)}, path)
 
 
+def save_study_checkpoint_handler(model, path, rnn_type, bidirectional):
+    """What the study's CheckpointHandler writes: TrainingState.serialize_state, one flat dict of the
+    model's serialize_state, the training state (AdamW's state dict, ...) and the result tensors."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    model(torch.randn(2, 1, 161, 50), torch.tensor([50, 40], dtype=torch.int32))[0].sum().backward()
+    optimizer.step()
+    model.eval()
+    torch.save({"hidden_size": 32, "hidden_layers": 3, "rnn_type": rnn_type, "audio_conf": AUDIO_CONF,
+                "labels": LABELS, "state_dict": model.state_dict(), "bidirectional": bidirectional,
+                "optim_dict": optimizer.state_dict(), "amp": None, "avg_loss": 1.5, "best_wer": None,
+                "epoch": 3, "iteration": None, "loss_results": torch.IntTensor(10),
+                "wer_results": torch.IntTensor(10), "cer_results": torch.IntTensor(10)}, path)
+
+
 @pytest.fixture(scope="module")
 def audio():
     return load_audio(CLIP)[:16000 * 2]
@@ -200,7 +218,7 @@ def test_import_unidirectional_gru_with_lookahead_and_no_rnn_bias(tmp_path, audi
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_import_tanh_rnn(tmp_path, audio, bidirectional):
     model = make_study_model(4, rnn_type=nn.RNN, bidirectional=bidirectional, context=3)
-    save_pre_lightning(model, tmp_path / "rnn.pth", rnn_type="rnn", bidirectional=bidirectional)
+    save_study_checkpoint_handler(model, tmp_path / "rnn.pth", "rnn", bidirectional)
     out = import_checkpoint(tmp_path / "rnn.pth", tmp_path / "release")
     check_same(out, model, audio)
     engine = DS2Engine(model=str(out))
@@ -234,6 +252,36 @@ def test_imported_features_match_the_study_reference(tmp_path, pad_mode):
         torch.testing.assert_close(batched[i], ours, atol=1e-6, rtol=0)
 
 
+def load_script(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("key", ["lstm_bi", "rnn_uni"])
+def test_log_probs_match_the_study_model_code(tmp_path, key):
+    """Weights drawn as the fixture script drew them for the study's own model.py; our importer,
+    audio loader, features and model on the clip give the log-probabilities that code gave."""
+    ref = np.load(STUDY_FEATURES)
+    labels = ref["labels"].tolist()
+    rnn_type, direction = key.split("_")
+    bidirectional = direction == "bi"
+    shapes = {k: v.shape for k, v in StudyDeepSpeech(labels, 32, 3, {"lstm": nn.LSTM, "rnn": nn.RNN}[rnn_type],
+                                                     bidirectional, AUDIO_CONF).state_dict().items()}
+    state = {k: torch.from_numpy(v) for k, v in load_script(STUDY_SCRIPT).seeded_state(shapes).items()}
+    torch.save({"hidden_size": 32, "hidden_layers": 3, "rnn_type": rnn_type, "audio_conf": AUDIO_CONF,
+                "labels": labels, "state_dict": state, "bidirectional": bidirectional}, tmp_path / "study.pth")
+    engine = DS2Engine(model=str(import_checkpoint(tmp_path / "study.pth", tmp_path / "release")))
+    ours = engine.log_probs([load_audio(FIXTURES / str(ref["clips"][0]))])[0]
+    perm = [0, labels.index(" ")] + [i for i in range(1, len(labels)) if labels[i] != " "]
+    expected = torch.from_numpy(ref[f"log_probs_{key}"][:, perm])
+    assert ours.shape == expected.shape
+    # measured: 1.4e-6 (LSTM), 7.9e-6 (RNN); reflect padding or a 1e-5 std epsilon move them 6.7e-5 to 1.9e-3
+    torch.testing.assert_close(ours, expected, atol=3e-5, rtol=0)
+    assert len(set(expected.argmax(-1).tolist())) > 1           # the outputs follow the audio
+
+
 def test_each_study_setting_is_needed_to_match(tmp_path):
     """The reference tells each of the three settings apart: changing any one of them misses it."""
     ref = np.load(STUDY_FEATURES)
@@ -251,6 +299,8 @@ def test_shipped_feature_defaults_are_unchanged():
     assert (cfg.pad_mode, cfg.pcm_scale, cfg.norm_eps) == ("constant", 32768.0, 1e-5)
     with pytest.raises(DeepSpeechImportError, match="pad_mode"):
         feature_config(AUDIO_CONF, pad_mode="edge")
+    with pytest.raises(ValueError, match="'constant' or 'reflect'"):
+        FeatureConfig(pad_mode="edge")
 
 
 def test_import_lightning_layout(tmp_path, audio):
