@@ -38,6 +38,7 @@ from speech.audio import SAMPLE_RATE
 from speech.checkpoint import load_release, save_release
 from speech.decoding import greedy_decode
 from speech.features import FeatureConfig, compute_features
+from speech.import_deepspeech import feature_config as study_features
 from speech.metrics import error_counts
 from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
 from speech.text import JamoTokenizer, build_syllable_tokenizer, tokenizer_from_dict
@@ -45,12 +46,11 @@ from training.data import (AugmentConfig, Batch, BucketBatchSampler, CompactMani
                            spec_augment)
 
 # Model sizes a recipe can name. "small" is the shipped ds2-ko's family; "study" is
-# deepspeech.pytorch's default (5 x bidirectional LSTM-1024 on a 161-bin linear spectrogram).
+# deepspeech.pytorch's default (5 x bidirectional LSTM-1024 on the study's 161-bin spectrogram).
 PRESETS = {
     "small": {"frontend": "light", "conv_channels": 32, "rnn_type": "gru", "rnn_hidden": 320, "rnn_layers": 4},
     "study": {"frontend": "ds2", "conv_channels": 32, "rnn_type": "lstm", "rnn_hidden": 1024, "rnn_layers": 5,
-              "features": FeatureConfig(kind="linear", n_fft=320, win_length=320, hop_length=160, window="hamming",
-                                        periodic_window=False, power=1.0, log="log1p", normalize="global")},
+              "features": study_features({})},
 }
 
 
