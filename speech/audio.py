@@ -44,6 +44,10 @@ class SilentAudioError(AudioError):
     pass
 
 
+class NoSpeechError(AudioError):
+    """Sound, but no speech in it (see speech.usable for the one rule that raises it)."""
+
+
 def _to_float_mono(data: np.ndarray) -> np.ndarray:
     """int or float samples, (N,) or (N, C) or (C, N) -> float32 (N,) in [-1, 1]."""
     data = np.asarray(data)
