@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from speech.analysis import analyze, viterbi
-from speech.audio import SAMPLE_RATE, load_audio
+from speech.audio import SAMPLE_RATE, NoSpeechError, load_audio
 from speech.gender import GenderClassifier
 from speech.hub import default_model
 from speech.plots import hangul_font, timeline_figure
@@ -64,7 +64,7 @@ def test_shares_turns_and_exports(clf, tmp_path):
     assert table[0][:5] == ["turn", "start", "end", "duration", "gender"] and len(table) == 5
     assert [r[4] for r in table[1:]] == labels
     srt = rep.to_srt()
-    assert srt.count(" --> ") == 4 and "[female]" in srt and "[male]" in srt
+    assert srt.count(" --> ") >= 4 and "[female]" in srt and "[male]" in srt  # cues of at most 7 s
     assert rep.to_vtt().startswith("WEBVTT")
     rttm = [line.split() for line in rep.to_rttm().splitlines()]
     assert all(len(f) == 10 and f[0] == "SPEAKER" and f[1] == "talk" for f in rttm)
@@ -79,18 +79,18 @@ def test_noisy_conversation(clf):
 
 
 def test_silence_and_noise_only(clf, capsys, tmp_path):
+    """No usable speech is an error that says why (speech.usable), never an all-zero report."""
     from speech.cli import main
 
     silent = tmp_path / "silent.wav"
     sf.write(str(silent), np.zeros(SAMPLE_RATE * 3, np.int16), SAMPLE_RATE, subtype="PCM_16")
     assert main(["analyze", str(silent), "--no-progress"]) == 1
     assert "silent" in capsys.readouterr().err
-    rep = analyze(NOISE, clf)
-    assert rep.speech_seconds < 0.5 and rep.n_turns <= 1
-    if rep.speech_seconds == 0:
-        assert rep.genders["female"] == rep.genders["male"] == {"seconds": 0.0, "share": 0.0}
-    assert main(["analyze", str(NOISE), "--no-progress"]) == 0
-    assert "no speech" in capsys.readouterr().err
+    with pytest.raises(NoSpeechError):
+        analyze(NOISE, clf)
+    assert main(["analyze", str(NOISE), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "No speech" in err
 
 
 def test_long_file_cli(clf, tmp_path, capsys):
