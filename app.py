@@ -339,24 +339,34 @@ def summary_markdown(report, stt_name: Optional[str] = None) -> str:
 
 
 TURN_COLUMNS = ["#", "시작 start", "끝 end", "길이 length (s)", "성별 gender", "확률 prob."]  # + "문장 text"
+# With transcripts, widths that add up to the table's: the text column wraps instead of running off
+TEXT_TABLE_WIDTHS = ["5%", "10%", "10%", "8%", "11%", "7%", "49%"]
 
 
-def turn_table(report):
+def turn_table(report) -> gr.Dataframe:
     import pandas as pd
 
     rows = [{"#": i, "시작 start": format_duration(t.start), "끝 end": format_duration(t.end),
              "길이 length (s)": round(t.duration, 1), "성별 gender": GENDER_KO[t.gender],
              "확률 prob.": f"{t.probability:.0%}", **({"문장 text": t.text or ""} if report.transcribed else {})}
             for i, t in enumerate(report.turns, 1)]
-    return pd.DataFrame(rows)
+    return gr.Dataframe(pd.DataFrame(rows), column_widths=TEXT_TABLE_WIDTHS if report.transcribed else [])
 
 
 # -- page ----------------------------------------------------------------------------------------
 
 CSS = """
-.gradio-container { max-width: 1180px !important; margin: auto; }
+.gradio-container { max-width: min(1180px, 100vw) !important; margin: auto; }  /* 100vw: a phone's tables stay on screen */
 #title h1 { margin-bottom: 0.2em; }
 .note { font-size: 0.9em; opacity: 0.8; }
+@media (max-width: 640px) {  /* a phone: tables keep readable columns and scroll sideways inside their box */
+  #conv_turns .virtual-table-viewport { min-width: 640px; }
+  #stt_segments .virtual-table-viewport { min-width: 440px; }
+  #conv_turns .upload-container, #stt_segments .upload-container { overflow-x: auto; }
+  /* all three tabs on screen, not two behind a "..." menu (the hidden copy is what Gradio measures) */
+  .tab-container > button { white-space: normal !important; padding: 4px 6px !important; font-size: 0.85em;
+                            line-height: 1.25; min-width: 0; max-width: 7.5em; }
+}
 .share-bar { display: flex; height: 2.4em; border-radius: 0.6em; overflow: hidden; margin: 0.2em 0 0.6em; }
 .share-bar .share { color: white; font-weight: 600; display: flex; align-items: center; justify-content: center;
                     white-space: nowrap; overflow: hidden; }
