@@ -130,7 +130,7 @@ _AUDIO_PROBLEMS = [  # most specific first: they all subclass AudioError. (Korea
     (SilentAudioError, {MIC: ("소리가 녹음되지 않았습니다. 마이크가 켜져 있고 브라우저에서 허용되었는지 확인해 주세요.",
                               "Check that the microphone is on and allowed in the browser."),
                         UPLOAD: ("파일에 소리가 없습니다 (무음). 소리가 담긴 파일을 올려 주세요.",
-                                 "The file holds only silence: upload another one.")}),
+                                 "Upload a file with sound in it.")}),
     (AudioTooShortError, {MIC: ("녹음이 너무 짧습니다. 한 문장 이상 말해 주세요.", "Record at least one sentence."),
                           UPLOAD: ("파일이 너무 짧습니다. 한 문장 이상 담긴 파일을 올려 주세요.",
                                    "Upload at least one spoken sentence.")}),

@@ -176,7 +176,7 @@ def check_audio(audio: np.ndarray, sr: int = SAMPLE_RATE, min_duration: float = 
         raise AudioTooShortError(
             f"The audio is too short ({audio.size / sr:.2f} s); at least {min_duration:g} s is needed.")
     if float(np.max(np.abs(audio))) < SILENCE_PEAK:
-        raise SilentAudioError("The audio is silent: no sound was recorded.")
+        raise SilentAudioError("The audio is silent: it holds no sound.")
 
 
 def load_audio(source: AudioSource, sr: int = SAMPLE_RATE, *, min_duration: float = MIN_DURATION,

@@ -134,6 +134,10 @@ def test_timeline_figure_hangul(clf, tmp_path):
     fig = timeline_figure(rep)
     assert "여성" in fig.axes[0].get_yticklabels()[0].get_text()
     fig.savefig(tmp_path / "t.png")
+    # the legend sits outside the plot area: it covers no bar
+    renderer = fig.canvas.get_renderer()
+    legend = (fig.legends or [fig.axes[0].get_legend()])[0].get_window_extent(renderer)
+    assert not legend.overlaps(fig.axes[0].get_window_extent(renderer))
     assert (tmp_path / "t.png").stat().st_size > 10_000
 
 

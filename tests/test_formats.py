@@ -100,3 +100,27 @@ def test_conversation_export_has_short_cues_that_cover_the_speech():
     for g in ("female", "male"):
         covered = sum(b - a for a, b, lines in cues if lines[0] == f"[{g}]")
         assert covered == pytest.approx(report.genders[g]["seconds"], abs=0.01 * len(cues))
+
+
+def test_a_slow_segment_is_split_by_time():
+    """Few words over 20 s fit two lines but not 7 s: the time rule splits them."""
+    cues = subtitle_cues([(0.0, 20.0, "네 그래 알았어 이따 봐")])
+    assert len(cues) >= 3 and all(b - a <= MAX_CUE_SECONDS for a, b, _ in cues)
+    assert " ".join(t for _, _, t in cues) == "네 그래 알았어 이따 봐"
+
+
+def test_a_long_speech_region_without_text_is_split():
+    """A sentence with its pauses cut out, three times over: one speech region of ~13 s, whose
+    label cues are <= 7 s."""
+    import librosa
+    import numpy as np
+
+    from speech.audio import SAMPLE_RATE, load_audio
+
+    a = load_audio(EXAMPLES / "ko_female_ava00013.flac")
+    voiced = np.concatenate([a[s:e] for s, e in librosa.effects.split(a, top_db=30)])
+    report = analyze((SAMPLE_RATE, np.tile(voiced, 3)), GenderClassifier.load())
+    assert max(s.duration for s in report.segments) > MAX_CUE_SECONDS
+    cues = parse_srt(report.to_srt())
+    assert_readable(cues)
+    assert sum(b - a for a, b, _ in cues) == pytest.approx(report.speech_seconds, abs=0.01 * len(cues))
