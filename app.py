@@ -343,14 +343,14 @@ TURN_COLUMNS = ["#", "시작 start", "끝 end", "길이 length (s)", "성별 gen
 TEXT_TABLE_WIDTHS = ["5%", "10%", "10%", "8%", "11%", "7%", "49%"]
 
 
-def turn_table(report) -> gr.Dataframe:
+def turn_table(report):
     import pandas as pd
 
     rows = [{"#": i, "시작 start": format_duration(t.start), "끝 end": format_duration(t.end),
              "길이 length (s)": round(t.duration, 1), "성별 gender": GENDER_KO[t.gender],
              "확률 prob.": f"{t.probability:.0%}", **({"문장 text": t.text or ""} if report.transcribed else {})}
             for i, t in enumerate(report.turns, 1)]
-    return gr.Dataframe(pd.DataFrame(rows), column_widths=TEXT_TABLE_WIDTHS if report.transcribed else [])
+    return pd.DataFrame(rows)
 
 
 # -- page ----------------------------------------------------------------------------------------
@@ -496,8 +496,11 @@ def build_demo(models: Models) -> gr.Blocks:
                 c_turns = gr.Dataframe(headers=TURN_COLUMNS, label="발화 · Turns", interactive=False, wrap=True,
                                        elem_id="conv_turns")
                 c_outputs = [c_bar, c_summary, c_plot, c_turns, c_files]
-                _clear_on_error(c_btn.click(analyze_conversation, [c_audio, c_text, _source_of(c_audio)], c_outputs,
-                                            api_name="analyze", concurrency_id="models"), c_outputs)
+                c_run = c_btn.click(analyze_conversation, [c_audio, c_text, _source_of(c_audio)], c_outputs,
+                                    api_name="analyze", concurrency_id="models")
+                c_run.success(lambda text: gr.Dataframe(column_widths=TEXT_TABLE_WIDTHS if text else []), c_text, c_turns,
+                              queue=False, api_visibility="private")  # in the page only: the API returns the table
+                _clear_on_error(c_run, c_outputs)
 
         gr.Markdown(models_markdown(models), elem_classes="note", elem_id="models")
     return demo
