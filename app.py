@@ -34,6 +34,7 @@ from speech.audio import (SAMPLE_RATE, AudioDecodeError, AudioError, AudioTooSho
                           NoSpeechError, SilentAudioError, audio_duration)
 from speech.formats import format_duration, subtitle_cues, to_srt
 from speech.usable import load_speech
+from speech.usable import transcribe as transcribe_speech
 
 log = logging.getLogger("app")
 ROOT = Path(__file__).resolve().parent
@@ -242,8 +243,6 @@ def make_handlers(models: Models):
 
     @friendly
     def transcribe(audio_path, engine="ds2", decoder="greedy", source=UPLOAD, progress=gr.Progress()):
-        from speech.usable import transcribe as transcribe_speech
-
         key, stt = _engine(engine or "ds2", decoder or "greedy")
         progress(0.0, desc="오디오 읽는 중 · reading audio")
         audio = read_audio(audio_path, MAX_SECONDS, source)
