@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource
-from .formats import split_span, subtitle_cues, to_srt, to_vtt
+from .formats import LINE_WIDTH, split_span, subtitle_cues, text_width, to_srt, to_vtt
 from .gender import LABELS, GenderClassifier
 from .usable import load_speech, require_speech
 
@@ -129,7 +129,8 @@ class ConversationReport:
             label = f"[{t.gender}]"
             if t.text:
                 items = t.text_segments or [(t.start, t.end, t.text)]
-                for start, end, text in subtitle_cues(items):
+                # the label leads the first line: it takes its width from every line's budget
+                for start, end, text in subtitle_cues(items, line_width=LINE_WIDTH - text_width(label + " ")):
                     yield start, end, f"{label} {text}"
             else:
                 for seg in self.segments:

@@ -150,3 +150,9 @@ def test_transcribed_turns(clf):
     assert rep.transcribed and all(t.text for t in rep.turns)
     assert "text" in rep.to_csv().splitlines()[0]
     assert all("] " in block for block in rep.to_srt().split("\n\n") if block.strip())
+    from speech.formats import LINE_WIDTH, MAX_CUE_SECONDS, text_width
+
+    for start, end, text in rep._captions():  # sized for reading, the gender label included
+        lines = text.split("\n")
+        assert end - start <= MAX_CUE_SECONDS + 1e-3 and len(lines) <= 2
+        assert all(text_width(line) <= LINE_WIDTH or " " not in line.split("] ")[-1] for line in lines), lines
