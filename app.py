@@ -363,8 +363,9 @@ CSS = """
   #stt_segments .virtual-table-viewport { min-width: 440px; }
   #conv_turns .upload-container, #stt_segments .upload-container { overflow-x: auto; }
   /* all three tabs on screen, not two behind a "..." menu (the hidden copy is what Gradio measures) */
+  .tab-container { height: auto !important; }
   .tab-container > button { white-space: normal !important; padding: 4px 6px !important; font-size: 0.85em;
-                            line-height: 1.25; min-width: 0; max-width: 7.5em; }
+                            line-height: 1.25; min-width: 0; max-width: 8.5em; height: auto !important; }
 }
 .share-bar { display: flex; height: 2.4em; border-radius: 0.6em; overflow: hidden; margin: 0.2em 0 0.6em; }
 .share-bar .share { color: white; font-weight: 600; display: flex; align-items: center; justify-content: center;

@@ -343,6 +343,10 @@ def test_phone_width(pw, url):
         page.goto(url)
         page.wait_for_selector("#stt_btn")
         assert _overflow(page) == []
+        # all three tabs on screen (not behind a "..." menu), none of their labels cut off
+        tabs = page.eval_on_selector_all("[role=tab]", "ts => ts.filter(t => t.offsetParent !== null)"
+                                                       ".map(t => [t.innerText, t.scrollHeight <= t.clientHeight + 1])")
+        assert len(tabs) == 3 and all(whole for _, whole in tabs), tabs
         _upload(page, "stt_audio", FEMALE)
         _run(page, "stt_btn", "stt_text", TEXT_READY)
         _shot(page, "phone_stt")
