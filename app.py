@@ -17,6 +17,7 @@ Run `python app.py`; GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose the addres
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import shutil
@@ -30,9 +31,10 @@ from typing import Optional
 import gradio as gr
 
 from speech.audio import (SAMPLE_RATE, AudioDecodeError, AudioError, AudioTooShortError, EmptyAudioError,
-                          SilentAudioError, audio_duration, load_audio)
-from speech.formats import format_duration, to_srt
-from speech.gender import NoSpeechError
+                          NoSpeechError, SilentAudioError, audio_duration)
+from speech.formats import format_duration, subtitle_cues, to_srt
+from speech.usable import load_speech
+from speech.usable import transcribe as transcribe_speech
 
 log = logging.getLogger("app")
 ROOT = Path(__file__).resolve().parent
@@ -113,26 +115,38 @@ def _model_name(model) -> str:
 # -- user input ----------------------------------------------------------------------------------
 
 def user_error(message: str, title: str) -> gr.Error:
-    """A message that stays on the page until closed: people look away while a model works."""
-    return gr.Error(message, title=title, duration=None, print_exception=False)
+    """A message that stays on the page until closed: people look away while a model works.
+    Gradio 6 toasts show "Error" as their header and ignore `title`, so the text starts with it."""
+    return gr.Error(f"{title} — {message}", title=title, duration=None, print_exception=False)
 
 
 NO_AUDIO = ("오디오가 없습니다. 마이크로 녹음하거나 파일을 올려 주세요. "
             "No audio: record with the microphone or upload a file.")
-_AUDIO_PROBLEMS = [  # most specific first: they all subclass AudioError
-    (NoSpeechError, "말소리를 찾지 못했습니다. 조용한 곳에서 다시 녹음해 주세요."),
-    (SilentAudioError, "소리가 녹음되지 않았습니다. 마이크가 켜져 있는지 확인해 주세요."),
-    (AudioTooShortError, "녹음이 너무 짧습니다. 한 문장 이상 말해 주세요."),
-    (EmptyAudioError, "오디오가 비어 있습니다."),
-    (AudioDecodeError, "파일을 오디오로 읽을 수 없습니다 (wav, mp3, m4a, ogg, flac, webm 등을 올려 주세요)."),
-    (AudioError, "이 오디오는 처리할 수 없습니다."),
+MIC, UPLOAD = "microphone", "upload"  # where the audio came from: the advice differs
+_AUDIO_PROBLEMS = [  # most specific first: they all subclass AudioError. (Korean, English advice)
+    (NoSpeechError, {MIC: ("말소리를 찾지 못했습니다. 마이크 가까이에서 다시 말해 주세요.",
+                           "Speak close to the microphone and try again."),
+                     UPLOAD: ("이 파일에서 말소리를 찾지 못했습니다. 말소리가 담긴 파일을 올려 주세요.",
+                              "Upload a recording with speech in it.")}),
+    (SilentAudioError, {MIC: ("소리가 녹음되지 않았습니다. 마이크가 켜져 있고 브라우저에서 허용되었는지 확인해 주세요.",
+                              "Check that the microphone is on and allowed in the browser."),
+                        UPLOAD: ("파일에 소리가 없습니다 (무음). 소리가 담긴 파일을 올려 주세요.",
+                                 "Upload a file with sound in it.")}),
+    (AudioTooShortError, {MIC: ("녹음이 너무 짧습니다. 한 문장 이상 말해 주세요.", "Record at least one sentence."),
+                          UPLOAD: ("파일이 너무 짧습니다. 한 문장 이상 담긴 파일을 올려 주세요.",
+                                   "Upload at least one spoken sentence.")}),
+    (EmptyAudioError, ("오디오가 비어 있습니다.", "")),
+    (AudioDecodeError, ("파일을 오디오로 읽을 수 없습니다 (wav, mp3, m4a, ogg, flac, webm 등을 올려 주세요).", "")),
+    (AudioError, ("이 오디오는 처리할 수 없습니다.", "")),
 ]
 
 
-def audio_problem(e: AudioError) -> gr.Error:
-    """A person's audio cannot be used: say why in Korean, then the library's English sentence."""
-    ko = next(text for cls, text in _AUDIO_PROBLEMS if isinstance(e, cls))
-    return user_error(f"{ko} {e}", title="오디오 문제 · Audio problem")
+def audio_problem(e: AudioError, source: Optional[str] = UPLOAD) -> gr.Error:
+    """A person's audio cannot be used: why and what to do in Korean, then the library's English
+    sentence and the English advice, for a recording or a file (`source`)."""
+    advice = next(text for cls, text in _AUDIO_PROBLEMS if isinstance(e, cls))
+    ko, en = advice[source if source in advice else UPLOAD] if isinstance(advice, dict) else advice
+    return user_error(f"{ko} {e} {en}".strip(), title="오디오 문제 · Audio problem")
 
 
 def too_long(seconds: float, limit: float) -> gr.Error:
@@ -142,17 +156,18 @@ def too_long(seconds: float, limit: float) -> gr.Error:
                       f"{limit_text} (minutes:seconds).", title="너무 긴 오디오 · Too long")
 
 
-def read_audio(path: Optional[str], limit: float):
-    """Gradio's file path -> 16 kHz float32 array, refusing long input before decoding it."""
+def read_audio(path: Optional[str], limit: float, source: Optional[str] = UPLOAD):
+    """Gradio's file path -> 16 kHz float32 array, refusing long input before decoding it and
+    input without usable speech (empty, too short, silent: speech.usable) after."""
     if not path:
         raise user_error(NO_AUDIO, title="오디오 없음 · No audio")
     try:
         seconds = audio_duration(path)  # from the header where the format has one
         if seconds > limit:
             raise too_long(seconds, limit)
-        audio = load_audio(path)
+        audio = load_speech(path)
     except AudioError as e:
-        raise audio_problem(e) from e
+        raise audio_problem(e, source) from e
     if len(audio) > limit * SAMPLE_RATE:
         raise too_long(len(audio) / SAMPLE_RATE, limit)
     return audio
@@ -160,14 +175,16 @@ def read_audio(path: Optional[str], limit: float):
 
 def friendly(fn):
     """Anything unexpected becomes a short message in the page (and a traceback in the log)."""
+    signature = inspect.signature(fn)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except AudioError as e:
-            raise audio_problem(e) from e
+        except AudioError as e:  # e.g. no speech: the advice depends on where the audio came from
+            raise audio_problem(e, signature.bind_partial(*args, **kwargs).arguments.get("source")) from e
         except Exception as e:
             log.exception("%s failed", fn.__name__)
             raise user_error(f"처리 중 오류가 발생했습니다. 다시 시도해 주세요. Something went wrong: "
@@ -225,19 +242,20 @@ def make_handlers(models: Models):
         return models.gender
 
     @friendly
-    def transcribe(audio_path, engine="ds2", decoder="greedy", progress=gr.Progress()):
+    def transcribe(audio_path, engine="ds2", decoder="greedy", source=UPLOAD, progress=gr.Progress()):
         key, stt = _engine(engine or "ds2", decoder or "greedy")
         progress(0.0, desc="오디오 읽는 중 · reading audio")
-        audio = read_audio(audio_path, MAX_SECONDS)
-        with models.lock(key):
-            result = stt.transcribe(audio, progress=_progress_callback(progress, 0.05, 0.85))
+        audio = read_audio(audio_path, MAX_SECONDS, source)
+        with models.lock(key):  # nothing recognised is a "no speech" error, never empty downloads
+            result = transcribe_speech(stt, audio, progress=_progress_callback(progress, 0.05, 0.85))
         progress(0.92, desc="그림 그리는 중 · drawing")
-        text = result.text or "(말소리를 알아듣지 못했습니다 · no speech recognised)"
+        text = result.text
         rows = [[format_duration(s.start), format_duration(s.end), s.text] for s in result.segments]
         folder, stem = _out_dir(), _stem(audio_path)
         txt, srt = folder / f"{stem}_transcript.txt", folder / f"{stem}_transcript.srt"
         txt.write_text(result.text + "\n", encoding="utf-8")
-        srt.write_text(to_srt((s.start, s.end, s.text) for s in result.segments), encoding="utf-8")
+        srt.write_text(to_srt(subtitle_cues((s.start, s.end, s.text, s.words) for s in result.segments)),
+                       encoding="utf-8")
         figure = plots.spectrogram_figure(audio, SAMPLE_RATE, title="스펙트로그램 · Spectrogram")
         info = (f"**{ENGINE_LABELS.get(result.engine, result.engine)}** · 모델 model `{result.model}` · "
                 f"디코더 decoder `{result.decoder}` · 길이 {format_duration(result.duration)} · "
@@ -245,10 +263,10 @@ def make_handlers(models: Models):
         return text, rows, figure, info, [str(txt), str(srt)]
 
     @friendly
-    def classify_gender(audio_path, progress=gr.Progress()):
+    def classify_gender(audio_path, source=UPLOAD, progress=gr.Progress()):
         classifier = _classifier()
         progress(0.0, desc="오디오 읽는 중 · reading audio")
-        audio = read_audio(audio_path, MAX_SECONDS)
+        audio = read_audio(audio_path, MAX_SECONDS, source)
         progress(0.2, desc="목소리 분석 중 · classifying")
         with models.lock("gender"):
             result = classifier.predict(audio)
@@ -264,7 +282,7 @@ def make_handlers(models: Models):
         return label, figure, info
 
     @friendly
-    def analyze_conversation(audio_path, with_text=False, progress=gr.Progress()):
+    def analyze_conversation(audio_path, with_text=False, source=UPLOAD, progress=gr.Progress()):
         from speech.analysis import analyze
 
         classifier = _classifier()
@@ -273,12 +291,10 @@ def make_handlers(models: Models):
             raise user_error(f"음성 인식 모델이 없어 받아쓸 수 없습니다. No speech-to-text model: "
                              f"{models.problems.get('ds2/greedy')}", title="모델 없음 · Model unavailable")
         progress(0.0, desc="오디오 읽는 중 · reading audio")
-        audio = read_audio(audio_path, MAX_ANALYSIS_SECONDS)
-        with models.lock("gender"), models.lock("ds2/greedy"):
+        audio = read_audio(audio_path, MAX_ANALYSIS_SECONDS, source)
+        with models.lock("gender"), models.lock("ds2/greedy"):  # no speech raises (speech.usable)
             report = analyze(audio, classifier, stt=stt, path=Path(audio_path).name,
                              progress=_progress_callback(progress, 0.05, 0.85))
-        if not report.turns:
-            raise audio_problem(NoSpeechError("No speech was found in the audio."))
         progress(0.92, desc="그림 그리는 중 · drawing")
         folder, stem = _out_dir(), _stem(audio_path)
         files = []
@@ -321,6 +337,11 @@ def summary_markdown(report, stt_name: Optional[str] = None) -> str:
     return text
 
 
+TURN_COLUMNS = ["#", "시작 start", "끝 end", "길이 length (s)", "성별 gender", "확률 prob."]  # + "문장 text"
+# With transcripts, widths that add up to the table's: the text column wraps instead of running off
+TEXT_TABLE_WIDTHS = ["5%", "10%", "10%", "8%", "11%", "7%", "49%"]
+
+
 def turn_table(report):
     import pandas as pd
 
@@ -334,9 +355,18 @@ def turn_table(report):
 # -- page ----------------------------------------------------------------------------------------
 
 CSS = """
-.gradio-container { max-width: 1180px !important; margin: auto; }
+.gradio-container { max-width: min(1180px, 100vw) !important; margin: auto; }  /* 100vw: a phone's tables stay on screen */
 #title h1 { margin-bottom: 0.2em; }
 .note { font-size: 0.9em; opacity: 0.8; }
+@media (max-width: 640px) {  /* a phone: tables keep readable columns and scroll sideways inside their box */
+  #conv_turns .virtual-table-viewport { min-width: 640px; }
+  #stt_segments .virtual-table-viewport { min-width: 440px; }
+  #conv_turns .upload-container, #stt_segments .upload-container { overflow-x: auto; }
+  /* all three tabs on screen, not two behind a "..." menu (the hidden copy is what Gradio measures) */
+  .tab-container { height: auto !important; }
+  .tab-container > button { white-space: normal !important; padding: 4px 6px !important; font-size: 0.85em;
+                            line-height: 1.25; min-width: 0; max-width: 8.5em; height: auto !important; }
+}
 .share-bar { display: flex; height: 2.4em; border-radius: 0.6em; overflow: hidden; margin: 0.2em 0 0.6em; }
 .share-bar .share { color: white; font-weight: 600; display: flex; align-items: center; justify-content: center;
                     white-space: nowrap; overflow: hidden; }
@@ -351,6 +381,20 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose", neutral_hue="
 def _audio_input(elem_id: str) -> gr.Audio:
     return gr.Audio(sources=["microphone", "upload"], type="filepath", elem_id=elem_id,
                     label="음성 · Audio")
+
+
+def _source_of(audio: gr.Audio) -> gr.State:
+    """Where the audio came from, the microphone or a file: advice about silence differs."""
+    source = gr.State(UPLOAD)
+    audio.start_recording(lambda: MIC, None, source, queue=False, api_visibility="private")
+    for event in (audio.upload, audio.clear):
+        event(lambda: UPLOAD, None, source, queue=False, api_visibility="private")
+    return source
+
+
+def _clear_on_error(event, outputs: list) -> None:
+    """An error clears the previous result, so no old answer sits under the new error."""
+    event.failure(lambda: [None] * len(outputs), None, outputs, queue=False, api_visibility="private")
 
 
 def _examples(audio: gr.Audio, names: list[tuple[str, str]]) -> None:
@@ -413,9 +457,10 @@ def build_demo(models: Models) -> gr.Blocks:
                         stt_files = gr.File(label="내려받기 · Download (TXT, SRT)", file_count="multiple",
                                             interactive=False, elem_id="stt_files")
                 stt_plot = gr.Plot(label="스펙트로그램 · Spectrogram", show_label=False, elem_id="stt_plot")
-                stt_btn.click(transcribe, [stt_audio, stt_engine, stt_decoder],
-                              [stt_text, stt_segments, stt_plot, stt_info, stt_files],
-                              api_name="transcribe", concurrency_id="models")
+                stt_outputs = [stt_text, stt_segments, stt_plot, stt_info, stt_files]
+                _clear_on_error(stt_btn.click(transcribe, [stt_audio, stt_engine, stt_decoder, _source_of(stt_audio)],
+                                              stt_outputs, api_name="transcribe", concurrency_id="models"),
+                                stt_outputs)
                 if "whisper" in models.stt:  # Whisper decodes its own way: the DS2 decoder choice does not apply
                     stt_engine.change(lambda e: gr.Radio(interactive=e == "ds2"), stt_engine, stt_decoder,
                                       queue=False, api_visibility="private")
@@ -431,8 +476,8 @@ def build_demo(models: Models) -> gr.Blocks:
                         g_info = gr.Markdown(elem_id="gender_info")
                 g_plot = gr.Plot(label="스펙트로그램과 음높이 · Spectrogram and pitch", show_label=False,
                                  elem_id="gender_plot")
-                g_btn.click(classify_gender, [g_audio], [g_label, g_plot, g_info],
-                            api_name="gender", concurrency_id="models")
+                _clear_on_error(g_btn.click(classify_gender, [g_audio, _source_of(g_audio)], [g_label, g_plot, g_info],
+                                            api_name="gender", concurrency_id="models"), [g_label, g_plot, g_info])
 
             with gr.Tab("대화 분석 · Conversation", id="conversation"):
                 with gr.Row():
@@ -448,9 +493,14 @@ def build_demo(models: Models) -> gr.Blocks:
                         c_files = gr.File(label="내려받기 · Download (JSON, CSV, SRT)", file_count="multiple",
                                           interactive=False, elem_id="conv_files")
                 c_plot = gr.Plot(label="타임라인 · Timeline", show_label=False, elem_id="conv_plot")
-                c_turns = gr.Dataframe(label="발화 · Turns", interactive=False, wrap=True, elem_id="conv_turns")
-                c_btn.click(analyze_conversation, [c_audio, c_text], [c_bar, c_summary, c_plot, c_turns, c_files],
-                            api_name="analyze", concurrency_id="models")
+                c_turns = gr.Dataframe(headers=TURN_COLUMNS, label="발화 · Turns", interactive=False, wrap=True,
+                                       elem_id="conv_turns")
+                c_outputs = [c_bar, c_summary, c_plot, c_turns, c_files]
+                c_run = c_btn.click(analyze_conversation, [c_audio, c_text, _source_of(c_audio)], c_outputs,
+                                    api_name="analyze", concurrency_id="models")
+                c_run.success(lambda text: gr.Dataframe(column_widths=TEXT_TABLE_WIDTHS if text else []), c_text, c_turns,
+                              queue=False, api_visibility="private")  # in the page only: the API returns the table
+                _clear_on_error(c_run, c_outputs)
 
         gr.Markdown(models_markdown(models), elem_classes="note", elem_id="models")
     return demo

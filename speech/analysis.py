@@ -22,9 +22,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
-from .formats import to_srt, to_vtt
+from .audio import SAMPLE_RATE, AudioError, AudioSource
+from .formats import LINE_WIDTH, split_span, subtitle_cues, text_width, to_srt, to_vtt
 from .gender import LABELS, GenderClassifier
+from .usable import load_speech, require_speech
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -49,6 +50,8 @@ class Turn:
     probability: float
     speech: float               # seconds of speech inside the turn (pauses excluded)
     text: Optional[str] = None
+    # the recogniser's segments in the recording's timeline: (start, end, text, words), for subtitles
+    text_segments: list = field(default_factory=list, repr=False)
 
     @property
     def duration(self) -> float:
@@ -120,9 +123,20 @@ class ConversationReport:
         return buf.getvalue()
 
     def _captions(self):
+        """Subtitle cues sized for reading (speech.formats.subtitle_cues), each led by its gender:
+        a transcribed turn splits at word times, one without text at its speech segments."""
         for t in self.turns:
             label = f"[{t.gender}]"
-            yield t.start, t.end, f"{label} {t.text}" if t.text else label
+            if t.text:
+                items = t.text_segments or [(t.start, t.end, t.text)]
+                # the label leads the first line: it takes its width from every line's budget
+                for start, end, text in subtitle_cues(items, line_width=LINE_WIDTH - text_width(label + " ")):
+                    yield start, end, f"{label} {text}"
+            else:
+                for seg in self.segments:
+                    if seg.start >= t.start - 1e-6 and seg.end <= t.end + 1e-6:
+                        for start, end in split_span(seg.start, seg.end):
+                            yield start, end, label
 
     def to_srt(self) -> str:
         return to_srt(self._captions())
@@ -171,7 +185,8 @@ def viterbi(logp: np.ndarray, switch_cost: np.ndarray) -> np.ndarray:
 def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progress: Progress = None, *,
             window: float = 1.5, switch_penalty: float = 6.0, max_gap: float = 2.0, max_span: float = 30.0,
             vad_threshold: float = 0.5, path: Optional[str] = None) -> ConversationReport:
-    """Analyse one recording. `stt`: an engine from speech.stt.load_engine to transcribe turns."""
+    """Analyse one recording. `stt`: an engine from speech.stt.load_engine to transcribe turns.
+    Audio without usable speech raises an AudioError saying why (speech.usable)."""
     from .vad import speech_spans
 
     t0 = time.perf_counter()
@@ -179,7 +194,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
         path = str(source)
     report_progress = progress or (lambda f, m: None)
     report_progress(0.0, "decoding audio")
-    audio = load_audio(source)
+    audio = load_speech(source)
     duration = len(audio) / SAMPLE_RATE
     vad_share = 0.3 if stt else 0.6
     spans = speech_spans(audio, threshold=vad_threshold, max_span=max_span,
@@ -222,6 +237,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
                                             float(pr[start:i, g].mean())))
                     start = i
 
+    require_speech(segments)  # no speech is an error (speech.usable), not an all-zero report
     turns: list[Turn] = []
     for seg in segments:
         last = turns[-1] if turns else None
@@ -237,9 +253,14 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
         for i, t in enumerate(turns):
             chunk = audio[int(t.start * SAMPLE_RATE):int(t.end * SAMPLE_RATE)]
             try:
-                t.text = stt.transcribe((SAMPLE_RATE, chunk)).text
+                result = stt.transcribe((SAMPLE_RATE, chunk))
             except AudioError:
                 t.text = ""
+            else:
+                t.text = result.text
+                t.text_segments = [(t.start + g.start, t.start + g.end, g.text,
+                                    [(t.start + w.start, t.start + w.end, w.text) for w in g.words])
+                                   for g in result.segments]
             report_progress(0.5 + 0.5 * (i + 1) / len(turns), "transcribing")
 
     speech = float(sum(s.duration for s in segments))

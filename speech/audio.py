@@ -45,6 +45,10 @@ class SilentAudioError(AudioError):
     pass
 
 
+class NoSpeechError(AudioError):
+    """Sound, but no speech in it (see speech.usable for the one rule that raises it)."""
+
+
 def _to_float_mono(data: np.ndarray) -> np.ndarray:
     """int or float samples, (N,) or (N, C) or (C, N) -> float32 (N,) in [-1, 1]."""
     data = np.asarray(data)
@@ -173,7 +177,7 @@ def check_audio(audio: np.ndarray, sr: int = SAMPLE_RATE, min_duration: float = 
         raise AudioTooShortError(
             f"The audio is too short ({audio.size / sr:.2f} s); at least {min_duration:g} s is needed.")
     if float(np.max(np.abs(audio))) < SILENCE_PEAK:
-        raise SilentAudioError("The audio is silent: no sound was recorded.")
+        raise SilentAudioError("The audio is silent: it holds no sound.")
 
 
 def load_audio(source: AudioSource, sr: int = SAMPLE_RATE, *, min_duration: float = MIN_DURATION,

@@ -66,8 +66,9 @@ def add_transcribe(sub):
 
 
 def cmd_transcribe(args) -> int:
-    from .formats import to_srt, to_vtt
+    from .formats import subtitle_cues, to_srt, to_vtt
     from .stt import load_engine
+    from .usable import transcribe
 
     kwargs = {}
     if args.engine == "ds2":
@@ -85,14 +86,14 @@ def cmd_transcribe(args) -> int:
     bar = _PercentBar(not args.no_progress and sys.stderr.isatty(), "transcribing")  # long files
     for path in _progress_iter(args.files, "transcribing", show):
         try:
-            result = engine.transcribe(path, progress=bar)
+            result = transcribe(engine, path, progress=bar)  # no usable speech is an error (speech.usable)
         except (AudioError, OSError) as e:
             _fail(path, e)
             failed += 1
             continue
         finally:
             bar.close()
-        items = [(s.start, s.end, s.text) for s in result.segments]
+        items = subtitle_cues((s.start, s.end, s.text, s.words) for s in result.segments)
         if args.format == "text":
             print(result.text if len(args.files) == 1 else f"{path}\t{result.text}", flush=True)
         elif args.format == "jsonl":
@@ -148,21 +149,34 @@ def add_analyze(sub):
     p = sub.add_parser("analyze", help="who talked how much (female/male speaking time)",
                        description="Split a recording into speech turns, label each turn's gender and "
                                    "report each gender's speaking time and share.")
-    p.add_argument("file", metavar="FILE", help="audio file (a household recording, up to hours long)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (household recordings, up to hours long)")
     p.add_argument("--model", default=None, help="gender model: local folder, Hub repo id or 'default'")
     p.add_argument("--transcribe", action="store_true", help="also transcribe each turn (slower)")
     p.add_argument("--stt-model", default=None, help="speech-to-text model for --transcribe")
     p.add_argument("--format", default="json", choices=["json", "csv", "srt", "vtt", "rttm"])
-    p.add_argument("--output", "-o", default=None, help="write here instead of standard output")
-    p.add_argument("--plot", default=None, metavar="PNG", help="also save the timeline figure")
+    p.add_argument("--output", "-o", default=None, help="write here instead of standard output (one FILE)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="also save the timeline figure (one FILE)")
+    p.add_argument("--output-dir", default=None, metavar="DIR",
+                   help="write NAME_analysis.FORMAT and the timeline NAME_timeline.png for each FILE here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_analyze)
 
 
 def cmd_analyze(args) -> int:
+    """Several files as transcribe and gender take them: a file without usable speech or that
+    cannot be read gets one line on stderr, the others are still analysed, and the exit code is 1.
+    On standard output several reports are JSON Lines (json), one table with a path column (csv)
+    or one after another (rttm: its lines name their file); srt/vtt need one file or --output-dir."""
     from .analysis import analyze
     from .gender import GenderClassifier
 
+    several = len(args.files) > 1
+    if several and (args.output or args.plot):
+        print("error: --output and --plot name one file; with several files use --output-dir", file=sys.stderr)
+        return 2
+    if several and not args.output_dir and args.format in ("srt", "vtt"):
+        print(f"error: several {args.format} files cannot share standard output; use --output-dir", file=sys.stderr)
+        return 2
     try:
         clf = GenderClassifier.load(args.model)
         stt = None
@@ -173,27 +187,57 @@ def cmd_analyze(args) -> int:
     except (ValueError, OSError) as e:
         print(f"error: could not load a model: {e}", file=sys.stderr)
         return 2
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    show = not args.no_progress and several and sys.stderr.isatty()
     bar = _PercentBar(not args.no_progress and sys.stderr.isatty(), "analysing")
-    try:
-        report = analyze(args.file, clf, stt=stt, progress=bar)
-    except (AudioError, OSError) as e:
-        _fail(args.file, e)
-        return 1
-    finally:
-        bar.close()
-    text = {"json": report.to_json, "csv": report.to_csv, "srt": report.to_srt, "vtt": report.to_vtt,
-            "rttm": report.to_rttm}[args.format]()
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    if args.plot:
-        from .plots import timeline_figure
+    failed, csv_header = 0, True
+    for path in _progress_iter(args.files, "analysing", show):
+        try:
+            report = analyze(path, clf, stt=stt, progress=bar)  # no usable speech raises (speech.usable)
+        except (AudioError, OSError) as e:
+            _fail(path, e)
+            failed += 1
+            continue
+        finally:
+            bar.close()
+        if out_dir is not None or not several or args.format in ("srt", "vtt"):
+            text = {"json": report.to_json, "csv": report.to_csv, "srt": report.to_srt, "vtt": report.to_vtt,
+                    "rttm": report.to_rttm}[args.format]()
+        elif args.format == "json":
+            text = report.to_json(indent=None)
+        elif args.format == "csv":
+            lines = report.to_csv().splitlines(keepends=True)
+            text = "".join(["path," + lines[0]] * csv_header + [_csv_field(path) + "," + ln for ln in lines[1:]])
+            csv_header = False
+        else:
+            text = report.to_rttm()
+        if out_dir is not None:
+            stem = Path(path).stem
+            (out_dir / f"{stem}_analysis.{args.format}").write_text(text, encoding="utf-8")
+            plot = out_dir / f"{stem}_timeline.png"
+        elif args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+            plot = args.plot
+        else:
+            sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+            sys.stdout.flush()
+            plot = args.plot
+        if plot:
+            from .plots import timeline_figure
 
-        timeline_figure(report).savefig(args.plot, dpi=120)
-    if report.speech_seconds == 0:
-        print(f"warning: {args.file}: no speech was found", file=sys.stderr)
-    return 0
+            timeline_figure(report).savefig(plot, dpi=120)
+    return 1 if failed else 0
+
+
+def _csv_field(value) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([str(value)])
+    return buf.getvalue()
 
 
 COMMANDS = [add_transcribe, add_gender, add_analyze]

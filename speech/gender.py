@@ -19,17 +19,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from .audio import SAMPLE_RATE, AudioError, AudioSource, NoSpeechError  # noqa: F401 (re-exported)
 from .checkpoint import load_release
 from .features import FeatureConfig, batched_features, compute_features
 from .hub import resolve_model
 
 MODEL_TYPE = "gender-cnn"
 LABELS = ("female", "male")
-
-
-class NoSpeechError(AudioError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -218,16 +214,17 @@ class GenderClassifier:
 
     def predict(self, source: AudioSource, vad: bool = True, max_span: float = 30.0) -> GenderResult:
         """One label for one recording. With `vad`, only speech regions count (and a recording
-        without speech raises NoSpeechError); without, the whole input is one utterance."""
-        audio = load_audio(source)
+        without speech raises NoSpeechError, see speech.usable); without, the whole input is one utterance."""
+        from .usable import load_speech, require_speech
+
+        audio = load_speech(source)
         duration = len(audio) / SAMPLE_RATE
         if vad:
             from .vad import speech_spans
 
             spans = [(s, e) for s, e in speech_spans(audio, max_span=max_span)
                      if (e - s) * SAMPLE_RATE >= self.min_samples]
-            if not spans:
-                raise NoSpeechError("No speech was found in the audio.")
+            require_speech(spans)
         else:
             if len(audio) < self.min_samples:
                 raise AudioError(f"The audio is too short ({duration:.2f} s) to tell a voice; "

@@ -119,9 +119,17 @@ def median_f0(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:
 
 # -- figures --------------------------------------------------------------------------------------
 
+# Typical speaking F0 of adults, the reference bands under the pitch track (Hz). They overlap:
+# pitch alone does not decide gender, the classifier does.
+PITCH_BANDS = {"male": (85.0, 180.0), "female": (165.0, 255.0)}
+PITCH_RANGE = (50.0, 500.0)
+
+
 def spectrogram_figure(audio: np.ndarray, sr: int = SAMPLE_RATE, pitch=None, title: Optional[str] = None,
                        max_freq: float = 4000.0, max_columns: int = 3000):
-    """dB spectrogram (0..max_freq Hz) against seconds; `pitch` = (times, f0) from `pitch_track`."""
+    """dB spectrogram (0..max_freq Hz) against seconds. With `pitch` = (times, f0) from `pitch_track`,
+    a second panel below shows the F0 track on a 50-500 Hz axis over the female/male reference bands
+    (on the spectrogram's 0-4000 Hz axis the track would be squashed into the bottom strip)."""
     import librosa
 
     audio = np.asarray(audio, dtype=np.float32)
@@ -133,24 +141,42 @@ def spectrogram_figure(audio: np.ndarray, sr: int = SAMPLE_RATE, pitch=None, tit
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
     keep = freqs <= max_freq
     with _style():
-        fig = _figure(10, 3.6)
-        ax = fig.add_subplot()
+        if pitch is None:
+            fig = _figure(10, 3.6)
+            ax = fig.add_subplot()
+        else:
+            fig = _figure(10, 5.6)
+            ax, pax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
         im = ax.imshow(db[keep], origin="lower", aspect="auto", cmap="magma",
                        extent=[0, max(duration, 1e-3), 0, freqs[keep][-1]])
         fig.colorbar(im, ax=ax, label="dB")
-        if pitch is not None:
-            t, f0 = pitch
-            ax.plot(t, f0, color="#40c057", linewidth=1.6, label="F0 (Hz)")
-            finite = np.asarray(f0)[np.isfinite(f0)]
-            if finite.size:
-                ax.axhline(float(np.median(finite)), color="#40c057", linestyle="--", linewidth=0.8,
-                           label=f"median F0 {np.median(finite):.0f} Hz")
-            ax.legend(loc="upper right", fontsize=8)
-        ax.set_xlabel("시간 time (s)")
         ax.set_ylabel("주파수 frequency (Hz)")
         if title:
             ax.set_title(title)
+        if pitch is None:
+            ax.set_xlabel("시간 time (s)")
+        else:
+            _pitch_panel(pax, pitch)
+            ax.set_xlim(0, max(duration, 1e-3))
     return fig
+
+
+def _pitch_panel(ax, pitch) -> None:
+    t, f0 = pitch
+    for g, (lo, hi) in PITCH_BANDS.items():
+        ax.axhspan(lo, hi, color=GENDER_COLORS[g], alpha=0.13, linewidth=0,
+                   label=f"{GENDER_NAMES[g]} {lo:.0f}–{hi:.0f} Hz")
+    ax.plot(t, f0, color="#2b8a3e", linewidth=1.6, label="F0")
+    finite = np.asarray(f0)[np.isfinite(f0)]
+    if finite.size:
+        ax.axhline(float(np.median(finite)), color="#2b8a3e", linestyle="--", linewidth=0.9,
+                   label=f"중앙값 median {np.median(finite):.0f} Hz")
+    ax.set_ylim(*PITCH_RANGE)
+    ax.set_ylabel("음높이 pitch (Hz)")
+    ax.set_xlabel("시간 time (s)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=8,
+                     frameon=False)  # below the figure: the track stays visible
 
 
 def timeline_figure(report, title: Optional[str] = None):
@@ -172,7 +198,7 @@ def timeline_figure(report, title: Optional[str] = None):
         handles = [Patch(color=GENDER_COLORS[g],
                          label=f"{GENDER_NAMES[g]}: {report.genders[g]['seconds']:.1f} s "
                                f"({100 * report.genders[g]['share']:.1f}%)") for g in labels]
-        ax.legend(handles=handles, loc="upper right", fontsize=8, ncol=2)
+        fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=2, frameon=False)  # off the bars
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(title or f"발화 타임라인 speech timeline — {len(report.turns)} turns, "
                               f"speech {report.speech_seconds:.1f} s of {report.duration:.1f} s")

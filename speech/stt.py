@@ -54,10 +54,15 @@ class Transcript:
     decoder: str
 
     def to_dict(self, words: bool = False) -> dict:
+        """Times rounded to milliseconds (no float noise such as 4.5600000000000005), rtf to 4 places."""
         d = asdict(self)
-        if not words:
-            for s in d["segments"]:
+        d["duration"], d["rtf"] = round(self.duration, 3), round(self.rtf, 4)
+        for s in d["segments"]:
+            s["start"], s["end"] = round(s["start"], 3), round(s["end"], 3)
+            if not words:
                 s.pop("words", None)
+            for w in s.get("words", []):
+                w["start"], w["end"] = round(w["start"], 3), round(w["end"], 3)
         return d
 
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from speech.analysis import analyze, viterbi
-from speech.audio import SAMPLE_RATE, load_audio
+from speech.audio import SAMPLE_RATE, NoSpeechError, load_audio
 from speech.gender import GenderClassifier
 from speech.hub import default_model
 from speech.plots import hangul_font, timeline_figure
@@ -64,7 +64,7 @@ def test_shares_turns_and_exports(clf, tmp_path):
     assert table[0][:5] == ["turn", "start", "end", "duration", "gender"] and len(table) == 5
     assert [r[4] for r in table[1:]] == labels
     srt = rep.to_srt()
-    assert srt.count(" --> ") == 4 and "[female]" in srt and "[male]" in srt
+    assert srt.count(" --> ") >= 4 and "[female]" in srt and "[male]" in srt  # cues of at most 7 s
     assert rep.to_vtt().startswith("WEBVTT")
     rttm = [line.split() for line in rep.to_rttm().splitlines()]
     assert all(len(f) == 10 and f[0] == "SPEAKER" and f[1] == "talk" for f in rttm)
@@ -79,18 +79,18 @@ def test_noisy_conversation(clf):
 
 
 def test_silence_and_noise_only(clf, capsys, tmp_path):
+    """No usable speech is an error that says why (speech.usable), never an all-zero report."""
     from speech.cli import main
 
     silent = tmp_path / "silent.wav"
     sf.write(str(silent), np.zeros(SAMPLE_RATE * 3, np.int16), SAMPLE_RATE, subtype="PCM_16")
     assert main(["analyze", str(silent), "--no-progress"]) == 1
     assert "silent" in capsys.readouterr().err
-    rep = analyze(NOISE, clf)
-    assert rep.speech_seconds < 0.5 and rep.n_turns <= 1
-    if rep.speech_seconds == 0:
-        assert rep.genders["female"] == rep.genders["male"] == {"seconds": 0.0, "share": 0.0}
-    assert main(["analyze", str(NOISE), "--no-progress"]) == 0
-    assert "no speech" in capsys.readouterr().err
+    with pytest.raises(NoSpeechError):
+        analyze(NOISE, clf)
+    assert main(["analyze", str(NOISE), "--no-progress"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "No speech" in err
 
 
 def test_long_file_cli(clf, tmp_path, capsys):
@@ -134,6 +134,10 @@ def test_timeline_figure_hangul(clf, tmp_path):
     fig = timeline_figure(rep)
     assert "여성" in fig.axes[0].get_yticklabels()[0].get_text()
     fig.savefig(tmp_path / "t.png")
+    # the legend sits outside the plot area: it covers no bar
+    renderer = fig.canvas.get_renderer()
+    legend = (fig.legends or [fig.axes[0].get_legend()])[0].get_window_extent(renderer)
+    assert not legend.overlaps(fig.axes[0].get_window_extent(renderer))
     assert (tmp_path / "t.png").stat().st_size > 10_000
 
 
@@ -146,3 +150,9 @@ def test_transcribed_turns(clf):
     assert rep.transcribed and all(t.text for t in rep.turns)
     assert "text" in rep.to_csv().splitlines()[0]
     assert all("] " in block for block in rep.to_srt().split("\n\n") if block.strip())
+    from speech.formats import LINE_WIDTH, MAX_CUE_SECONDS, text_width
+
+    for start, end, text in rep._captions():  # sized for reading, the gender label included
+        lines = text.split("\n")
+        assert end - start <= MAX_CUE_SECONDS + 1e-3 and len(lines) <= 2
+        assert all(text_width(line) <= LINE_WIDTH or " " not in line.split("] ")[-1] for line in lines), lines

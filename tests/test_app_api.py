@@ -24,7 +24,7 @@ FEMALE = EXAMPLES / "ko_female_ava00013.flac"
 MALE = EXAMPLES / "ko_male_emh00003.flac"
 FAMILY = EXAMPLES / "family_conversation.ogg"
 HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
-SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$", re.M)
+SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+(?:\n.+)?)$", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +68,12 @@ def _check_transcript(result, duration: float):
     assert set(by_ext) == {".txt", ".srt"}
     assert by_ext[".txt"].read_text(encoding="utf-8").strip() == text.strip()
     cues = SRT_CUE.findall(by_ext[".srt"].read_text(encoding="utf-8"))
-    assert len(cues) == len(rows)
-    assert [c[3] for c in cues] == [r[2] for r in rows]
+    assert len(cues) >= len(rows)                                  # cues sized for reading: <= 7 s, 2 lines
+    assert " ".join(c[3].replace("\n", " ") for c in cues) == " ".join(r[2] for r in rows) == text
     starts = [_seconds(c[1]) for c in cues]
     ends = [_seconds(c[2]) for c in cues]
     assert starts == sorted(starts)
-    assert all(0 <= s < e <= duration + 0.05 for s, e in zip(starts, ends)), (starts, ends, duration)
+    assert all(0 <= s < e <= min(duration + 0.05, s + 7.001) for s, e in zip(starts, ends)), (starts, ends, duration)
     return text
 
 
@@ -137,7 +137,8 @@ def test_transcribe_mistakes(client, tmp_path):
     sr = 16000
     assert "오디오가 없습니다" in _error(client, None, "ds2", "greedy", api_name="/transcribe")
     silent = _wav(tmp_path / "silent.wav", np.zeros(sr * 2, np.float32), sr)
-    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), "ds2", "greedy", api_name="/transcribe")
+    message = _error(client, handle_file(silent), "ds2", "greedy", api_name="/transcribe")
+    assert "파일에 소리가 없습니다" in message and "마이크" not in message, message  # a file: no microphone advice
     short = _wav(tmp_path / "short.wav", np.full(sr // 50, 0.1, np.float32), sr)
     assert "너무 짧습니다" in _error(client, handle_file(short), "ds2", "greedy", api_name="/transcribe")
     bad = tmp_path / "recording.mp3"
@@ -168,7 +169,7 @@ def test_gender_mistakes(client, tmp_path):
     sr = 16000
     assert "오디오가 없습니다" in _error(client, None, api_name="/gender")
     silent = _wav(tmp_path / "silent.wav", np.zeros(sr * 2, np.float32), sr)
-    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), api_name="/gender")
+    assert "파일에 소리가 없습니다" in _error(client, handle_file(silent), api_name="/gender")
     hum = 0.05 * np.sin(2 * np.pi * 50 * np.arange(sr * 3) / sr).astype(np.float32)  # mains hum, no voice
     assert "말소리를 찾지 못했습니다" in _error(client, handle_file(_wav(tmp_path / "hum.wav", hum, sr)),
                                         api_name="/gender")
@@ -195,7 +196,7 @@ def test_analyze_family_recording(client):
     assert report
     table = list(csv.DictReader(io.StringIO(by_ext[".csv"].read_text(encoding="utf-8"))))
     assert len(table) == len(rows)
-    assert len(SRT_CUE.findall(by_ext[".srt"].read_text(encoding="utf-8"))) == len(rows)
+    assert len(SRT_CUE.findall(by_ext[".srt"].read_text(encoding="utf-8"))) >= len(rows)  # cues of <= 7 s
 
 
 def test_analyze_with_transcripts(client):
@@ -210,7 +211,21 @@ def test_analyze_mistakes(client, tmp_path):
     bad.write_bytes(b"\x00\x01garbage" * 100)
     assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), False, api_name="/analyze")
     silent = _wav(tmp_path / "silent.wav", np.zeros(16000 * 2, np.float32), 16000)
-    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), False, api_name="/analyze")
+    assert "파일에 소리가 없습니다" in _error(client, handle_file(silent), False, api_name="/analyze")
     hum = 0.05 * np.sin(2 * np.pi * 50 * np.arange(16000 * 3) / 16000).astype(np.float32)
     assert "말소리를 찾지 못했습니다" in _error(client, handle_file(_wav(tmp_path / "hum.wav", hum, 16000)), False,
                                         api_name="/analyze")
+
+
+# -- one rule for no usable speech (speech.usable) --------------------------------------------------
+
+def test_a_tenth_of_a_second_is_the_same_error_on_every_tab(client, tmp_path):
+    """The clip a new user tried: the same titled message everywhere, and no downloads."""
+    audio = sf.read(FEMALE, dtype="float32")[0]
+    onset = int(np.argmax(np.abs(audio) > 0.1 * np.abs(audio).max()))
+    clip = handle_file(_wav(tmp_path / "tenth.wav", audio[onset:onset + 1600], 16000))
+    messages = [_error(client, clip, "ds2", "greedy", api_name="/transcribe"),
+                _error(client, clip, api_name="/gender"), _error(client, clip, False, api_name="/analyze")]
+    assert len(set(messages)) == 1, messages
+    assert messages[0].startswith("오디오 문제 · Audio problem — ")  # the title is in the text a toast shows
+    assert "파일이 너무 짧습니다" in messages[0] and "too short (0.10 s)" in messages[0], messages[0]

@@ -225,3 +225,152 @@ def test_upload_errors_show_in_page(pw, url, tmp_path):
         _shot(page, "stt_error_too_long", full_page=False)
     finally:
         browser.close()
+
+
+# -- what a new user tripped on (issue 14) -------------------------------------------------------
+
+ERROR_TOAST = "[data-testid=toast-body].error [data-testid=toast-text]"
+
+
+def _error_toast(page, timeout: float = 30_000) -> str:
+    toast = page.locator(ERROR_TOAST).first
+    toast.wait_for(timeout=timeout)
+    message = toast.inner_text()
+    assert "Traceback" not in message, message
+    return message
+
+
+def _short_clip(path):
+    """The first 0.1 s of a spoken word."""
+    audio, sr = sf.read(FEMALE, dtype="float32")
+    onset = int(np.argmax(np.abs(audio) > 0.1 * np.abs(audio).max()))
+    sf.write(path, audio[onset:onset + sr // 10], sr, subtype="PCM_16")
+    return path
+
+
+def test_an_error_has_its_title_and_clears_the_old_result(pw, url, tmp_path):
+    """Items 1 and 2: a good transcript, then a file without usable speech: the message shows its
+    bilingual title, and the old transcript, info line and downloads are gone."""
+    browser = _browser(pw)
+    try:
+        page = _open(browser, url, None)
+        _upload(page, "stt_audio", FEMALE)
+        _run(page, "stt_btn", "stt_text", TEXT_READY)
+        assert page.input_value("#stt_text textarea") and "ds2" in page.inner_text("#stt_info").lower()
+        page.locator("#stt_audio").get_by_role("button", name=re.compile("Clear|지우기")).first.click()
+        _upload(page, "stt_audio", _short_clip(tmp_path / "short.wav"))
+        page.click("#stt_btn")
+        message = _error_toast(page)
+        assert message.startswith("오디오 문제 · Audio problem — "), message
+        page.wait_for_function("() => document.querySelector('#stt_text textarea').value === ''", timeout=10_000)
+        _shot(page, "stt_error_clears_result")
+        assert page.inner_text("#stt_info").strip() == ""
+        assert page.locator("#stt_files a, #stt_files [download]").count() == 0
+    finally:
+        browser.close()
+
+
+def test_silence_advice_for_an_upload(pw, url, tmp_path):
+    """Item 3, a file: no advice about a microphone."""
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32000, np.int16), 16000, subtype="PCM_16")
+    browser = _browser(pw)
+    try:
+        page = _open(browser, url, "성별")
+        _upload(page, "gender_audio", silent)
+        page.click("#gender_btn")
+        message = _error_toast(page)
+        _shot(page, "gender_silent_upload", full_page=False)
+        assert "파일에 소리가 없습니다" in message and "마이크" not in message, message
+    finally:
+        browser.close()
+
+
+def test_silence_advice_for_a_recording(pw, url, tmp_path):
+    """Item 3, the microphone (fed two seconds of digital silence): advice about the microphone."""
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(2 * 44100, np.int16), 44100, subtype="PCM_16")
+    browser = _browser(pw, silent)
+    try:
+        page = _open(browser, url, "성별")
+        _record(page, "gender_audio", 2.5)
+        page.click("#gender_btn")
+        message = _error_toast(page)
+        _shot(page, "gender_silent_microphone", full_page=False)
+        assert "마이크" in message and "파일" not in message, message
+    finally:
+        browser.close()
+
+
+@pytest.mark.parametrize("tab,audio_id,button_id,files_id", [
+    (None, "stt_audio", "stt_btn", "stt_files"), ("성별", "gender_audio", "gender_btn", None),
+    ("대화", "conv_audio", "conv_btn", "conv_files")])
+def test_a_tenth_of_a_second_is_too_short_on_every_tab(pw, url, tmp_path, tab, audio_id, button_id, files_id):
+    """Item 4: one rule, one message, no empty downloads."""
+    browser = _browser(pw)
+    try:
+        page = _open(browser, url, tab)
+        _upload(page, audio_id, _short_clip(tmp_path / "tenth.wav"))
+        page.click(f"#{button_id}")
+        message = _error_toast(page)
+        _shot(page, f"{audio_id.split('_')[0]}_too_short", full_page=False)
+        assert message.startswith("오디오 문제 · Audio problem — ") and "파일이 너무 짧습니다" in message, message
+        assert "too short (0.10 s)" in message, message
+        if files_id:
+            assert page.locator(f"#{files_id} a, #{files_id} [download]").count() == 0
+    finally:
+        browser.close()
+
+
+def _overflow(page) -> list[str]:
+    """Elements wider than the viewport (what a phone would scroll sideways to see)."""
+    return page.evaluate(
+        """() => { const w = document.documentElement.clientWidth, out = [];
+        for (const el of document.querySelectorAll('body *')) {
+          const r = el.getBoundingClientRect();
+          if (r.width > 0 && r.height > 0 && (r.right > w + 1 || r.left < -1) && getComputedStyle(el).position !== 'fixed'
+              && !el.closest('[role=grid], .table-wrap, .tab-container, .scroll-hide')) out.push(el.tagName + '#' + el.id + '.' + el.className);
+        }
+        return out.concat(document.documentElement.scrollWidth > w ? ['page scrolls sideways: ' + document.documentElement.scrollWidth] : []); }""")
+
+
+def test_phone_width(pw, url):
+    """Item 12, and items 6-8 in the page: at 390 px nothing runs off the side on any tab; turn
+    texts wrap; the pitch panel and the timeline legend are drawn (see the screenshots)."""
+    browser = _browser(pw)
+    try:
+        page = browser.new_page(viewport={"width": 390, "height": 844}, locale="ko-KR", device_scale_factor=2)
+        page.goto(url)
+        page.wait_for_selector("#stt_btn")
+        assert _overflow(page) == []
+        # all three tabs on screen (not behind a "..." menu), none of their labels cut off
+        tabs = page.eval_on_selector_all("[role=tab]", "ts => ts.filter(t => t.offsetParent !== null)"
+                                                       ".map(t => [t.innerText, t.scrollHeight <= t.clientHeight + 1])")
+        assert len(tabs) == 3 and all(whole for _, whole in tabs), tabs
+        _upload(page, "stt_audio", FEMALE)
+        _run(page, "stt_btn", "stt_text", TEXT_READY)
+        _shot(page, "phone_stt")
+        assert _overflow(page) == []
+
+        page.get_by_role("tab", name=re.compile("성별")).click()
+        _upload(page, "gender_audio", FEMALE)
+        _run(page, "gender_btn", "gender_label", GENDER_READY)
+        _shot(page, "phone_gender")
+        assert _overflow(page) == []
+
+        page.get_by_role("tab", name=re.compile("대화")).click()
+        n, rows = _table(page, "conv_turns")
+        assert n == 0 and not any(re.fullmatch(r"\d", h) for h in
+                                  page.eval_on_selector_all("#conv_turns [role=columnheader]",
+                                                            "hs => hs.map(h => h.innerText.trim())")), "placeholder headers"
+        _upload(page, "conv_audio", FEMALE)
+        page.check("#conv_text input")
+        _run(page, "conv_btn", "conv_summary", CONV_READY)
+        _shot(page, "phone_conversation")
+        assert _overflow(page) == []
+        # the transcript cell wraps: all of its text is inside the cell
+        clipped = page.eval_on_selector_all(
+            "#conv_turns [role=gridcell]", "cs => cs.filter(c => c.scrollWidth > c.clientWidth + 1).map(c => c.innerText)")
+        assert clipped == [], clipped
+    finally:
+        browser.close()

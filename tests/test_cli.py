@@ -20,8 +20,9 @@ FEMALE = EXAMPLES / "ko_female_ava00013.flac"
 MALE = EXAMPLES / "ko_male_emh00003.flac"
 FAMILY = EXAMPLES / "family_conversation.ogg"
 TS = r"(\d\d):(\d\d):(\d\d)[,.](\d{3})"
-SRT_CUE = re.compile(rf"^(\d+)\n{TS} --> {TS}\n(\S.*)$")
-VTT_CUE = re.compile(rf"^{TS.replace('[,.]', '[.]')} --> {TS.replace('[,.]', '[.]')}\n(\S.*)$")
+TEXT = r"(\S[^\n]*(?:\n\S[^\n]*)?)"  # one or two lines
+SRT_CUE = re.compile(rf"^(\d+)\n{TS} --> {TS}\n{TEXT}$")
+VTT_CUE = re.compile(rf"^{TS.replace('[,.]', '[.]')} --> {TS.replace('[,.]', '[.]')}\n{TEXT}$")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,19 +66,21 @@ def cues(text: str, pattern: re.Pattern) -> list[re.Match]:
 
 
 def test_srt_is_well_formed_and_matches_the_transcript(capsys):
+    """Cues sized for reading (at most 7 s, two lines; tests/test_formats.py), inside the
+    transcript's segments, holding its words in order."""
     assert cli.main(["transcribe", str(FAMILY), "--format", "srt", "--no-progress"]) == 0
     out = capsys.readouterr().out
     matches = cues(out, SRT_CUE)
-    segments = load_engine("ds2").transcribe(FAMILY).segments
-    assert len(matches) == len(segments) > 1
+    result = load_engine("ds2").transcribe(FAMILY)
+    assert len(matches) >= len(result.segments) > 1
     last_end = 0.0
-    for k, (m, seg) in enumerate(zip(matches, segments), 1):
+    for k, m in enumerate(matches, 1):
         assert int(m.group(1)) == k
         start, end = seconds(*m.group(2, 3, 4, 5)), seconds(*m.group(6, 7, 8, 9))
-        assert last_end <= start < end
-        assert start == pytest.approx(seg.start, abs=1e-3) and end == pytest.approx(seg.end, abs=1e-3)
-        assert m.group(10) == seg.text
+        assert last_end <= start < end <= start + 7.001
+        assert any(s.start - 1e-3 <= start and end <= s.end + 1e-3 for s in result.segments)
         last_end = end
+    assert " ".join(m.group(10).replace("\n", " ") for m in matches) == result.text
 
 
 def test_vtt_is_well_formed(capsys):

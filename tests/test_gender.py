@@ -108,6 +108,14 @@ def test_spectrogram_figure(tmp_path):
     fig = spectrogram_figure(a, pitch=pitch_track(a), title="남성 화자")
     ax = fig.axes[0]
     assert ax.get_xlim()[1] == pytest.approx(len(a) / SAMPLE_RATE, rel=1e-3)
+    # the pitch track has its own readable axis (not the spectrogram's 0-4000 Hz), over the reference bands
+    pax = next(a for a in fig.axes if "pitch" in a.get_ylabel())
+    assert pax.get_ylim() == (50.0, 500.0) and ax.get_ylim()[1] > 3000
+    track = next(line for line in pax.get_lines() if line.get_label() == "F0")
+    f0 = np.asarray(track.get_ydata(), dtype=float)
+    assert 50 < np.nanmin(f0) and np.nanmax(f0) <= 500
+    bands = {p.get_label() for p in pax.patches}
+    assert any("female" in b for b in bands) and any("male" in b and "female" not in b for b in bands), bands
     fig.savefig(tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 10_000
 
