@@ -52,6 +52,7 @@ RESULTS = "results"
 SUMMARY_CSV, SUMMARY_PARQUET, SUMMARY_PNG = "summary.csv", "summary.parquet", "summary.png"
 # Row fields that change from run to run; everything else is the same for the same input and models.
 TIMING_FIELDS = ("elapsed", "rtf", "worker_peak_mb", "worker")
+SUMMARY_EVERY = 300.0   # seconds between rewrites of the summary table during a run
 
 
 @dataclass(frozen=True)
@@ -468,11 +469,14 @@ def _local_records(todo: list[Item], job: Job, jobs: int) -> Iterator[tuple[Item
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: a forked copy of a process that has started torch's threads can hang.
-    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_process,
-                             initargs=(job, os.getpid())) as pool:
+    pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_init_process,
+                               initargs=(job, os.getpid()))
+    try:
         futures = {pool.submit(_run_item, asdict(it)): it for it in todo}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()
+    finally:  # Ctrl-C or an error: do not work through the rest of the list first
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _ray_records(todo: list[Item], job: Job, jobs: int, address: str) -> Iterator[tuple[Item, dict]]:
@@ -504,8 +508,12 @@ def run_batch(items: list[Item], job: Job, out, jobs: int = 1, force: bool = Fal
     if todo:
         records = _ray_records(todo, job, jobs, ray) if ray else _local_records(todo, job, max(1, jobs))
         bar = _bar(len(todo), progress)
+        last_summary = time.monotonic()
         for it, rec in records:
             writer.write(it, rec)
+            if time.monotonic() - last_summary > SUMMARY_EVERY:   # a long batch has a table on the way
+                write_summary(out, items, job, figure=False)
+                last_summary = time.monotonic()
             result.done += 1
             result.failed += rec.get("error") is not None
             result.audio_seconds += rec.get("duration") or 0.0
