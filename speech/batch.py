@@ -176,6 +176,9 @@ def _weights_version(folder, name: str) -> str:
 
 class Worker:
     def __init__(self, job: Job):
+        # Before torch and CTranslate2 start their thread pools (faster-whisper reads it when its
+        # cpu_threads is 0, the default); torch.set_num_threads covers a torch already running.
+        os.environ["OMP_NUM_THREADS"] = str(job.threads)
         import torch
 
         from . import __version__

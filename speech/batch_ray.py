@@ -58,9 +58,11 @@ def ray_records(todo: list[Item], job: Job, jobs: int, address: str) -> Iterator
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     by_id = {it.id: it for it in todo}
-    # One block per recording, so the pool shares them out one by one.
+    # One block per recording and one recording in flight per actor: Ray Data's default queues
+    # several on the first actor that is ready, which leaves the others idle on long recordings.
     ds = ray.data.from_items([asdict(it) for it in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(RayWorker, fn_constructor_kwargs={"job": asdict(job)}, batch_size=1,
-                        compute=ray.data.ActorPoolStrategy(size=max(1, jobs)), num_cpus=job.threads)
+    pool = ray.data.ActorPoolStrategy(size=max(1, jobs), max_tasks_in_flight_per_actor=1)
+    ds = ds.map_batches(RayWorker, fn_constructor_kwargs={"job": asdict(job)}, batch_size=1, compute=pool,
+                        num_cpus=job.threads)
     for r in ds.iter_rows():
         yield by_id[r["id"]], json.loads(r["record"])
