@@ -1,4 +1,4 @@
-"""Command line: `python -m speech COMMAND ...` (transcribe, gender, analyze)."""
+"""Command line: `python -m speech COMMAND ...` (transcribe, gender, analyze, batch)."""
 from __future__ import annotations
 
 import argparse
@@ -240,7 +240,66 @@ def _csv_field(value) -> str:
     return buf.getvalue()
 
 
-COMMANDS = [add_transcribe, add_gender, add_analyze]
+# -- batch -------------------------------------------------------------------------------------
+
+def add_batch(sub):
+    p = sub.add_parser("batch", help="a folder of recordings to one table (resumable, parallel)",
+                       description="Analyse, transcribe and/or classify every recording of a folder (recursively) "
+                                   "or a manifest: one result file per recording and one summary table. "
+                                   "Finished recordings are skipped when it is run again.")
+    p.add_argument("input", metavar="INPUT", help="a folder of audio files, or a manifest (.jsonl, .tsv, .csv, .txt)")
+    p.add_argument("--out", required=True, help="output folder: results/, summary.csv, summary.png")
+    p.add_argument("--tasks", default="analyze", help="comma-separated: analyze,transcribe,gender (default analyze)")
+    p.add_argument("--exports", default=None,
+                   help="comma-separated per-recording exports: rttm,csv,srt,vtt,txt "
+                        "(default: rttm,csv with analyze, txt,srt with transcribe alone)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="worker processes (each loads the models once)")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
+                   help="run on Ray: 'auto' (the cluster this machine belongs to, else a local instance) or "
+                        "a cluster address (host:6379 or ray://host:10001), or local (a new instance here); "
+                        "--jobs is then the actor pool size")
+    p.add_argument("--force", action="store_true", help="redo finished recordings")
+    p.add_argument("--model", default=None, help="gender model: local folder, Hub repo id or 'default'")
+    p.add_argument("--engine", default=None, choices=["ds2", "whisper"],
+                   help="speech-to-text engine for transcribe (default: the library's default engine)")
+    p.add_argument("--stt-model", default=None, help="speech-to-text model for transcribe")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_batch)
+
+
+def cmd_batch(args) -> int:
+    from .batch import EXPORTS, TASKS, Job, discover, parse_list, run_batch
+
+    try:
+        tasks = parse_list(args.tasks, TASKS, "tasks")
+        if args.exports is None:
+            exports = ("rttm", "csv") if "analyze" in tasks else ("txt", "srt") if "transcribe" in tasks else ()
+        else:
+            exports = parse_list(args.exports, EXPORTS, "exports")
+        job = Job(tasks=tasks, gender_model=args.model, engine=args.engine, stt_model=args.stt_model,
+                  exports=exports, threads=args.threads)
+        if args.jobs < 1:
+            raise ValueError("--jobs must be >= 1")
+        items = discover(args.input)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not items:
+        print(f"error: no audio files in {args.input}", file=sys.stderr)
+        return 2
+    try:
+        r = run_batch(items, job, args.out, jobs=args.jobs, force=args.force, ray=args.ray,
+                      progress=not args.no_progress and sys.stderr.isatty())
+    except (ValueError, OSError, ImportError, ConnectionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{r.total} recordings: {r.done} processed, {r.skipped} already done, {r.failed} failed; "
+          f"summary: {Path(args.out) / 'summary.csv'}", file=sys.stderr)
+    return 1 if any(row["error"] for row in r.rows) else 0
+
+
+COMMANDS = [add_transcribe, add_gender, add_analyze, add_batch]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,8 @@ from typing import Optional
 log = logging.getLogger("speech")
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+if not CHECKPOINTS.is_dir():  # installed with pip: the same release folders are package data
+    CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULTS = {
     "stt": CHECKPOINTS / "ds2-ko",
     "gender": CHECKPOINTS / "gender-ko",
