@@ -19,6 +19,7 @@ CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULTS = {
     "stt": CHECKPOINTS / "ds2-ko",
     "gender": CHECKPOINTS / "gender-ko",
+    "speaker": CHECKPOINTS / "speaker-resemblyzer",
 }
 # Files a release folder may hold; nothing else is fetched.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.arpa", "*.bin", "*.txt", "*.model"]
