@@ -123,11 +123,17 @@ def diarize(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optiona
             settings: DiarizationSettings = DiarizationSettings()) -> list[tuple[float, float, int]]:
     """Speech regions of one 16 kHz recording -> [(start, end, speaker)] with speakers numbered
     0, 1, ... by first appearance."""
-    from .analysis import viterbi
-
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be 1 or more, got {speakers}")
     emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop)
+    return assign(emb, wins, owner, spans, speakers, settings)
+
+
+def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Optional[int] = None,
+           settings: DiarizationSettings = DiarizationSettings()) -> list[tuple[float, float, int]]:
+    """Window embeddings (from embed_regions) -> speaker segments: steps 2 and 3 above."""
+    from .analysis import viterbi
+
     if len(wins) == 0:
         return []
     labels = cluster(emb, settings.threshold, speakers)
@@ -155,3 +161,14 @@ def diarize(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optiona
     for _, _, spk in out:
         first.setdefault(spk, len(first))
     return [(a, b, first[spk]) for a, b, spk in out]
+
+
+def count_voices(audio: np.ndarray, encoder: SpeakerEncoder,
+                 settings: DiarizationSettings = DiarizationSettings(min_speaker=2.4)) -> int:
+    """How many voices one clip holds (0 without speech): the gender tab's check that it was given
+    one speaker. Each voice needs `settings.min_speaker` seconds of speech (less than in a long
+    recording: a short clip's second voice may say only one sentence)."""
+    from .vad import speech_spans
+
+    spans = [(s, e) for s, e in speech_spans(audio, max_span=30.0) if e - s >= 0.15]
+    return len({k for *_, k in diarize(audio, spans, encoder, settings=settings)})

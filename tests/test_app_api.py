@@ -175,11 +175,27 @@ def test_gender_mistakes(client, tmp_path):
     assert "너무 깁니다" in _error(client, handle_file(str(FAMILY)), api_name="/gender")
 
 
+def test_gender_two_voices(client, tmp_path):
+    """A clip with two voices says so and points to the conversation tab; one voice does not."""
+    two = np.concatenate([sf.read(str(FEMALE), dtype="float32")[0], np.zeros(8000, np.float32),
+                          sf.read(str(MALE), dtype="float32")[0]])
+    _, _, info = client.predict(handle_file(_wav(tmp_path / "two.wav", two, 16000)), api_name="/gender")
+    assert "목소리가 2개" in info and "2 voices are present" in info and "Conversation" in info, info
+    _, _, info = client.predict(handle_file(str(FEMALE)), api_name="/gender")
+    assert "voices are present" not in info, info
+
+
+def test_analyze_fixed_speakers(client):
+    _, summary, _, _, _, speakers = client.predict(handle_file(str(FAMILY)), False, 3, api_name="/analyze")
+    assert len(speakers["data"]) == 3, speakers
+
+
 # -- conversation --------------------------------------------------------------------------------
 
 def test_analyze_family_recording(client):
     truth = json.loads((EXAMPLES / "family_conversation.json").read_text(encoding="utf-8"))
-    bar, summary, plot, turns, files = client.predict(handle_file(str(FAMILY)), False, api_name="/analyze")
+    bar, summary, plot, turns, files, speakers = client.predict(handle_file(str(FAMILY)), False, 0,
+                                                                api_name="/analyze")
     female = float(re.search(r"여성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
     male = float(re.search(r"남성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
     assert female + male == pytest.approx(1.0, abs=0.02)
@@ -189,8 +205,15 @@ def test_analyze_family_recording(client):
     assert plot and plot["plot"].startswith("data:image/")
     rows = turns["data"]
     assert len(truth["turns"]) // 2 <= len(rows) <= 3 * len(truth["turns"]), rows
-    by_ext = {Path(f).suffix: Path(f) for f in files}
+    by_ext = {Path(f).suffix: Path(f) for f in files if "_speakers." not in Path(f).name}
     assert set(by_ext) == {".json", ".csv", ".srt"}
+    # Per speaker: the table (the parents' ratio first in the summary), CSV and RTTM downloads.
+    assert summary.startswith("### 부모 비율 · Parents' ratio"), summary
+    assert [r[0] for r in speakers["data"]] == ["S1", "S2"], speakers
+    assert [r[1] for r in speakers["data"]] == ["여성 female", "남성 male"], speakers
+    spk = {Path(f).suffix: Path(f) for f in files if "_speakers." in Path(f).name}
+    assert [r["speaker"] for r in csv.DictReader(io.StringIO(spk[".csv"].read_text(encoding="utf-8")))] == ["S1", "S2"]
+    assert {line.split()[7] for line in spk[".rttm"].read_text(encoding="utf-8").splitlines()} == {"S1", "S2"}
     report = json.loads(by_ext[".json"].read_text(encoding="utf-8"))
     assert report
     table = list(csv.DictReader(io.StringIO(by_ext[".csv"].read_text(encoding="utf-8"))))
@@ -199,18 +222,18 @@ def test_analyze_family_recording(client):
 
 
 def test_analyze_with_transcripts(client):
-    _, _, _, turns, _ = client.predict(handle_file(str(FEMALE)), True, api_name="/analyze")
+    _, _, _, turns, _, _ = client.predict(handle_file(str(FEMALE)), True, 0, api_name="/analyze")
     rows = turns["data"]
     assert rows and any(HANGUL.search(str(cell)) for r in rows for cell in r[-1:]), turns
 
 
 def test_analyze_mistakes(client, tmp_path):
-    assert "오디오가 없습니다" in _error(client, None, False, api_name="/analyze")
+    assert "오디오가 없습니다" in _error(client, None, False, 0, api_name="/analyze")
     bad = tmp_path / "family.m4a"
     bad.write_bytes(b"\x00\x01garbage" * 100)
-    assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), False, api_name="/analyze")
+    assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), False, 0, api_name="/analyze")
     silent = _wav(tmp_path / "silent.wav", np.zeros(16000 * 2, np.float32), 16000)
-    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), False, api_name="/analyze")
+    assert "소리가 녹음되지 않았습니다" in _error(client, handle_file(silent), False, 0, api_name="/analyze")
     hum = 0.05 * np.sin(2 * np.pi * 50 * np.arange(16000 * 3) / 16000).astype(np.float32)
     assert "말소리를 찾지 못했습니다" in _error(client, handle_file(_wav(tmp_path / "hum.wav", hum, 16000)), False,
-                                        api_name="/analyze")
+                                        0, api_name="/analyze")

@@ -17,6 +17,19 @@ female share differs per conversation. Three variants per conversation:
 
 Writes `NAME.VARIANT.flac` and `truth.jsonl` (one line per conversation: true segments, seconds
 and female share; overlapping speech counts for both speakers).
+
+With `--speakers 2-4` a conversation has 2 to 4 adult speakers (at least one of each gender; the
+next speaker is any other one), for the diarization scores; `segments` then carry the speaker id
+as a fourth field. Two more variants serve them:
+
+* `noise`: household noise only, at 10 dB SNR;
+* `tv`: a TV in the room: other held-out speakers, band-limited to 200-4000 Hz and through a
+  synthetic room (RT60 0.5 s), at 10 dB below the conversation, with household noise at 10 dB SNR.
+
+    python -m training.make_conversations --manifest data/ko-speech/train.jsonl --speakers 2-4 \
+        --out data/13/conv-train --n 12 --seed 1        # tuning (train speakers)
+    python -m training.make_conversations --manifest data/ko-speech/dev.jsonl --speakers 2-4 \
+        --out data/13/conv-dev --n 12 --seed 2          # scoring (held-out dev speakers)
 """
 from __future__ import annotations
 
@@ -35,6 +48,7 @@ from training.noise import NoiseBank, mix_at_snr
 from training.train_gender import HOUSEHOLD, load_utterances, noise_part
 
 TV_LEVEL_DB = -15.0
+TV_ROOM_LEVEL_DB = -10.0
 
 
 def build_conversation(f_utts, m_utts, rng: random.Random, turns: int, overlap_prob: float):
@@ -69,6 +83,48 @@ def build_conversation(f_utts, m_utts, rng: random.Random, turns: int, overlap_p
     return wav, segments
 
 
+def build_multi(pools: dict, rng: random.Random, turns: int, overlap_prob: float):
+    """pools {speaker: utterances} -> (waveform, segments [(start, end, speaker)]); turns go to a
+    random other speaker each time."""
+    pieces = []
+    t = prev_end = 0
+    names = sorted(pools)
+    who = rng.choice(names)
+    for _ in range(turns):
+        n_utts = rng.choices([1, 2, 3], weights=[0.5, 0.35, 0.15])[0]
+        if pieces:
+            if rng.random() < overlap_prob:
+                t = prev_end - int(rng.uniform(0.2, 0.5) * SAMPLE_RATE)
+            else:
+                t = prev_end + int(rng.uniform(0.3, 1.5) * SAMPLE_RATE)
+        for j in range(n_utts):
+            a = rng.choice(pools[who])
+            pieces.append((t, a, who))
+            t += len(a)
+            if j < n_utts - 1:
+                t += int(rng.uniform(0.15, 0.4) * SAMPLE_RATE)
+        prev_end = t
+        who = rng.choice([x for x in names if x != who])
+    lead = int(1.0 * SAMPLE_RATE)
+    wav = np.zeros(prev_end + 2 * lead, dtype=np.float32)
+    segments = []
+    for start, a, spk in pieces:
+        wav[lead + start:lead + start + len(a)] += a
+        segments.append(((lead + start) / SAMPLE_RATE, (lead + start + len(a)) / SAMPLE_RATE, spk))
+    return wav, segments
+
+
+def tv_room(tv: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A TV's sound as a microphone across the room hears it: 200-4000 Hz band, then reverberation."""
+    import torchaudio.functional as AF
+
+    from training.noise import synthetic_rir
+
+    x = AF.highpass_biquad(AF.lowpass_biquad(tv, SAMPLE_RATE, 4000.0), SAMPLE_RATE, 200.0)
+    rir = synthetic_rir(0.5, SAMPLE_RATE, gen, "cpu")
+    return AF.fftconvolve(x, rir)[:len(tv)]
+
+
 def tv_track(utts, n: int, rng: random.Random) -> np.ndarray:
     """Back-to-back speech of other speakers with short gaps, n samples long."""
     out = np.zeros(n, dtype=np.float32)
@@ -94,6 +150,8 @@ def main(argv=None):
     p.add_argument("--turns", type=int, default=16)
     p.add_argument("--overlap-prob", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speakers", default=None, metavar="N or A-B",
+                   help="adult speakers per conversation (e.g. 2-4); default: one mother, one father")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -111,6 +169,9 @@ def main(argv=None):
     bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "test")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.speakers:
+        lo, _, hi = args.speakers.partition("-")
+        return make_multi(by, females, males, int(lo), int(hi or lo), bank, rng, gen, args, out)
     with open(out / "truth.jsonl", "w", encoding="utf-8") as truth:
         for i in range(args.n):
             f, m = females[i % len(females)], males[(i // len(females) + i) % len(males)]
@@ -137,6 +198,45 @@ def main(argv=None):
                 "female_share": fs / (fs + ms), "variants": sorted(variants),
                 "segments": [[round(s, 3), round(e, 3), g] for s, e, g in segs]}) + "\n")
             print(f"{name}: {f}+{m}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}", flush=True)
+
+
+def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out):
+    if not 2 <= lo <= hi:
+        raise ValueError(f"--speakers needs 2 <= A <= B, got {lo}-{hi}")
+    if hi > len(females) + len(males):
+        raise ValueError(f"--speakers {hi} but the manifest has {len(females) + len(males)} adult speakers")
+    with open(out / "truth.jsonl", "w", encoding="utf-8") as truth:
+        for i in range(args.n):
+            k = rng.randint(lo, hi)
+            chosen = [rng.choice(females), rng.choice(males)]
+            chosen += rng.sample([s for s in females + males if s not in chosen], k - 2)
+            wav, segs = build_multi({s: by[s]["utts"] for s in chosen}, rng, args.turns, args.overlap_prob)
+            others = sorted(s for s in by if s not in chosen)
+            tv = torch.from_numpy(tv_track([a for s in others for a in by[s]["utts"]], len(wav), rng))
+            speech = torch.from_numpy(wav)
+            ps = speech.pow(2).mean()
+            noise = bank.sample(len(wav), gen)
+            tv_far = tv_room(tv, gen)
+            tv_near = tv * torch.sqrt(ps * 10 ** (TV_LEVEL_DB / 10) / tv.pow(2).mean().clamp(min=1e-10))
+            tv_far = tv_far * torch.sqrt(ps * 10 ** (TV_ROOM_LEVEL_DB / 10) / tv_far.pow(2).mean().clamp(min=1e-10))
+            variants = {"clean": speech, "noise": mix_at_snr(speech, noise, 10.0),
+                        "household": mix_at_snr(speech + tv_near, noise, 10.0),
+                        "tv": mix_at_snr(speech + tv_far, noise, 10.0)}
+            name = f"conv{i:02d}"
+            for tag, x in variants.items():
+                x = x.numpy()
+                x = x / max(1.0, float(np.abs(x).max()) / 0.95)
+                sf.write(str(out / f"{name}.{tag}.flac"), x, SAMPLE_RATE, subtype="PCM_16")
+            gender = {s: by[s]["gender"] for s in chosen}
+            segs = [(s, e, gender[spk], spk) for s, e, spk in segs]
+            fs, ms = speech_seconds([x[:3] for x in segs], "female"), speech_seconds([x[:3] for x in segs], "male")
+            truth.write(json.dumps({
+                "name": name, "speakers": gender, "tv_speakers": others,
+                "duration": len(wav) / SAMPLE_RATE, "female_seconds": fs, "male_seconds": ms,
+                "female_share": fs / (fs + ms), "variants": sorted(variants),
+                "segments": [[round(s, 3), round(e, 3), g, spk] for s, e, g, spk in segs]}) + "\n")
+            print(f"{name}: {'+'.join(chosen)}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
