@@ -7,16 +7,19 @@ Each conversation pairs one adult female and one adult male speaker of the manif
 not parents here). Turns alternate; a turn is 1-3 of the speaker's utterances (silence trimmed)
 with short pauses; between turns a pause of 0.3-1.5 s or, with probability `overlap_prob`, the next
 speaker starts 0.2-0.5 s before the previous one ends. Turn lengths are random, so the true
-female share differs per conversation. Three variants per conversation:
+female share differs per conversation. Four variants per conversation:
 
 * `clean`: the conversation alone;
-* `household`: plus household noise at 10 dB SNR (held-out part of the noise clips) and a TV:
-  speech of *other* held-out speakers (the teenager and the adults not in this conversation)
-  running continuously at 15 dB below the conversation;
+* `noise`: plus household noise at 10 dB SNR (held-out part of the noise clips), no TV;
+* `household`: household noise at 10 dB SNR and a TV: speech of *other* held-out speakers (the
+  teenager and the adults not in this conversation) running continuously at `--tv-level` dB
+  (default -15) relative to the conversation, through the TV chain of training/tv_mix.py
+  (music bed, compression, loudspeaker band limit, room reverberation);
 * `household5`: the same at 5 dB SNR.
 
 Writes `NAME.VARIANT.flac` and `truth.jsonl` (one line per conversation: true segments, seconds
-and female share; overlapping speech counts for both speakers).
+and female share; overlapping speech counts for both speakers; `tv_segments`: the TV
+programme's speech spans, and `tv_chain`: its parameters).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from speech.audio import SAMPLE_RATE
 from training.manifest import normalize_gender, read_manifest
 from training.noise import NoiseBank, mix_at_snr
 from training.train_gender import HOUSEHOLD, load_utterances, noise_part
+from training.tv_mix import add_tv, tv_sound
 
 TV_LEVEL_DB = -15.0
 
@@ -69,18 +73,6 @@ def build_conversation(f_utts, m_utts, rng: random.Random, turns: int, overlap_p
     return wav, segments
 
 
-def tv_track(utts, n: int, rng: random.Random) -> np.ndarray:
-    """Back-to-back speech of other speakers with short gaps, n samples long."""
-    out = np.zeros(n, dtype=np.float32)
-    t = 0
-    while t < n:
-        a = rng.choice(utts)
-        k = min(len(a), n - t)
-        out[t:t + k] = a[:k]
-        t += k + int(rng.uniform(0.1, 0.6) * SAMPLE_RATE)
-    return out
-
-
 def speech_seconds(segments, gender: str) -> float:
     return float(sum(e - s for s, e, g in segments if g == gender))
 
@@ -94,6 +86,7 @@ def main(argv=None):
     p.add_argument("--turns", type=int, default=16)
     p.add_argument("--overlap-prob", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tv-level", type=float, default=TV_LEVEL_DB, help="TV level relative to the conversation (dB)")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -116,16 +109,14 @@ def main(argv=None):
             f, m = females[i % len(females)], males[(i // len(females) + i) % len(males)]
             wav, segs = build_conversation(by[f]["utts"], by[m]["utts"], rng, args.turns, args.overlap_prob)
             tv_speakers = sorted(s for s in by if s not in (f, m))
-            tv = tv_track([a for s in tv_speakers for a in by[s]["utts"]], len(wav), rng)
+            tv, tv_spans, chain = tv_sound(len(wav), [a for s in tv_speakers for a in by[s]["utts"]], rng)
             name = f"conv{i:02d}"
             speech = torch.from_numpy(wav)
-            tv_t = torch.from_numpy(tv)
-            ps = speech.pow(2).mean()
-            tv_t = tv_t * torch.sqrt(ps * 10 ** (TV_LEVEL_DB / 10) / tv_t.pow(2).mean().clamp(min=1e-10))
+            with_tv = torch.from_numpy(add_tv(wav, tv, args.tv_level))
             noise = bank.sample(len(wav), gen)
-            variants = {"clean": speech}
+            variants = {"clean": speech, "noise": mix_at_snr(speech, noise, 10.0)}
             for tag, snr in (("household", 10.0), ("household5", 5.0)):
-                variants[tag] = mix_at_snr(speech + tv_t, noise, snr)
+                variants[tag] = mix_at_snr(with_tv, noise, snr)
             for tag, x in variants.items():
                 x = x.numpy()
                 x = x / max(1.0, float(np.abs(x).max()) / 0.95)
@@ -135,7 +126,9 @@ def main(argv=None):
                 "name": name, "female_speaker": f, "male_speaker": m, "tv_speakers": tv_speakers,
                 "duration": len(wav) / SAMPLE_RATE, "female_seconds": fs, "male_seconds": ms,
                 "female_share": fs / (fs + ms), "variants": sorted(variants),
-                "segments": [[round(s, 3), round(e, 3), g] for s, e, g in segs]}) + "\n")
+                "segments": [[round(s, 3), round(e, 3), g] for s, e, g in segs],
+                "tv_level_db": args.tv_level, "tv_chain": chain.to_dict(),
+                "tv_segments": [[round(s, 3), round(e, 3)] for s, e in tv_spans]}) + "\n")
             print(f"{name}: {f}+{m}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}", flush=True)
 
 
