@@ -7,10 +7,10 @@ smoothing pass, over the speech regions of one recording.
 1. Every speech region is raised to -30 dBFS (the encoder's training level; quiet speech counts as
    much as loud) and cut into `window`-second windows every `hop` seconds (a region shorter than a
    window is one window); each window gets one embedding.
-2. Average-linkage agglomerative clustering of the windows on cosine distance, cut at `threshold`
-   (the number of speakers follows), or into `speakers` clusters. Clusters with less than
-   `min_speaker` seconds are folded into the nearest larger one: a few odd windows (a cough, a
-   sentence ending) do not make a speaker.
+2. Each region's embedding is the mean of its windows'. Average-linkage agglomerative clustering
+   of the regions on cosine distance, cut at `threshold` (the number of speakers follows), or
+   into `speakers` clusters. Clusters with less than `min_speaker` seconds are folded into the
+   nearest larger one: a short odd region (a cough, a sentence ending) does not make a speaker.
 3. Each window's similarity to each speaker's centroid, smoothed by Viterbi inside a region (a
    change of speaker inside a region costs `switch_penalty`; at a pause it is free). A window owns
    the time between the midpoints to its neighbours.
@@ -33,9 +33,10 @@ THRESHOLD = 0.5
 
 @dataclass(frozen=True)
 class DiarizationSettings:
-    threshold: float = THRESHOLD      # cosine distance at which average-linkage clustering stops
+    threshold: float = THRESHOLD      # cosine distance at which average-linkage clustering of regions stops
     window: float = 1.6               # seconds per embedding (the encoder's partial length)
     hop: float = 0.8
+    block: int = 0                    # windows per clustered block (0: a whole speech region)
     min_speaker: float = 4.0          # seconds: smaller clusters join the nearest larger one
     switch_penalty: float = 0.6       # in cosine-similarity units (x scale below)
     scale: float = 10.0               # similarity -> log-score
@@ -97,17 +98,19 @@ def _centroids(emb, labels, k):
     return c / np.linalg.norm(c, axis=1, keepdims=True).clip(min=1e-12)
 
 
-def fold_small(emb: np.ndarray, labels: np.ndarray, seconds_per_window: float, min_speaker: float,
+def fold_small(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, min_speaker: float,
                keep: Optional[int] = None) -> np.ndarray:
-    """Clusters under `min_speaker` seconds join the most similar remaining cluster (largest first
-    kept; with `keep`, the `keep` largest survive whatever their size)."""
+    """Clusters under `min_speaker` seconds (`seconds`: each item's duration) join the most similar
+    remaining cluster (with `keep`, the `keep` longest survive whatever their length)."""
     labels = labels.copy()
+    seconds = np.broadcast_to(np.asarray(seconds, dtype=float), labels.shape)
     while True:
-        ids, counts = np.unique(labels, return_counts=True)
+        ids = np.unique(labels)
+        counts = np.array([seconds[labels == i].sum() for i in ids])
         if len(ids) <= 1:
             break
         order = np.argsort(-counts)
-        big = ids[order[:keep]] if keep else ids[counts * seconds_per_window >= min_speaker]
+        big = ids[order[:keep]] if keep else ids[counts >= min_speaker]
         if len(big) == 0:
             big = ids[order[:1]]
         small = [i for i in ids if i not in set(big)]
@@ -126,7 +129,19 @@ def diarize(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optiona
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be 1 or more, got {speakers}")
     emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop)
-    return assign(emb, wins, owner, spans, speakers, settings)
+    return assign(encoder.project(emb), wins, owner, spans, speakers, settings)
+
+
+def _blocks(owner: np.ndarray, size: int) -> np.ndarray:
+    """Block index of each window: runs of at most `size` windows inside one region (0: whole regions)."""
+    out = np.zeros(len(owner), dtype=int)
+    b, run = 0, 0
+    for i in range(len(owner)):
+        if i > 0 and (owner[i] != owner[i - 1] or (size and run == size)):
+            b, run = b + 1, 0
+        out[i] = b
+        run += 1
+    return out
 
 
 def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Optional[int] = None,
@@ -136,9 +151,14 @@ def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Opti
 
     if len(wins) == 0:
         return []
-    labels = cluster(emb, settings.threshold, speakers)
-    labels = fold_small(emb, labels, settings.hop, settings.min_speaker,
-                        keep=speakers if speakers else None)
+    block = _blocks(owner, settings.block)
+    blocks = np.unique(block)
+    blk_emb = np.stack([_unit(emb[block == b].mean(0)) for b in blocks])
+    blk_sec = np.array([wins[np.flatnonzero(block == b)[-1]][1] - wins[np.flatnonzero(block == b)[0]][0]
+                        for b in blocks])
+    blk_labels = cluster(blk_emb, settings.threshold, speakers)
+    blk_labels = fold_small(blk_emb, blk_labels, blk_sec, settings.min_speaker, keep=speakers if speakers else None)
+    labels = blk_labels[block]                                    # each window starts with its block's speaker
     k = labels.max() + 1
     sim = emb @ _centroids(emb, labels, k).T                      # (N, K)
     cost = np.full(len(wins), settings.switch_penalty * settings.scale)

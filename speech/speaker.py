@@ -81,20 +81,40 @@ def raise_level(wav: np.ndarray, target_dbfs: float) -> np.ndarray:
 
 
 class SpeakerEncoder:
-    def __init__(self, model: SpeakerNet, features: FeatureConfig, config: dict, folder: Optional[Path] = None):
+    """The network and its front end; with `projection` (an LDA fitted on this project's TRAIN
+    speakers, training/fit_speaker_lda.py), `project` maps embeddings to a space where Korean
+    speakers lie further apart. The encoder's own embeddings stay resemblyzer's."""
+
+    def __init__(self, model: SpeakerNet, features: FeatureConfig, config: dict, folder: Optional[Path] = None,
+                 projection: Optional[tuple] = None):
         self.model = model.eval()
         self.features = features
         self.config = config
         self.folder = folder
         self.dims = model.dims
+        self.projection = projection            # (mean (E,), matrix (E, K)) or None
 
     @classmethod
     def load(cls, ref: Optional[str] = None, token: Optional[str] = None) -> "SpeakerEncoder":
         folder = resolve_model(ref, "speaker", token=token)
         state, config = load_release(folder, expected_type=MODEL_TYPE)
+        proj = {k: state.pop(k) for k in [k for k in state if k.startswith("projection.")]}
         model = SpeakerNet(SpeakerDims.from_dict(config["dims"]))
         model.load_state_dict(state, strict=True)
-        return cls(model, FeatureConfig.from_dict(config["features"]), config, Path(folder))
+        projection = None
+        if proj:
+            if set(proj) != {"projection.mean", "projection.matrix"}:
+                raise ValueError(f"{folder}: unexpected projection tensors {sorted(proj)}")
+            projection = (proj["projection.mean"].numpy(), proj["projection.matrix"].numpy())
+        return cls(model, FeatureConfig.from_dict(config["features"]), config, Path(folder), projection)
+
+    def project(self, emb: np.ndarray) -> np.ndarray:
+        """(N, E) embeddings -> (N, K) L2-normed projections (the embeddings themselves without a projection)."""
+        if self.projection is None or len(emb) == 0:
+            return emb
+        mean, matrix = self.projection
+        x = (emb - mean) @ matrix
+        return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)).astype(np.float32)
 
     @property
     def partial_seconds(self) -> float:

@@ -76,7 +76,7 @@ def test_encoder_release_and_embeddings(enc):
                        ("kih00023.flac", "kih00024.flac", "lmy02037.flac"))
     for e in (kih1, kih2, lmy):
         assert e.shape == (256,) and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-4) and (e >= 0).all()
-    assert kih1 @ kih2 > 0.8 > kih1 @ lmy          # same speaker, other sentence > other speaker
+    assert kih1 @ kih2 > kih1 @ lmy + 0.2          # same speaker, other sentence >> other speaker
     # A window alone and the same window among others give one embedding (batched LSTM, padding).
     a = load_audio(G / "ava00021.flac")
     one = enc.embed_windows(a, [(1.0, 2.6)])
