@@ -25,6 +25,7 @@ import torch
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
 from .formats import to_srt, to_vtt
 from .gender import LABELS, GenderClassifier
+from .level import normalize_level
 
 Progress = Optional[Callable[[float, str], None]]
 
@@ -182,7 +183,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     audio = load_audio(source)
     duration = len(audio) / SAMPLE_RATE
     vad_share = 0.3 if stt else 0.6
-    spans = speech_spans(audio, threshold=vad_threshold, max_span=max_span,
+    spans = speech_spans(normalize_level(audio), threshold=vad_threshold, max_span=max_span,
                          progress=lambda pct: report_progress(vad_share * pct / 100, "detecting speech"))
     spans = [(s, e) for s, e in spans if (e - s) * SAMPLE_RATE >= classifier.min_samples]
 
