@@ -35,6 +35,7 @@ import torch
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
 from .formats import to_srt, to_vtt
 from .gender import LABELS, GenderClassifier
+from .level import normalize_level
 
 Progress = Optional[Callable[[float, str], None]]
 CLASSES = ("female", "male", "child", "tv")       # female/male: adults; tv: not a family member
@@ -328,10 +329,11 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
 
 
 def find_speech(audio: np.ndarray, vad_threshold: float = 0.5, max_span: float = 30.0, progress=None) -> list:
-    """Speech regions of one 16 kHz recording, as the analysis finds them."""
+    """Speech regions of one 16 kHz recording, as the analysis finds them: the VAD hears the
+    level-normalised audio (speech/level.py, as speech to text does), so quiet and far speech counts."""
     from .vad import speech_spans
 
-    return speech_spans(audio, threshold=vad_threshold, max_span=max_span, progress=progress)
+    return speech_spans(normalize_level(audio), threshold=vad_threshold, max_span=max_span, progress=progress)
 
 
 def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speakers, step):

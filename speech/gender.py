@@ -23,6 +23,7 @@ from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
 from .checkpoint import load_release
 from .features import FeatureConfig, batched_features, compute_features
 from .hub import resolve_model
+from .level import normalize_level
 
 MODEL_TYPE = "gender-cnn"
 LABELS = ("female", "male")
@@ -224,7 +225,7 @@ class GenderClassifier:
         if vad:
             from .vad import speech_spans
 
-            spans = [(s, e) for s, e in speech_spans(audio, max_span=max_span)
+            spans = [(s, e) for s, e in speech_spans(normalize_level(audio), max_span=max_span)
                      if (e - s) * SAMPLE_RATE >= self.min_samples]
             if not spans:
                 raise NoSpeechError("No speech was found in the audio.")
