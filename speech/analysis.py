@@ -26,6 +26,7 @@ import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -387,12 +388,23 @@ def speaker_probabilities(audio: np.ndarray, spans, classifier: GenderClassifier
 
 
 def is_tv(audio: np.ndarray, spans) -> bool:
-    """Whether one speaker's speech is a TV or radio (speech/tv.py, when present)."""
+    """Whether one speaker's speech is a TV or radio (speech/tv.py's detector). Without a TV model
+    release every speaker counts as family, and one log line says so."""
+    from . import tv
+    from .checkpoint import CheckpointError
+
     try:
-        from . import tv
-    except ImportError:
+        return bool(tv.is_tv(audio, spans))
+    except CheckpointError as e:
+        _warn_once(f"no TV model, no speaker is reported as TV: {e}")
         return False
-    return bool(tv.is_tv(audio, spans))
+
+
+@lru_cache(maxsize=4)
+def _warn_once(message: str) -> None:
+    import logging
+
+    logging.getLogger("speech").warning(message)
 
 
 def _gender_segments(audio, spans, classifier: GenderClassifier, window: float, switch_penalty: float,

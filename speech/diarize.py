@@ -26,8 +26,9 @@ import torch
 from .audio import SAMPLE_RATE
 from .speaker import SpeakerEncoder, raise_level
 
-# Tuned on synthetic conversations of TRAIN speakers (training/tune_diarization.py); dev speakers
-# are held out for results/diarization_eval.md.
+# Tuned on synthetic conversations of TRAIN speakers (training/tune_diarization.py --folds 2,
+# results/diarization_tuning.md), in the space of the release's LDA projection; dev speakers are
+# held out for results/diarization_eval.md.
 THRESHOLD = 0.5
 
 
@@ -36,9 +37,9 @@ class DiarizationSettings:
     threshold: float = THRESHOLD      # cosine distance at which average-linkage clustering of regions stops
     window: float = 1.6               # seconds per embedding (the encoder's partial length)
     hop: float = 0.8
-    block: int = 0                    # windows per clustered block (0: a whole speech region)
+    block: int = 3                    # windows per clustered block (0: a whole speech region)
     min_speaker: float = 4.0          # seconds: smaller clusters join the nearest larger one
-    switch_penalty: float = 0.6       # in cosine-similarity units (x scale below)
+    switch_penalty: float = 0.3       # in cosine-similarity units (x scale below)
     scale: float = 10.0               # similarity -> log-score
 
 
