@@ -329,12 +329,17 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
         settings=settings, speakers=speaker_list)
 
 
+VAD_PAD = 0.25   # s around each region: Silero's regions clip soft onsets and endings (measured on
+                 # train conversations: missed + false speech 4-6% at 0.25 s, 8% at its 0.05 s)
+
+
 def find_speech(audio: np.ndarray, vad_threshold: float = 0.5, max_span: float = 30.0, progress=None) -> list:
     """Speech regions of one 16 kHz recording, as the analysis finds them: the VAD hears the
     level-normalised audio (speech/level.py, as speech to text does), so quiet and far speech counts."""
     from .vad import speech_spans
 
-    return speech_spans(normalize_level(audio), threshold=vad_threshold, max_span=max_span, progress=progress)
+    return speech_spans(normalize_level(audio), threshold=vad_threshold, max_span=max_span, pad=VAD_PAD,
+                        progress=progress)
 
 
 def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speakers, step):
