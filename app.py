@@ -7,6 +7,7 @@ Hugging Face Hub repo id (owner/name[@revision]), and unset means the embedded d
   SPEECH_LM                    KenLM for beam search (default: the LM shipped with the model, if any)
   SPEECH_WHISPER_MODEL         CTranslate2 Whisper model; the Whisper engine is offered only when set
   SPEECH_GENDER_MODEL          gender classifier (default: checkpoints/gender-ko)
+  SPEECH_SPEAKER_MODEL         speaker encoder for who-spoke (default: checkpoints/speaker-resemblyzer)
   SPEECH_MAX_SECONDS           longest input for speech to text and gender (default 300)
   SPEECH_MAX_ANALYSIS_SECONDS  longest input for conversation analysis (default 3600)
   SPEECH_CONCURRENCY           requests worked on at once (default 1); the others wait in the queue
@@ -518,6 +519,8 @@ def models_markdown(models: Models) -> str:
         lines.append(f"`{key}`: {_model_name(engine)}")
     if models.gender is not None:
         lines.append(f"`gender`: {_model_name(models.gender)}")
+    if models.speaker is not None:
+        lines.append(f"`speaker`: {models.speaker.config.get('name', 'speaker')}")
     missing = [f"`{k}`: {v}" for k, v in models.problems.items() if k != "whisper"]
     text = "**모델 · Models** — " + " · ".join(lines)
     if missing:
