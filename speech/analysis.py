@@ -258,8 +258,12 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
         path = str(source)
     report_progress = progress or (lambda f, m: None)
     report_progress(0.0, "decoding audio")
-    audio = load_audio(source)
-    duration = len(audio) / SAMPLE_RATE
+    raw = load_audio(source)
+    duration = len(raw) / SAMPLE_RATE
+    # VAD, speaker embeddings and the gender classifier hear the level-normalised audio (a quiet
+    # 16-bit recording's log-mel features otherwise sink into the log floor); the recogniser gets
+    # the original and normalises it its own way.
+    audio = normalize_level(raw)
     vad_share = 0.3 if stt else 0.6
     if spans is None:
         spans = find_speech(audio, vad_threshold, max_span,
@@ -289,7 +293,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
 
     if stt is not None:
         for i, t in enumerate(turns):
-            chunk = audio[int(t.start * SAMPLE_RATE):int(t.end * SAMPLE_RATE)]
+            chunk = raw[int(t.start * SAMPLE_RATE):int(t.end * SAMPLE_RATE)]
             try:
                 t.text = stt.transcribe((SAMPLE_RATE, chunk)).text
             except AudioError:
