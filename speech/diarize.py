@@ -7,10 +7,12 @@ smoothing pass, over the speech regions of one recording.
 1. Every speech region is raised to -30 dBFS (the encoder's training level; quiet speech counts as
    much as loud) and cut into `window`-second windows every `hop` seconds (a region shorter than a
    window is one window); each window gets one embedding.
-2. Each region's embedding is the mean of its windows'. Average-linkage agglomerative clustering
-   of the regions on cosine distance, cut at `threshold` (the number of speakers follows), or
-   into `speakers` clusters. Clusters with less than `min_speaker` seconds are folded into the
-   nearest larger one: a short odd region (a cough, a sentence ending) does not make a speaker.
+2. Embeddings go through the release's LDA projection (fitted on train speakers), and runs of
+   `block` windows inside a region (about 3 s) are averaged. Average-linkage agglomerative
+   clustering of the blocks on cosine distance, cut at `threshold` (the number of speakers
+   follows), or into `speakers` clusters. Clusters with less than `min_speaker` seconds are
+   folded into the nearest larger one: a short odd stretch (a cough, a sentence ending) does not
+   make a speaker.
 3. Each window's similarity to each speaker's centroid, smoothed by Viterbi inside a region (a
    change of speaker inside a region costs `switch_penalty`; at a pause it is free). A window owns
    the time between the midpoints to its neighbours.

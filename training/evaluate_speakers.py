@@ -183,8 +183,9 @@ def main(argv=None):
     lines = ["# Who spoke: speakers vs gender-only analysis vs pitch baseline", "",
              f"`python -m training.evaluate_speakers --conversations {folder}`: {len(truths)} synthetic "
              "conversations of 2-4 held-out dev speakers (training/make_conversations.py --speakers 2-4), "
-             "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through a "
-             "200-4000 Hz band and a 0.5 s room, 10 dB under the conversation, plus noise at 10 dB). DER by "
+             "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through "
+             "training/tv_mix.py's TV chain, 10 dB under the conversation, plus noise at 10 dB; TV speech is not "
+             "in the reference, so TV speech found counts as false alarm or confusion). DER by "
              "pyannote.metrics DiarizationErrorRate(collar=0.25, skip_overlap=True) (pyannote's collar is "
              "the total width: +-0.125 s), mean over files. Share error: adult female share, percentage "
              "points. Wrong gender: share of found single-speaker speech given the other gender.", "",
