@@ -36,7 +36,7 @@ import torch
 from .audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
 from .formats import to_srt, to_vtt
 from .gender import LABELS, GenderClassifier
-from .level import normalize_level
+from .level import level_gain_db, normalize_level
 
 Progress = Optional[Callable[[float, str], None]]
 CLASSES = ("female", "male", "child", "tv")       # female/male: adults; tv: not a family member
@@ -260,10 +260,14 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     report_progress(0.0, "decoding audio")
     raw = load_audio(source)
     duration = len(raw) / SAMPLE_RATE
-    # VAD, speaker embeddings and the gender classifier hear the level-normalised audio (a quiet
-    # 16-bit recording's log-mel features otherwise sink into the log floor); the recogniser gets
-    # the original and normalises it its own way.
-    audio = normalize_level(raw)
+    # The VAD and the gender classifier hear the level-normalised audio (a quiet 16-bit
+    # recording's log-mel features otherwise sink into the log floor); the speaker encoder hears
+    # the original level (its own front end raises it as resemblyzer does, and the LDA and the
+    # threshold were fitted that way); the recogniser gets the original and normalises it its own way.
+    gain_db = level_gain_db(raw)
+    audio = (raw * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32, copy=False) if gain_db else raw
+    if stt is None:
+        raw = None                       # one copy of an hour of audio is 230 MB
     vad_share = 0.3 if stt else 0.6
     if spans is None:
         spans = find_speech(audio, vad_threshold, max_span,
@@ -275,7 +279,8 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
         report_progress(vad_share + score_share * frac, message)
 
     if diarize:
-        segments, speaker_list = _speaker_segments(audio, spans, classifier, encoder, speakers, step)
+        segments, speaker_list = _speaker_segments(audio, spans, classifier, encoder, speakers, step,
+                                                   encoder_gain=10.0 ** (-gain_db / 20.0))
     else:
         segments = _gender_segments(audio, spans, classifier, window, switch_penalty, step)
         speaker_list = None
@@ -346,13 +351,13 @@ def find_speech(audio: np.ndarray, vad_threshold: float = 0.5, max_span: float =
                         progress=progress)
 
 
-def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speakers, step):
+def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speakers, step, encoder_gain=1.0):
     """Diarize, then label each speaker from all of its speech -> (segments, speakers)."""
     from .diarize import diarize
     from .speaker import default_encoder
 
     step(0.0, "finding speakers")
-    found = diarize(audio, spans, encoder or default_encoder(), speakers=speakers)
+    found = diarize(audio, spans, encoder or default_encoder(), speakers=speakers, gain=encoder_gain)
     step(0.6, "labelling speakers")
     ids = sorted({k for _, _, k in found})
     speaker_list, label_of, prob_of = [], {}, {}

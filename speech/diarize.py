@@ -54,13 +54,15 @@ def _windows(start: float, end: float, window: float, hop: float) -> list[tuple[
 
 
 def embed_regions(audio: np.ndarray, spans, encoder: SpeakerEncoder, window: float, hop: float,
-                  batch_size: int = 64):
-    """-> (embeddings (N, E), windows [(start, end)], region index of each window)."""
+                  batch_size: int = 64, gain: float = 1.0):
+    """-> (embeddings (N, E), windows [(start, end)], region index of each window). `gain` undoes
+    a level normalisation the caller applied (the encoder wants the recording's own level)."""
     p = encoder.dims.partial_frames
     frames_per_s = SAMPLE_RATE / encoder.features.hop_length
-    mels, wins, owner = [], [], []
+    mels, wins, owner, out = [], [], [], []
     for k, (s, e) in enumerate(spans):
-        chunk = raise_level(audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)], encoder.dims.target_dbfs)
+        chunk = audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
+        chunk = raise_level(chunk * np.float32(gain) if gain != 1.0 else chunk, encoder.dims.target_dbfs)
         m = encoder.mels(chunk, level=False)                      # one STFT per region
         for ws, we in _windows(s, e, window, hop):
             a = int(round((ws - s) * frames_per_s))
@@ -70,9 +72,14 @@ def embed_regions(audio: np.ndarray, spans, encoder: SpeakerEncoder, window: flo
             mels.append(x)
             wins.append((ws, we))
             owner.append(k)
-    if not mels:
+            if len(mels) == batch_size:          # embed as we go: memory stays flat for hours of audio
+                out.append(encoder.embed_mels(torch.stack(mels), batch_size))
+                mels = []
+    if mels:
+        out.append(encoder.embed_mels(torch.stack(mels), batch_size))
+    if not out:
         return np.zeros((0, encoder.dims.embedding), np.float32), [], np.zeros(0, int)
-    return encoder.embed_mels(torch.stack(mels), batch_size), wins, np.array(owner)
+    return np.concatenate(out), wins, np.array(owner)
 
 
 def cluster(emb: np.ndarray, threshold: float, speakers: Optional[int] = None) -> np.ndarray:
@@ -126,12 +133,12 @@ def fold_small(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, min_spe
 
 
 def diarize(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optional[int] = None,
-            settings: DiarizationSettings = DiarizationSettings()) -> list[tuple[float, float, int]]:
+            settings: DiarizationSettings = DiarizationSettings(), gain: float = 1.0) -> list[tuple[float, float, int]]:
     """Speech regions of one 16 kHz recording -> [(start, end, speaker)] with speakers numbered
     0, 1, ... by first appearance."""
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be 1 or more, got {speakers}")
-    emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop)
+    emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop, gain=gain)
     return assign(encoder.project(emb), wins, owner, spans, speakers, settings)
 
 
