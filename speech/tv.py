@@ -12,7 +12,10 @@ often over music; a family member talks into the room directly. Measured over th
   reverberation stretches every offset;
 * `asym_db`: steepest rise plus steepest drop (rooms leave onsets sharp and smear offsets);
 * `coverage`: the share of the time between the first and last span that is inside a span (a
-  programme runs on for long stretches).
+  programme runs on for long stretches);
+* `hf_edge_db`, `lf_edge_db`: the steepest fall of the long-term spectrum (dB per 1/6 octave)
+  between 2.5 and 7.8 kHz, and its steepest rise between 60 and 500 Hz: a loudspeaker's filters
+  cut sharply where speech rolls off gently.
 
 A logistic regression over these (standardised) gives `tv_probability`; its coefficients, the
 decision threshold and their provenance live in `checkpoints/tv-ko/config.json` (written by
@@ -33,7 +36,7 @@ import numpy as np
 from .audio import SAMPLE_RATE
 
 MODEL_TYPE = "tv-logistic"
-FEATURES = ("hf_db", "lf_db", "dyn_db", "fall_db", "asym_db", "coverage")
+FEATURES = ("hf_db", "lf_db", "dyn_db", "fall_db", "asym_db", "coverage", "hf_edge_db", "lf_edge_db")
 N_FFT, HOP = 512, 160
 MIN_SECONDS = 1.0          # less speech than this in a cluster: not called TV (see tv_probability)
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "checkpoints" / "tv-ko"
@@ -41,6 +44,17 @@ DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "checkpoints" / "tv-ko
 
 def _band(freqs: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (freqs >= lo) & (freqs < hi)
+
+
+def _edge(ltas: np.ndarray, freqs: np.ndarray, lo: float, hi: float, falling: bool) -> float:
+    """Steepest fall (or rise) of the long-term spectrum in dB between adjacent 1/6-octave bands."""
+    edges = lo * 2 ** (np.arange(0, np.log2(hi / lo) + 1e-9, 1 / 6))
+    db = np.array([10 * np.log10(ltas[_band(freqs, a, b)].mean()) if _band(freqs, a, b).any() else np.nan
+                   for a, b in zip(edges[:-1], edges[1:])])
+    step = np.diff(db[np.isfinite(db)])
+    if len(step) == 0:
+        return 0.0
+    return float(-step.min() if falling else step.max())
 
 
 def cluster_features(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = SAMPLE_RATE) -> dict:
@@ -72,7 +86,10 @@ def cluster_features(audio: np.ndarray, spans: list[tuple[float, float]], sr: in
     d = delta[active[:len(delta)]] if active.any() else delta
     fall, rise = np.percentile(d, 5), np.percentile(d, 95)
     total = sum(e - s for s, e in spans)
+    ltas = p[loud].mean(0) + 1e-10
     return {
+        "hf_edge_db": _edge(ltas, freqs, 2500, 7800, falling=True),
+        "lf_edge_db": _edge(ltas, freqs, 60, 500, falling=False),
         "hf_db": float(10 * np.log10(p[loud][:, _band(freqs, 4000, 7800)].sum() / mid + 1e-10)),
         "lf_db": float(10 * np.log10(p[loud][:, _band(freqs, 50, 150)].sum() / mid + 1e-10)),
         "dyn_db": float(np.percentile(level, 95) - np.percentile(level, 10)),
