@@ -160,3 +160,25 @@ def test_quiet_speech_is_found(clf, enc):
     assert quiet.speech_seconds > 0.95 * loud.speech_seconds
     assert len(quiet.speakers) == len(loud.speakers) == 3
     assert abs(quiet.parents_ratio[0] - loud.parents_ratio[0]) < 0.02
+
+
+def test_tv_speaker_is_not_family(clf, enc):
+    """A TV (other held-out voices through training/tv_mix.py's chain) talking before a
+    conversation: its speaker is reported as `tv`, outside the family's shares and the ratio."""
+    import random
+
+    from training.tv_mix import TVChain, apply_chain
+
+    audio, _ = montage(TURNS[:4])
+    chain = TVChain(highpass_hz=250, lowpass_hz=5000, rt60=0.5, drr_db=2.0, threshold_db=-20, music_db=-15)
+    programme, _ = montage([(G / "avc00010.flac", "avc"), (G / "pmi00020.flac", "pmi"), (G / "avc00010.flac", "avc")],
+                           gap=0.3)
+    tv = apply_chain(programme, chain, random.Random(0)) * 0.5
+    mixed = np.concatenate([tv, audio]).astype(np.float32)
+    plain = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
+    rep = analyze((SAMPLE_RATE, mixed), clf, encoder=enc)
+    tv_speakers = [sp for sp in rep.speakers if sp.cls == "tv"]
+    assert tv_speakers and all(sp.share == 0 for sp in tv_speakers), rep.summary()
+    assert rep.genders["tv"]["seconds"] > 10
+    assert abs(rep.parents_ratio[0] - plain.parents_ratio[0]) < 0.03, (rep.summary(), plain.summary())
+    assert sum(sp.share for sp in rep.speakers) == pytest.approx(1.0)
