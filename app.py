@@ -7,6 +7,7 @@ Hugging Face Hub repo id (owner/name[@revision]), and unset means the embedded d
   SPEECH_LM                    KenLM for beam search (default: the LM shipped with the model, if any)
   SPEECH_WHISPER_MODEL         CTranslate2 Whisper model; the Whisper engine is offered only when set
   SPEECH_GENDER_MODEL          gender classifier (default: checkpoints/gender-ko)
+  SPEECH_SPEAKER_MODEL         speaker encoder for who-spoke (default: checkpoints/speaker-resemblyzer)
   SPEECH_MAX_SECONDS           longest input for speech to text and gender (default 300)
   SPEECH_MAX_ANALYSIS_SECONDS  longest input for conversation analysis (default 3600)
   SPEECH_CONCURRENCY           requests worked on at once (default 1); the others wait in the queue
@@ -62,6 +63,7 @@ class Models:
     """Everything loaded at start. `problems` says, per feature, why it is unavailable."""
     stt: dict = field(default_factory=dict)        # "ds2/greedy", "ds2/beam", "whisper" -> engine
     gender: object = None
+    speaker: object = None                         # speaker encoder: conversation speakers, two voices
     problems: dict = field(default_factory=dict)
     locks: dict = field(default_factory=dict)      # one lock per model: decoders keep state
 
@@ -104,6 +106,13 @@ def load_models() -> Models:
     except (ValueError, OSError) as e:
         log.error("could not load the gender model: %s", e)
         m.problems["gender"] = str(e)
+    try:
+        from speech.speaker import SpeakerEncoder
+
+        m.speaker = SpeakerEncoder.load(_ref("SPEECH_SPEAKER_MODEL"))
+    except (ValueError, OSError) as e:
+        log.error("could not load the speaker encoder: %s", e)
+        m.problems["speaker"] = str(e)
     return m
 
 
@@ -270,6 +279,12 @@ def make_handlers(models: Models):
         progress(0.2, desc="목소리 분석 중 · classifying")
         with models.lock("gender"):
             result = classifier.predict(audio)
+        voices = 1
+        if models.speaker is not None:
+            from speech.diarize import count_voices
+
+            with models.lock("speaker"):
+                voices = count_voices(audio, models.speaker)
         progress(0.6, desc="음높이 계산 중 · pitch")
         pitch = plots.pitch_track(audio, SAMPLE_RATE)
         figure = plots.spectrogram_figure(audio, SAMPLE_RATE, pitch=pitch,
@@ -279,10 +294,14 @@ def make_handlers(models: Models):
         info = (f"**{ko} ({result.label})** · {result.probabilities[result.label]:.0%} · "
                 f"말소리 speech {format_duration(result.speech)} / 전체 {format_duration(result.duration)} · "
                 f"모델 model `{_model_name(classifier)}`")
+        if voices > 1:
+            info = (f"**목소리가 {voices}개 들립니다 · {voices} voices are present.** 한 사람의 성별만 알려 주는 "
+                    f"탭입니다: 사람마다 나누어 보려면 **대화 분석 · Conversation** 탭을 쓰세요. This tab labels one "
+                    f"speaker; the Conversation tab gives each speaker's gender and share.\n\n" + info)
         return label, figure, info
 
     @friendly
-    def analyze_conversation(audio_path, with_text=False, source=UPLOAD, progress=gr.Progress()):
+    def analyze_conversation(audio_path, with_text=False, n_speakers=0, source=UPLOAD, progress=gr.Progress()):
         from speech.analysis import analyze
 
         classifier = _classifier()
@@ -292,32 +311,43 @@ def make_handlers(models: Models):
                              f"{models.problems.get('ds2/greedy')}", title="모델 없음 · Model unavailable")
         progress(0.0, desc="오디오 읽는 중 · reading audio")
         audio = read_audio(audio_path, MAX_ANALYSIS_SECONDS, source)
-        with models.lock("gender"), models.lock("ds2/greedy"):  # no speech raises (speech.usable)
-            report = analyze(audio, classifier, stt=stt, path=Path(audio_path).name,
-                             progress=_progress_callback(progress, 0.05, 0.85))
+        if models.speaker is None:
+            raise user_error(f"화자 모델을 불러오지 못했습니다. The speaker model is unavailable: "
+                             f"{models.problems.get('speaker')}", title="모델 없음 · Model unavailable")
+        speakers = int(n_speakers or 0)
+        if speakers < 0 or speakers > 20 or speakers != (n_speakers or 0):
+            raise user_error("화자 수는 0(자동) 또는 1-20 사이의 정수여야 합니다. The number of speakers must be 0 "
+                             "(automatic) or a whole number from 1 to 20.", title="화자 수 · Number of speakers")
+        with models.lock("gender"), models.lock("ds2/greedy"), models.lock("speaker"):  # no speech raises
+            report = analyze(audio, classifier, stt=stt, path=Path(audio_path).name, encoder=models.speaker,
+                             speakers=speakers or None, progress=_progress_callback(progress, 0.05, 0.85))
         progress(0.92, desc="그림 그리는 중 · drawing")
         folder, stem = _out_dir(), _stem(audio_path)
         files = []
-        for ext, text in (("json", report.to_json()), ("csv", report.to_csv()), ("srt", report.to_srt())):
-            path = folder / f"{stem}_analysis.{ext}"
+        for name, text in (("analysis.json", report.to_json()), ("analysis.csv", report.to_csv()),
+                           ("analysis.srt", report.to_srt()), ("speakers.csv", report.to_speakers_csv()),
+                           ("speakers.rttm", report.to_rttm())):
+            path = folder / f"{stem}_{name}"
             path.write_text(text, encoding="utf-8")
             files.append(str(path))
         summary = summary_markdown(report, _model_name(stt) if stt is not None else None)
-        return share_bar(report), summary, plots.timeline_figure(report), turn_table(report), files
+        return (share_bar(report), summary, plots.timeline_figure(report), turn_table(report), files,
+                speaker_table(report))
 
     return transcribe, classify_gender, analyze_conversation
 
 
-GENDER_KO = {"female": "여성 female", "male": "남성 male"}
+GENDER_KO = {"female": "여성 female", "male": "남성 male", "child": "아이 child", "tv": "TV"}
 
 
 def share_bar(report) -> str:
-    """Female and male shares of the speech as one coloured bar."""
+    """The parents' ratio (adult female : adult male) as one coloured bar."""
     from speech.plots import GENDER_COLORS
 
     parts = []
-    for g, name in (("female", "여성"), ("male", "남성")):
-        share = 100 * report.genders[g]["share"]
+    ratio = report.parents_ratio or (0.0, 0.0)
+    for g, name, r in (("female", "엄마 여성", ratio[0]), ("male", "아빠 남성", ratio[1])):
+        share = 100 * r
         label = f"{name} {share:.0f}%" if share >= 12 else ""
         parts.append(f'<div class="share" style="width:{share:.2f}%;background:{GENDER_COLORS[g]}">{label}</div>')
     return f'<div class="share-bar">{"".join(parts)}</div>'
@@ -325,7 +355,16 @@ def share_bar(report) -> str:
 
 def summary_markdown(report, stt_name: Optional[str] = None) -> str:
     f, m = report.genders["female"], report.genders["male"]
-    text = (f"### 여성 {100 * f['share']:.1f}% · 남성 {100 * m['share']:.1f}%\n"
+    ratio = report.parents_ratio
+    text = ""
+    if ratio is not None:
+        text += (f"### 부모 비율 · Parents' ratio — 엄마(성인 여성) {100 * ratio[0]:.0f} : 아빠(성인 남성) "
+                 f"{100 * ratio[1]:.0f}\n화자 speakers **{len(report.speakers)}**")
+        for c in ("child", "tv"):
+            if report.genders[c]["seconds"] > 0:
+                text += f" · {GENDER_KO[c]} **{format_duration(report.genders[c]['seconds'])}**"
+        text += "\n\n"
+    text += (f"여성 {100 * f['share']:.1f}% · 남성 {100 * m['share']:.1f}% · "
             f"여성 female **{format_duration(f['seconds'])}** · 남성 male **{format_duration(m['seconds'])}** · "
             f"발화 turns **{report.n_turns}** · 말소리 speech {format_duration(report.speech_seconds)} / "
             f"전체 total {format_duration(report.duration)}")
@@ -346,10 +385,22 @@ def turn_table(report):
     import pandas as pd
 
     rows = [{"#": i, "시작 start": format_duration(t.start), "끝 end": format_duration(t.end),
-             "길이 length (s)": round(t.duration, 1), "성별 gender": GENDER_KO[t.gender],
+             "길이 length (s)": round(t.duration, 1), "성별 gender": GENDER_KO[t.gender], "화자 speaker": t.speaker,
              "확률 prob.": f"{t.probability:.0%}", **({"문장 text": t.text or ""} if report.transcribed else {})}
             for i, t in enumerate(report.turns, 1)]
     return pd.DataFrame(rows)
+
+
+def speaker_table(report):
+    """One row per speaker: class, talk time, share of the family's speech, turns, confidence."""
+    import pandas as pd
+
+    rows = [{"화자 speaker": sp.id, "구분 class": GENDER_KO.get(sp.cls, sp.cls),
+             "말한 시간 talk time": format_duration(sp.seconds),
+             "비율 share": "—" if sp.cls == "tv" else f"{100 * sp.share:.1f}%", "발화 turns": sp.turns,
+             "확률 prob.": f"{sp.probabilities.get(sp.label, 0):.0%}"} for sp in report.speakers]
+    return pd.DataFrame(rows, columns=["화자 speaker", "구분 class", "말한 시간 talk time", "비율 share",
+                                       "발화 turns", "확률 prob."])
 
 
 # -- page ----------------------------------------------------------------------------------------
@@ -485,18 +536,23 @@ def build_demo(models: Models) -> gr.Blocks:
                         c_audio = _audio_input("conv_audio")
                         c_text = gr.Checkbox(label="발화마다 받아쓰기 · Transcribe each turn (slower)",
                                              elem_id="conv_text")
+                        c_nspk = gr.Number(value=0, precision=0, minimum=0, maximum=20, step=1,
+                                           label="화자 수 · Number of speakers (0 = 자동 automatic)",
+                                           elem_id="conv_speakers")
                         c_btn = gr.Button("대화 분석 · Analyze", variant="primary", elem_id="conv_btn")
                         _examples(c_audio, FAMILY_EXAMPLE + SHORT_EXAMPLES[:1])
                     with gr.Column(scale=3):
                         c_bar = gr.HTML(elem_id="conv_bar")
                         c_summary = gr.Markdown(elem_id="conv_summary")
-                        c_files = gr.File(label="내려받기 · Download (JSON, CSV, SRT)", file_count="multiple",
+                        c_files = gr.File(label="내려받기 · Download (JSON, CSV, SRT, RTTM)", file_count="multiple",
                                           interactive=False, elem_id="conv_files")
+                c_speakers = gr.Dataframe(label="화자 · Speakers", interactive=False, wrap=True,
+                                          elem_id="conv_speaker_table")
                 c_plot = gr.Plot(label="타임라인 · Timeline", show_label=False, elem_id="conv_plot")
                 c_turns = gr.Dataframe(headers=TURN_COLUMNS, label="발화 · Turns", interactive=False, wrap=True,
                                        elem_id="conv_turns")
-                c_outputs = [c_bar, c_summary, c_plot, c_turns, c_files]
-                c_run = c_btn.click(analyze_conversation, [c_audio, c_text, _source_of(c_audio)], c_outputs,
+                c_outputs = [c_bar, c_summary, c_plot, c_turns, c_files, c_speakers]
+                c_run = c_btn.click(analyze_conversation, [c_audio, c_text, c_nspk, _source_of(c_audio)], c_outputs,
                                     api_name="analyze", concurrency_id="models")
                 c_run.success(lambda text: gr.Dataframe(column_widths=TEXT_TABLE_WIDTHS if text else []), c_text, c_turns,
                               queue=False, api_visibility="private")  # in the page only: the API returns the table
@@ -512,6 +568,8 @@ def models_markdown(models: Models) -> str:
         lines.append(f"`{key}`: {_model_name(engine)}")
     if models.gender is not None:
         lines.append(f"`gender`: {_model_name(models.gender)}")
+    if models.speaker is not None:
+        lines.append(f"`speaker`: {models.speaker.config.get('name', 'speaker')}")
     missing = [f"`{k}`: {v}" for k, v in models.problems.items() if k != "whisper"]
     text = "**모델 · Models** — " + " · ".join(lines)
     if missing:

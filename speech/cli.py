@@ -146,20 +146,33 @@ def cmd_gender(args) -> int:
 # -- analyze -----------------------------------------------------------------------------------
 
 def add_analyze(sub):
-    p = sub.add_parser("analyze", help="who talked how much (female/male speaking time)",
-                       description="Split a recording into speech turns, label each turn's gender and "
-                                   "report each gender's speaking time and share.")
+    p = sub.add_parser("analyze", help="who talked how much (speakers, parents' ratio)",
+                       description="Find the speakers of a recording, label each one female, male or child "
+                                   "and report talk time, shares and the parents' ratio (adult female : adult male).")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (household recordings, up to hours long)")
     p.add_argument("--model", default=None, help="gender model: local folder, Hub repo id or 'default'")
     p.add_argument("--transcribe", action="store_true", help="also transcribe each turn (slower)")
     p.add_argument("--stt-model", default=None, help="speech-to-text model for --transcribe")
-    p.add_argument("--format", default="json", choices=["json", "csv", "srt", "vtt", "rttm"])
+    p.add_argument("--format", default="json", choices=["json", "csv", "speakers-csv", "srt", "vtt", "rttm"],
+                   help="csv: one row per turn; speakers-csv: one row per speaker")
+    p.add_argument("--speakers", type=_positive_int, default=None, metavar="N",
+                   help="number of speakers, if known (default: found automatically)")
     p.add_argument("--output", "-o", default=None, help="write here instead of standard output (one FILE)")
     p.add_argument("--plot", default=None, metavar="PNG", help="also save the timeline figure (one FILE)")
     p.add_argument("--output-dir", default=None, metavar="DIR",
                    help="write NAME_analysis.FORMAT and the timeline NAME_timeline.png for each FILE here")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_analyze)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of speakers, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"the number of speakers must be at least 1, got {n}")
+    return n
 
 
 def cmd_analyze(args) -> int:
@@ -195,7 +208,7 @@ def cmd_analyze(args) -> int:
     failed, csv_header = 0, True
     for path in _progress_iter(args.files, "analysing", show):
         try:
-            report = analyze(path, clf, stt=stt, progress=bar)  # no usable speech raises (speech.usable)
+            report = analyze(path, clf, stt=stt, progress=bar, speakers=args.speakers)  # no usable speech raises
         except (AudioError, OSError) as e:
             _fail(path, e)
             failed += 1
@@ -203,12 +216,12 @@ def cmd_analyze(args) -> int:
         finally:
             bar.close()
         if out_dir is not None or not several or args.format in ("srt", "vtt"):
-            text = {"json": report.to_json, "csv": report.to_csv, "srt": report.to_srt, "vtt": report.to_vtt,
-                    "rttm": report.to_rttm}[args.format]()
+            text = {"json": report.to_json, "csv": report.to_csv, "speakers-csv": report.to_speakers_csv,
+                    "srt": report.to_srt, "vtt": report.to_vtt, "rttm": report.to_rttm}[args.format]()
         elif args.format == "json":
             text = report.to_json(indent=None)
-        elif args.format == "csv":
-            lines = report.to_csv().splitlines(keepends=True)
+        elif args.format in ("csv", "speakers-csv"):
+            lines = (report.to_csv() if args.format == "csv" else report.to_speakers_csv()).splitlines(keepends=True)
             text = "".join(["path," + lines[0]] * csv_header + [_csv_field(path) + "," + ln for ln in lines[1:]])
             csv_header = False
         else:

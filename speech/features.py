@@ -30,7 +30,7 @@ class FeatureConfig:
     f_min: float = 0.0
     f_max: Optional[float] = None
     power: float = 2.0              # 1.0 = magnitude, 2.0 = power
-    log: str = "log"                # "log" (log(x + eps)) or "log1p"
+    log: str = "log"                # "log" (log(x + eps)), "log1p" or "none" (the power mel itself)
     log_eps: float = 1e-6
     center: bool = True
     pad_mode: str = "constant"      # zero padding: an utterance gives the same frames alone and padded
@@ -43,8 +43,8 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.kind must be 'logmel' or 'linear', got {self.kind!r}")
         if self.window not in ("hann", "hamming"):
             raise ValueError(f"FeatureConfig.window must be 'hann' or 'hamming', got {self.window!r}")
-        if self.log not in ("log", "log1p"):
-            raise ValueError(f"FeatureConfig.log must be 'log' or 'log1p', got {self.log!r}")
+        if self.log not in ("log", "log1p", "none"):
+            raise ValueError(f"FeatureConfig.log must be 'log', 'log1p' or 'none', got {self.log!r}")
         if self.normalize not in ("per_bin", "global", "none"):
             raise ValueError(f"FeatureConfig.normalize must be 'per_bin', 'global' or 'none', got {self.normalize!r}")
         if self.win_length > self.n_fft:
@@ -118,7 +118,8 @@ def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] 
             for i in (lengths < audio.shape[1]).nonzero().flatten().tolist():
                 xi = tf(audio[i:i + 1, :int(lengths[i])].float())
                 x[i, :, :xi.shape[-1]] = xi[0]
-        x = torch.log1p(x) if cfg.log == "log1p" else torch.log(x + cfg.log_eps)
+        if cfg.log != "none":
+            x = torch.log1p(x) if cfg.log == "log1p" else torch.log(x + cfg.log_eps)
         frame_lengths = cfg.num_frames(lengths).clamp(min=1, max=x.shape[-1])
         mask = torch.arange(x.shape[-1], device=x.device)[None, :] < frame_lengths[:, None]  # (B, T)
         m = mask[:, None, :].to(x.dtype)

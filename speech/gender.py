@@ -5,6 +5,10 @@ Model: three 3x3 conv blocks (BatchNorm, ReLU, max-pool 2x2: frequency and time 
 linear head. `forward` returns logits in every mode; probabilities come from `GenderClassifier`,
 which divides by the calibrated temperature saved in the checkpoint.
 
+Labels come from the release: `("female", "male")` (older releases) or `("female", "male",
+"child")`; female and male keep indices 0 and 1 either way, and every caller reads
+`GenderClassifier.labels` instead of assuming two.
+
 Frame embeddings are pooled with means, so the analysis can score every window of a long span from
 one pass (`GenderClassifier.window_logits`) instead of re-running the CNN per window.
 """
@@ -23,9 +27,11 @@ from .audio import SAMPLE_RATE, AudioError, AudioSource, NoSpeechError  # noqa: 
 from .checkpoint import load_release
 from .features import FeatureConfig, batched_features, compute_features
 from .hub import resolve_model
+from .level import normalize_level
 
 MODEL_TYPE = "gender-cnn"
-LABELS = ("female", "male")
+LABELS = ("female", "male")       # adult voices; a release's own labels are in its config (dims.labels)
+CHILD = "child"                   # third label of releases trained with synthetic children
 
 
 @dataclass(frozen=True)
@@ -222,7 +228,7 @@ class GenderClassifier:
         if vad:
             from .vad import speech_spans
 
-            spans = [(s, e) for s, e in speech_spans(audio, max_span=max_span)
+            spans = [(s, e) for s, e in speech_spans(normalize_level(audio), max_span=max_span)
                      if (e - s) * SAMPLE_RATE >= self.min_samples]
             require_speech(spans)
         else:

@@ -21,6 +21,7 @@ if not CHECKPOINTS.is_dir():  # installed with pip: the same release folders are
 DEFAULTS = {
     "stt": CHECKPOINTS / "ds2-ko",
     "gender": CHECKPOINTS / "gender-ko",
+    "speaker": CHECKPOINTS / "speaker-resemblyzer",
 }
 # Files a release folder may hold; nothing else is fetched.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.arpa", "*.bin", "*.txt", "*.model"]

@@ -21,6 +21,8 @@ log = logging.getLogger("speech")
 
 GENDER_COLORS = {"female": "#d6336c", "male": "#1c7ed6"}
 GENDER_NAMES = {"female": "여성 female", "male": "남성 male"}
+CLASS_COLORS = {**GENDER_COLORS, "child": "#f59f00", "tv": "#868e96"}
+CLASS_NAMES = {**GENDER_NAMES, "child": "아이 child", "tv": "TV"}
 _FONT_FILES = ["NotoSansCJK-Regular.ttc", "NotoSansCJKkr-Regular.otf", "NotoSansKR-Regular.otf",
                "NotoSansKR-Regular.ttf"]
 _FONT_DIRS = ["/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".fonts")]
@@ -180,25 +182,36 @@ def _pitch_panel(ax, pitch) -> None:
 
 
 def timeline_figure(report, title: Optional[str] = None):
-    """Speech turns of a ConversationReport on one lane per gender, shares in the legend."""
+    """Speech turns of a ConversationReport on one lane per speaker (first speaker on top),
+    coloured by class (female, male, child, tv), class shares in the legend."""
     from matplotlib.patches import Patch
 
-    labels = list(GENDER_COLORS)
+    speakers = list(getattr(report, "speakers", None) or [])
+    if not speakers:       # a report without speakers: one lane per gender
+        from types import SimpleNamespace
+
+        speakers = [SimpleNamespace(id=g, cls=g) for g in GENDER_COLORS]
+    classes = [c for c in CLASS_COLORS if c in GENDER_COLORS or any(sp.cls == c for sp in speakers)]
     with _style():
-        fig = _figure(11, 2.6)
+        fig = _figure(11, max(2.6, 1.2 + 0.5 * len(speakers)))
         ax = fig.add_subplot()
-        for lane, g in enumerate(labels):
-            bars = [(t.start, t.end - t.start) for t in report.turns if t.gender == g]
+        n = len(speakers)
+        for i, sp in enumerate(speakers):
+            lane = n - 1 - i
+            bars = [(t.start, t.end - t.start) for t in report.turns if (t.speaker or t.gender) == sp.id]
             if bars:
-                ax.broken_barh(bars, (lane - 0.35, 0.7), facecolors=GENDER_COLORS[g])
-        ax.set_yticks(range(len(labels)), [GENDER_NAMES[g] for g in labels])
-        ax.set_ylim(-0.7, len(labels) - 0.3)
+                ax.broken_barh(bars, (lane - 0.35, 0.7), facecolors=CLASS_COLORS.get(sp.cls, "#868e96"))
+        ax.set_yticks(range(n), [CLASS_NAMES.get(sp.cls, sp.cls) if sp.id == sp.cls
+                                 else f"{sp.id} · {CLASS_NAMES.get(sp.cls, sp.cls)}"
+                                 for sp in reversed(speakers)])
+        ax.set_ylim(-0.7, n - 0.3)
         ax.set_xlim(0, max(report.duration, 1e-3))
         ax.set_xlabel("시간 time (s)")
-        handles = [Patch(color=GENDER_COLORS[g],
-                         label=f"{GENDER_NAMES[g]}: {report.genders[g]['seconds']:.1f} s "
-                               f"({100 * report.genders[g]['share']:.1f}%)") for g in labels]
-        fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=2, frameon=False)  # off the bars
+        handles = [Patch(color=CLASS_COLORS[g],
+                         label=f"{CLASS_NAMES[g]}: {report.genders[g]['seconds']:.1f} s "
+                               f"({100 * report.genders[g]['share']:.1f}%)") for g in classes]
+        fig.legend(handles=handles, loc="outside lower center", fontsize=8, ncol=len(handles),
+                   frameon=False)  # off the bars
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(title or f"발화 타임라인 speech timeline — {len(report.turns)} turns, "
                               f"speech {report.speech_seconds:.1f} s of {report.duration:.1f} s")

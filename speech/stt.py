@@ -21,6 +21,7 @@ from .checkpoint import load_release
 from .decoding import GreedyDecoder, Hypothesis
 from .features import FeatureConfig, batched_features
 from .hub import resolve_model
+from .level import feeds_recogniser, normalize_level
 from .models.deepspeech2 import DeepSpeech2, DS2Dims
 from .text import SPACE, tokenizer_from_dict
 
@@ -119,6 +120,10 @@ def words_to_segments(words: list[Word], max_gap: float = 0.8, max_len: float = 
 
 class DS2Engine:
     name = "ds2"
+    # Speech gate (as Whisper's): the VAD runs on every input, on level-normalised audio (speech.level);
+    # no speech -> empty text, and words outside the speech regions (GATE_SLACK s) are dropped.
+    gate = True
+    GATE_SLACK = 0.2
 
     def __init__(self, model: Optional[str] = None, decoder: str = "greedy", lm: Optional[str] = None,
                  beam_size: int = 32, lm_weight: Optional[float] = None, word_score: Optional[float] = None,
@@ -129,6 +134,8 @@ class DS2Engine:
         self.max_window = max_window
         self.batch_size = batch_size
         self._set_decoder(decoder, lm, beam_size, lm_weight, word_score)
+        self.level_input = feeds_recogniser(self.config)  # imported study releases keep their features exactly
+        self.last_spans: list = []  # VAD speech regions of the last call
 
     def _set_decoder(self, decoder, lm=None, beam_size=32, lm_weight=None, word_score=None):
         if decoder not in DECODERS:
@@ -164,14 +171,20 @@ class DS2Engine:
         t0 = time.perf_counter()
         audio = load_audio(source)
         duration = len(audio) / SAMPLE_RATE
-        if duration <= self.max_window:
-            spans = [(0.0, duration)]
-        else:
+        levelled = normalize_level(audio)
+        speech = None
+        if self.gate or duration > self.max_window:
             from .vad import speech_spans
 
             if progress:
                 progress(0.0, "detecting speech")
-            spans = speech_spans(audio, max_span=self.max_window)
+            speech = self.last_spans = speech_spans(levelled, max_span=self.max_window)
+        if self.level_input:
+            audio = levelled
+        if duration > self.max_window:
+            spans = speech
+        else:  # decoded whole, pauses included, as in training; nothing when the gate found no speech
+            spans = [] if speech == [] else [(0.0, duration)]
         words: list[Word] = []
         step = max(1, self.batch_size)
         for b in range(0, len(spans), step):
@@ -182,6 +195,9 @@ class DS2Engine:
                                              end=min(e, duration))
             if progress:
                 progress(min(1.0, (b + len(group)) / len(spans)), "transcribing")
+        if self.gate:
+            pad = self.GATE_SLACK
+            words = [w for w in words if any(w.start < e + pad and w.end > s - pad for s, e in speech)]
         segments = words_to_segments(words)
         elapsed = time.perf_counter() - t0
         return Transcript(text=" ".join(s.text for s in segments), segments=segments, duration=duration,

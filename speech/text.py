@@ -34,10 +34,12 @@ Tokenizers: CTC blank ``<blank>`` is always index 0 and the word separator ``" "
   (``build_syllable_tokenizer``), sorted by code point so it is deterministic.
 * ``JamoTokenizer``: a fixed inventory of 69 tokens: blank, space, the 19 initial consonants
   (U+1100-U+1112), 21 vowels (U+1161-U+1175) and 27 final consonants (U+11A8-U+11C2).
-  Initial and final consonants are different tokens, so recomposition is exact. In ``decode`` a
-  stray jamo that cannot form a syllable (a vowel with no initial, an initial with no vowel, a
-  final with no syllable before it) is emitted as its compatibility jamo (``ㄱ``, ``ㅏ``), not
-  dropped, so a model's malformed output stays visible in the CER.
+  Initial and final consonants are different tokens, so recomposition is exact. ``decode``
+  shows complete syllables only (``compose_complete``): a model's stray jamo are completed or
+  dropped by a fixed rule, never printed as ``ㄱ`` or ``ㅏ`` (what a person reads, and what CER
+  scores): a vowel with no initial takes the silent initial ㅇ (``ㅣ`` -> ``이``); an initial with
+  no vowel becomes the final of the open syllable just before it in the same word (``가`` + ``ㄱ``
+  -> ``각``), or is dropped; a final with no open syllable before it is dropped.
 """
 
 from __future__ import annotations
@@ -202,6 +204,53 @@ def compose(jamo: str) -> str:
     return "".join(out)
 
 
+# Initial consonant -> the same consonant as a final (ㄸ ㅃ ㅉ have no final form).
+_INITIAL_TO_FINAL = {l: t for l in CHOSEONG for t in JONGSEONG if _TO_COMPAT[l] == _TO_COMPAT[t]}
+_SILENT_INITIAL = "\u110b"  # ㅇ
+
+
+def compose_complete(jamo: str) -> str:
+    """Conjoining jamo -> complete syllables only; the rule for stray jamo:
+
+    1. initial + vowel (+ final) is a syllable, as in ``compose``;
+    2. a vowel with no initial takes the silent initial ㅇ: ``ㅣ`` -> ``이``, ``ㅐ`` + final ㅇ -> ``앵``;
+    3. an initial with no vowel becomes the final of the syllable just before it when that syllable
+       is open (no final) and the consonant has a final form: ``가`` + ``ㄱ`` -> ``각``; else it is dropped;
+    4. a final with no open syllable just before it is dropped.
+
+    Other characters (spaces, syllables, anything else) pass unchanged and end rule 3's "just before".
+    """
+    out: list[str] = []
+    open_syllable = False  # out[-1] is a syllable without a final, built here
+    i, n = 0, len(jamo)
+    while i < n:
+        ch = jamo[i]
+        is_l = 0 <= ord(ch) - _L_BASE < _L_COUNT
+        is_v = 0 <= ord(ch) - _V_BASE < _V_COUNT
+        is_t = 1 <= ord(ch) - _T_BASE < _T_COUNT
+        if is_v or (is_l and i + 1 < n and 0 <= ord(jamo[i + 1]) - _V_BASE < _V_COUNT):
+            l = ord(ch) - _L_BASE if is_l else ord(_SILENT_INITIAL) - _L_BASE
+            i += 1 if is_v else 2
+            v = ord(jamo[i - 1]) - _V_BASE
+            t = 0
+            if i < n and 1 <= ord(jamo[i]) - _T_BASE < _T_COUNT:
+                t = ord(jamo[i]) - _T_BASE
+                i += 1
+            out.append(chr(_S_BASE + (l * _V_COUNT + v) * _T_COUNT + t))
+            open_syllable = t == 0
+            continue
+        if is_l or is_t:
+            final = _INITIAL_TO_FINAL.get(ch) if is_l else ch
+            if open_syllable and final is not None:
+                out[-1] = chr(ord(out[-1]) + ord(final) - _T_BASE)
+            open_syllable = False  # dropped or attached: either way the syllable before is closed
+        else:
+            out.append(ch)
+            open_syllable = False
+        i += 1
+    return "".join(out)
+
+
 # --- tokenizers ----------------------------------------------------------------------------
 
 class Tokenizer:
@@ -280,7 +329,7 @@ class JamoTokenizer(Tokenizer):
         return decompose(text)
 
     def _join(self, units: str) -> str:
-        return compose(units)
+        return compose_complete(units)
 
     def token_text(self, i: int) -> str:
         # Position marks keep the initial and the final form of one consonant apart: ㄱ- and -ㄱ.

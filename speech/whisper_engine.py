@@ -25,6 +25,7 @@ import numpy as np
 from .audio import SAMPLE_RATE, AudioSource, load_audio
 from .hallucination import RawSegment, filter_segments
 from .hub import ModelNotFoundError, resolve_model
+from .level import normalize_level
 from .stt import Segment, Transcript, Word
 
 log = logging.getLogger("speech")
@@ -75,6 +76,7 @@ def group_spans(spans: list[tuple[float, float]], max_window: float, max_gap: fl
 
 class WhisperEngine:
     name = "whisper"
+    level_input = True  # Whisper hears the level-normalised audio the VAD hears (speech.level; results/level.md)
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
                  beam_size: int = 5, max_window: float = 30.0, vad: bool = True, guard: bool = True,
@@ -119,13 +121,16 @@ class WhisperEngine:
         t0 = time.perf_counter()
         audio = load_audio(source)
         duration = len(audio) / SAMPLE_RATE
+        levelled = normalize_level(audio)
+        if self.level_input:
+            audio = levelled
         speech = None
         if self.vad:
             from .vad import speech_spans
 
             if progress:
                 progress(0.0, "detecting speech")
-            speech = speech_spans(audio, max_span=self.max_window)
+            speech = speech_spans(levelled, max_span=self.max_window)
             self.last_spans = speech
             windows = group_spans(speech, self.max_window)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from itertools import groupby
 from pathlib import Path
 
 import librosa
@@ -47,24 +48,30 @@ def conversation(repeats: int = 1, noise_snr: float | None = None, gap: float = 
     return audio.astype(np.float32), secs["female"] / sum(secs.values()), labels
 
 
+def genders(turns) -> list:
+    """The gender of each run of turns: a speaker's turn split in two by diarization (two similar
+    voices, results/diarization_eval.md) still reads as one female turn."""
+    return [g for g, _ in groupby(t.gender for t in turns)]
+
+
 def test_shares_turns_and_exports(clf, tmp_path):
     audio, share, labels = conversation()
     path = tmp_path / "talk.flac"
     sf.write(str(path), audio, SAMPLE_RATE)
     rep = analyze(str(path), clf)
-    assert [t.gender for t in rep.turns] == labels
+    assert genders(rep.turns) == labels
     assert abs(rep.genders["female"]["share"] - share) < 0.03
     assert rep.genders["female"]["seconds"] + rep.genders["male"]["seconds"] == pytest.approx(rep.speech_seconds)
     assert rep.longest_turn.duration == max(t.duration for t in rep.turns)
 
     d = json.loads(rep.to_json())
-    assert set(d["female"]) == {"seconds", "share"} and d["n_turns"] == 4
+    assert set(d["female"]) == {"seconds", "share"} and d["n_turns"] == rep.n_turns >= 4
     assert d["female"]["share"] + d["male"]["share"] == pytest.approx(1.0, abs=1e-3)
     table = list(csv.reader(io.StringIO(rep.to_csv())))
-    assert table[0][:5] == ["turn", "start", "end", "duration", "gender"] and len(table) == 5
-    assert [r[4] for r in table[1:]] == labels
+    assert table[0][:5] == ["turn", "start", "end", "duration", "gender"] and len(table) == rep.n_turns + 1
+    assert [r[4] for r in table[1:]] == [t.gender for t in rep.turns] and table[0][-1] == "speaker"
     srt = rep.to_srt()
-    assert srt.count(" --> ") >= 4 and "[female]" in srt and "[male]" in srt  # cues of at most 7 s
+    assert srt.count(" --> ") >= rep.n_turns and " female]" in srt and " male]" in srt  # [S1 female], cues of <= 7 s
     assert rep.to_vtt().startswith("WEBVTT")
     rttm = [line.split() for line in rep.to_rttm().splitlines()]
     assert all(len(f) == 10 and f[0] == "SPEAKER" and f[1] == "talk" for f in rttm)
@@ -75,7 +82,7 @@ def test_noisy_conversation(clf):
     audio, share, labels = conversation(noise_snr=5.0)
     rep = analyze((SAMPLE_RATE, audio), clf)
     assert abs(rep.genders["female"]["share"] - share) < 0.05
-    assert [t.gender for t in rep.turns] == labels
+    assert genders(rep.turns) == labels
 
 
 def test_silence_and_noise_only(clf, capsys, tmp_path):
@@ -104,7 +111,7 @@ def test_long_file_cli(clf, tmp_path, capsys):
     seen = []
     rep = analyze(str(path), clf, progress=lambda f, m: seen.append(f))
     assert seen[-1] == 1.0 and all(a <= b + 1e-9 for a, b in zip(seen, seen[1:]))
-    assert [t.gender for t in rep.turns] == labels
+    assert genders(rep.turns) == labels
     assert abs(rep.genders["female"]["share"] - share) < 0.03
     assert rep.rtf < 0.2          # the target (0.05) is measured by training/evaluate_analysis.py
     png = tmp_path / "timeline.png"
@@ -132,7 +139,8 @@ def test_timeline_figure_hangul(clf, tmp_path):
     rep = analyze((SAMPLE_RATE, audio), clf)
     assert hangul_font() is not None                 # fonts-noto-cjk is a listed system dependency
     fig = timeline_figure(rep)
-    assert "여성" in fig.axes[0].get_yticklabels()[0].get_text()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(labels) == len(rep.speakers) and any("여성" in x for x in labels), labels   # a row per speaker
     fig.savefig(tmp_path / "t.png")
     # the legend sits outside the plot area: it covers no bar
     renderer = fig.canvas.get_renderer()

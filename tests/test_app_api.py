@@ -176,11 +176,27 @@ def test_gender_mistakes(client, tmp_path):
     assert "너무 깁니다" in _error(client, handle_file(str(FAMILY)), api_name="/gender")
 
 
+def test_gender_two_voices(client, tmp_path):
+    """A clip with two voices says so and points to the conversation tab; one voice does not."""
+    two = np.concatenate([sf.read(str(FEMALE), dtype="float32")[0], np.zeros(8000, np.float32),
+                          sf.read(str(MALE), dtype="float32")[0]])
+    _, _, info = client.predict(handle_file(_wav(tmp_path / "two.wav", two, 16000)), api_name="/gender")
+    assert "목소리가 2개" in info and "2 voices are present" in info and "Conversation" in info, info
+    _, _, info = client.predict(handle_file(str(FEMALE)), api_name="/gender")
+    assert "voices are present" not in info, info
+
+
+def test_analyze_fixed_speakers(client):
+    _, summary, _, _, _, speakers = client.predict(handle_file(str(FAMILY)), False, 3, api_name="/analyze")
+    assert len(speakers["data"]) == 3, speakers
+
+
 # -- conversation --------------------------------------------------------------------------------
 
 def test_analyze_family_recording(client):
     truth = json.loads((EXAMPLES / "family_conversation.json").read_text(encoding="utf-8"))
-    bar, summary, plot, turns, files = client.predict(handle_file(str(FAMILY)), False, api_name="/analyze")
+    bar, summary, plot, turns, files, speakers = client.predict(handle_file(str(FAMILY)), False, 0,
+                                                                api_name="/analyze")
     female = float(re.search(r"여성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
     male = float(re.search(r"남성[^%\d]*(\d+(?:\.\d+)?)%", summary).group(1)) / 100
     assert female + male == pytest.approx(1.0, abs=0.02)
@@ -190,8 +206,15 @@ def test_analyze_family_recording(client):
     assert plot and plot["plot"].startswith("data:image/")
     rows = turns["data"]
     assert len(truth["turns"]) // 2 <= len(rows) <= 3 * len(truth["turns"]), rows
-    by_ext = {Path(f).suffix: Path(f) for f in files}
+    by_ext = {Path(f).suffix: Path(f) for f in files if "_speakers." not in Path(f).name}
     assert set(by_ext) == {".json", ".csv", ".srt"}
+    # Per speaker: the table (the parents' ratio first in the summary), CSV and RTTM downloads.
+    assert summary.startswith("### 부모 비율 · Parents' ratio"), summary
+    assert [r[0] for r in speakers["data"]] == ["S1", "S2"], speakers
+    assert [r[1] for r in speakers["data"]] == ["여성 female", "남성 male"], speakers
+    spk = {Path(f).suffix: Path(f) for f in files if "_speakers." in Path(f).name}
+    assert [r["speaker"] for r in csv.DictReader(io.StringIO(spk[".csv"].read_text(encoding="utf-8")))] == ["S1", "S2"]
+    assert {line.split()[7] for line in spk[".rttm"].read_text(encoding="utf-8").splitlines()} == {"S1", "S2"}
     report = json.loads(by_ext[".json"].read_text(encoding="utf-8"))
     assert report
     table = list(csv.DictReader(io.StringIO(by_ext[".csv"].read_text(encoding="utf-8"))))
@@ -200,21 +223,21 @@ def test_analyze_family_recording(client):
 
 
 def test_analyze_with_transcripts(client):
-    _, _, _, turns, _ = client.predict(handle_file(str(FEMALE)), True, api_name="/analyze")
+    _, _, _, turns, _, _ = client.predict(handle_file(str(FEMALE)), True, 0, api_name="/analyze")
     rows = turns["data"]
     assert rows and any(HANGUL.search(str(cell)) for r in rows for cell in r[-1:]), turns
 
 
 def test_analyze_mistakes(client, tmp_path):
-    assert "오디오가 없습니다" in _error(client, None, False, api_name="/analyze")
+    assert "오디오가 없습니다" in _error(client, None, False, 0, api_name="/analyze")
     bad = tmp_path / "family.m4a"
     bad.write_bytes(b"\x00\x01garbage" * 100)
-    assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), False, api_name="/analyze")
+    assert "읽을 수 없습니다" in _error(client, handle_file(str(bad)), False, 0, api_name="/analyze")
     silent = _wav(tmp_path / "silent.wav", np.zeros(16000 * 2, np.float32), 16000)
-    assert "파일에 소리가 없습니다" in _error(client, handle_file(silent), False, api_name="/analyze")
+    assert "파일에 소리가 없습니다" in _error(client, handle_file(silent), False, 0, api_name="/analyze")
     hum = 0.05 * np.sin(2 * np.pi * 50 * np.arange(16000 * 3) / 16000).astype(np.float32)
     assert "말소리를 찾지 못했습니다" in _error(client, handle_file(_wav(tmp_path / "hum.wav", hum, 16000)), False,
-                                        api_name="/analyze")
+                                        0, api_name="/analyze")
 
 
 # -- one rule for no usable speech (speech.usable) --------------------------------------------------
@@ -225,7 +248,7 @@ def test_a_tenth_of_a_second_is_the_same_error_on_every_tab(client, tmp_path):
     onset = int(np.argmax(np.abs(audio) > 0.1 * np.abs(audio).max()))
     clip = handle_file(_wav(tmp_path / "tenth.wav", audio[onset:onset + 1600], 16000))
     messages = [_error(client, clip, "ds2", "greedy", api_name="/transcribe"),
-                _error(client, clip, api_name="/gender"), _error(client, clip, False, api_name="/analyze")]
+                _error(client, clip, api_name="/gender"), _error(client, clip, False, 0, api_name="/analyze")]
     assert len(set(messages)) == 1, messages
     assert messages[0].startswith("오디오 문제 · Audio problem — ")  # the title is in the text a toast shows
     assert "파일이 너무 짧습니다" in messages[0] and "too short (0.10 s)" in messages[0], messages[0]

@@ -190,8 +190,31 @@ def test_upload_family_recording(pw, url):
         n, rows = _table(page, "conv_turns")
         assert len(truth["turns"]) // 2 <= n <= 3 * len(truth["turns"]), n
         assert rows and {r[4] for r in rows} == {"여성 female", "남성 male"}, rows
+        assert summary.startswith("부모 비율"), summary             # the parents' ratio comes first
+        n, speakers = _table(page, "conv_speaker_table")
+        assert n == 2 and [r[:2] for r in speakers] == [["S1", "여성 female"], ["S2", "남성 male"]], speakers
         _plot_img(page, "conv_plot")
-        assert page.locator("#conv_files a, #conv_files [download]").count() >= 3
+        assert page.locator("#conv_files a, #conv_files [download]").count() >= 5
+    finally:
+        browser.close()
+
+
+def test_gender_tab_two_voices(pw, url, tmp_path):
+    """Two voices on the gender tab: the page says so and points to the conversation tab."""
+    two = np.concatenate([sf.read(str(FEMALE), dtype="float32")[0], np.zeros(8000, np.float32),
+                          sf.read(str(EXAMPLES / "ko_male_emh00003.flac"), dtype="float32")[0]])
+    path = tmp_path / "two_voices.wav"
+    sf.write(str(path), two, 16000, subtype="PCM_16")
+    browser = _browser(pw)
+    try:
+        page = _open(browser, url, "성별")
+        _upload(page, "gender_audio", path)
+        _run(page, "gender_btn", "gender_label", GENDER_READY)
+        page.wait_for_function("() => /voices are present/.test(document.querySelector('#gender_info').innerText)",
+                               timeout=10_000)
+        _shot(page, "gender_two_voices")
+        info = page.inner_text("#gender_info")
+        assert "목소리가 2개" in info and "Conversation" in info, info
     finally:
         browser.close()
 

@@ -1,4 +1,5 @@
 import csv
+import random
 import json
 import unicodedata
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from speech.text import (BLANK, SPACE, JamoTokenizer, SyllableTokenizer, Tokenizer, build_syllable_tokenizer,
-                         compose, decompose, normalize_transcript, text_for_cer, tokenizer_from_dict,
+                         compose, decompose, is_hangul_syllable, normalize_transcript, text_for_cer, tokenizer_from_dict,
                          unspelled_chars)
 
 KO_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ko-speech" / "manifest.tsv"
@@ -85,16 +86,33 @@ def test_encode_drops_characters_outside_the_vocabulary():
     assert tok.decode(tok.encode("가다나")) == "가나"
 
 
-def test_stray_jamo_become_compatibility_jamo():
+def test_stray_jamo_are_completed_or_dropped():
     tok = JamoTokenizer()
     idx = tok.tokens.index
-    g_initial, a, g_final, space = idx("\u1100"), idx("\u1161"), idx("\u11a8"), 1
-    assert tok.decode([a]) == "ㅏ"                        # vowel without an initial
-    assert tok.decode([g_initial]) == "ㄱ"                # initial without a vowel
-    assert tok.decode([g_final]) == "ㄱ"                  # final without a syllable
-    assert tok.decode([g_initial, a, g_final, g_final]) == "각ㄱ"
-    assert tok.decode([g_initial, g_initial, a]) == "ㄱ가"
-    assert tok.decode([space, g_final, g_initial, a, space]) == "ㄱ가"
+    g_initial, a, g_final, ng_final, ae, space = idx("\u1100"), idx("\u1161"), idx("\u11a8"), idx("\u11bc"), idx("\u1162"), 1
+    dd_initial = idx("\u1104")  # ㄸ has no final form
+    assert tok.decode([a]) == "아"                        # vowel without an initial: silent ㅇ
+    assert tok.decode([ae, ng_final]) == "앵"             # ... keeping its final
+    assert tok.decode([g_initial]) == ""                  # initial without a vowel, nothing before: dropped
+    assert tok.decode([g_final]) == ""                    # final without a syllable: dropped
+    assert tok.decode([g_initial, a, g_final, g_final]) == "각"            # second final dropped
+    assert tok.decode([g_initial, a, g_initial]) == "각"                   # initial becomes the final
+    assert tok.decode([g_initial, a, dd_initial]) == "가"                  # ... unless it has no final form
+    assert tok.decode([g_initial, a, space, g_initial]) == "가"            # ... or a word break is between
+    assert tok.decode([g_initial, g_initial, a]) == "가"
+    assert tok.decode([space, g_final, g_initial, a, space]) == "가"
+    # compose itself still shows stray jamo (for inspection), and decompose is its exact inverse.
+    assert compose("\u1100") == "ㄱ" and compose(decompose("각 ㄱ")) == "각 ㄱ"
+
+
+def test_jamo_decode_never_shows_an_incomplete_syllable():
+    tok = JamoTokenizer()
+    rng = random.Random(0)
+    for _ in range(2000):
+        text = tok.decode([rng.randrange(1, len(tok)) for _ in range(rng.randrange(1, 12))])
+        assert all(is_hangul_syllable(c) or c == " " for c in text), text
+    for s in ["안녕 하세요", "값 닭 앉아", "아이 우유"]:  # well-formed text is untouched
+        assert tok.decode(tok.encode(s)) == s
 
 
 def test_to_dict_round_trip(syllable_tok):

@@ -8,7 +8,17 @@ noise clip, see train_gender.noise_part) at 10, 5 and 0 dB; 1-second crops from 
 utterance, clean and at 5 dB. Methods: the model (argmax of calibrated probabilities, whole input
 as one utterance, no VAD) and the pitch baseline (median F0 of voiced frames > `--cut` Hz ->
 female; no voiced frame counts as an error). Writes `OUT.md` and `OUT.json`: accuracy per
-condition and group (adult / teen), per speaker, and the model's expected calibration error.
+condition and group, per speaker, and the model's expected calibration error.
+
+More manifests (`--manifest A B ...`) add the proxies for children from training/child_voice.py:
+groups `adult`, `teen`, `pitch-raised` (adults with raised F0, formants kept: must stay adult),
+`synthetic-child` (the training transform, on held-out speakers) and `speed-child` (plain
+resampling, a transform the model never saw). For every group the table also gives the share
+called `child`; for the child groups, the rest is "child counted as a parent".
+
+    python -m training.evaluate_gender --manifest data/ko-speech/dev.jsonl \
+        data/issue-13b/child/dev/manifest.jsonl data/issue-13b/child/dev-speed/manifest.jsonl \
+        --model checkpoints/gender-ko --out results/gender_child_eval
 """
 from __future__ import annotations
 
@@ -24,6 +34,8 @@ from speech.plots import median_f0
 from training.manifest import read_manifest
 from training.noise import NoiseBank
 from training.train_gender import HOUSEHOLD, label_of, load_utterances, noise_part, noisy_copies
+
+CHILD_INDEX = 2   # label_of: female 0, male 1, child 2
 
 SNRS = (10.0, 5.0, 0.0)
 
@@ -49,6 +61,15 @@ def centre_crop(a: np.ndarray, seconds: float) -> np.ndarray:
     return a[s:s + n]
 
 
+def group_of(row: dict) -> str:
+    note = row.get("note") or ""
+    if note == "synthetic-child":
+        return "speed-child" if row.get("transform") == "speed" else "synthetic-child"
+    if note in ("teen", "pitch-raised"):
+        return note
+    return "adult"
+
+
 def pitch_predictions(audio, cut: float) -> np.ndarray:
     """0 = female, 1 = male, -1 = no voiced frame."""
     out = []
@@ -60,7 +81,8 @@ def pitch_predictions(audio, cut: float) -> np.ndarray:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--manifest", default="data/ko-speech/dev.jsonl", help="held-out speakers (JSONL)")
+    p.add_argument("--manifest", nargs="+", default=["data/ko-speech/dev.jsonl"],
+                   help="held-out speakers (JSONL); more manifests add child proxies")
     p.add_argument("--noise", default="../shared/data/noise")
     p.add_argument("--model", default=None, help="gender model (default: the embedded checkpoints/gender-ko)")
     p.add_argument("--out", default="results/gender_eval", help="writes OUT.md and OUT.json")
@@ -70,10 +92,10 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     clf = GenderClassifier.load(args.model)
-    rows = read_manifest(args.manifest)
+    rows = [r for m in args.manifest for r in read_manifest(m)]
     y = np.array([label_of(r) for r in rows])
-    speakers = [r["speaker"] for r in rows]
-    groups = ["teen" if (r.get("note") or "") == "teen" else "adult" for r in rows]
+    speakers = [r["speaker"] if group_of(r) != "speed-child" else "speed-" + r["speaker"] for r in rows]
+    groups = [group_of(r) for r in rows]
     full = load_utterances(rows, trim_db=0)
     trimmed = load_utterances(rows, trim_db=30)
     bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "test", args.noise_train_fraction)
@@ -84,14 +106,16 @@ def main(argv=None) -> dict:
     conditions[f"{args.short:g} s clean"] = short
     conditions[f"{args.short:g} s, 5 dB"] = noisy_copies(short, bank, 5.0, seed=200)
 
-    results = {"model": str(clf.folder), "manifest": args.manifest, "utterances": len(rows),
+    results = {"model": str(clf.folder), "labels": list(clf.labels), "manifest": " ".join(args.manifest), "utterances": len(rows),
                "speakers": sorted(set(speakers)), "pitch_cut_hz": args.cut, "conditions": {}}
     for name, audio in conditions.items():
         probs = clf.probabilities(clf.span_logits(audio)).numpy()
         model_pred = probs.argmax(1)
         pitch_pred = pitch_predictions(audio, args.cut)
         adult = np.array([g == "adult" for g in groups])
-        cond = {"ece": round(ece(probs, y), 4), "ece_adult": round(ece(probs[adult], y[adult]), 4) if adult.any() else None}
+        cond = {"ece": round(ece(probs, y), 4), "ece_adult": round(ece(probs[adult], y[adult]), 4) if adult.any() else None,
+                "called_child": {g: round(float((model_pred[[x == g for x in groups]] == CHILD_INDEX).mean()), 4)
+                                 for g in sorted(set(groups))}}
         for method, pred in (("model", model_pred), ("pitch", pitch_pred)):
             ok = pred == y
             cond[method] = {
@@ -114,11 +138,24 @@ def main(argv=None) -> dict:
 def markdown(res: dict, rows: list[dict]) -> str:
     info = {}
     for r in rows:
-        info.setdefault(r["speaker"], [r.get("gender"), r.get("note") or "", 0])[2] += 1
+        spk = r["speaker"] if group_of(r) != "speed-child" else "speed-" + r["speaker"]
+        info.setdefault(spk, [r.get("gender"), group_of(r) if group_of(r) != "adult" else "", 0])[2] += 1
     conds = list(res["conditions"])
     lines = [f"# Gender evaluation: {res['model']}", "",
              f"Held-out speakers from `{res['manifest']}`: {res['utterances']} utterances, "
-             f"{len(res['speakers'])} speakers. Pitch baseline: median F0 > {res['pitch_cut_hz']:g} Hz -> female.", "",
+             f"{len(res['speakers'])} speakers. Pitch baseline: median F0 > {res['pitch_cut_hz']:g} Hz -> female.", ""]
+    groups = sorted(res["conditions"][conds[0]]["called_child"])
+    if len(groups) > 2 or "child" in res.get("labels", []):
+        lines += [f"Model labels: {', '.join(res.get('labels', []))}. Correct label per group (child groups: "
+                  "`child`; adults and teens: their gender), and the share labelled `child`:", "",
+                  "| condition | " + " | ".join(f"{g}: correct | {g}: called child" for g in groups) + " |",
+                  "|---|" + "---|---|" * len(groups)]
+        for c in conds:
+            d = res["conditions"][c]
+            lines.append(f"| {c} | " + " | ".join(f"{100 * d['model'][g]:.1f}% | {100 * d['called_child'][g]:.1f}%"
+                                                   for g in groups) + " |")
+        lines += ["", "Female/male (adult and teen groups) against the pitch baseline:", ""]
+    lines += [
              "| condition | model, all | model, adult | model, teen | pitch, all | pitch, adult | pitch, teen | model ECE (all / adult) |",
              "|---|---|---|---|---|---|---|---|"]
     for c in conds:

@@ -11,6 +11,13 @@ Sources:
 * `--deb`: Korean documentation from Debian packages (debian-faq-ko, libreoffice-help-ko), HTML
   read from the .deb; `auto` fetches them with `apt-get download` into the cache.
 * `--manifest`: our training transcripts (JSONL, field "text").
+* `--text`: plain text files (`.xz` read as is), one document per line, e.g. the NSMC movie
+  reviews in ../shared/data/text/nsmc-reviews.txt.xz (CC0).
+
+Bare jamo (ㅋㅋ, ㅠㅠ, ㅡㅡ: letters not inside a syllable, common in informal text) become a
+word break before anything else, so they neither reach the LM nor glue their neighbours into one
+word ("재밌다ㅋㅋ최고" -> "재밌다 최고"); the LM must not reward the stray jamo a speech model
+may emit. Sentences that held some are counted as `jamo_cleaned`.
 
 Every line is split into sentences, normalised with `speech.text.normalize_transcript`, and kept
 only if it had no digits, Latin letters or read-aloud symbols (`unspelled_chars`): those would
@@ -25,10 +32,12 @@ import argparse
 import html.parser
 import io
 import json
+import lzma
 import re
 import subprocess
 import sys
 import tarfile
+import unicodedata
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -42,6 +51,8 @@ MIN_SYLLABLES = 2
 CONTAINS_MIN = 8  # evaluation sentences at least this long are also excluded as substrings
 
 _SENTENCE_END = re.compile(r"(?<=[.?!。])\s+|\n+")
+# Hangul letters outside syllables: compatibility jamo, conjoining jamo and their extensions.
+_BARE_JAMO = re.compile("[\u1100-\u11ff\u3131-\u318e\ua960-\ua97f\ud7b0-\ud7ff]+")
 
 
 def split_sentences(text: str) -> Iterator[str]:
@@ -141,6 +152,14 @@ def _apt_download(package: str, dest: Path) -> Path:
     return found[-1]
 
 
+def text_file_texts(path: Path) -> Iterator[tuple[str, str]]:
+    """Each line of a plain text file (`.xz` decompressed on the fly)."""
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield str(path), line
+
+
 def manifest_texts(path: Path) -> Iterator[tuple[str, str]]:
     from training.manifest import read_manifest
 
@@ -183,13 +202,22 @@ class Excluder:
         return False
 
 
-def clean_sentences(text: str, source: str = "plain") -> Iterator[tuple[str, str]]:
-    """(status, sentence) for each sentence of text; status 'ok', 'unspelled' or 'short'."""
+def strip_bare_jamo(text: str) -> str:
+    """Runs of jamo outside syllables -> one space (NFC first, so decomposed syllables survive)."""
+    return _BARE_JAMO.sub(" ", unicodedata.normalize("NFC", text))
+
+
+def clean_sentences(text: str, source: str = "plain", counts: Counter | None = None) -> Iterator[tuple[str, str]]:
+    """(status, sentence) for each sentence of text; status 'ok', 'unspelled' or 'short'.
+    `counts["jamo_cleaned"]` counts the sentences that lost bare jamo."""
     for raw in split_sentences(text):
-        if unspelled_chars(raw, source):
+        clean = strip_bare_jamo(raw)
+        if counts is not None and clean != unicodedata.normalize("NFC", raw):
+            counts["jamo_cleaned"] += 1
+        if unspelled_chars(clean, source):
             yield "unspelled", raw
             continue
-        s = normalize_transcript(raw, source)
+        s = normalize_transcript(clean, source)
         if len(_key(s)) < MIN_SYLLABLES:
             yield "short", s
         else:
@@ -202,6 +230,8 @@ def main(argv=None) -> int:
     p.add_argument("--konlpy", help="konlpy wheel (.whl), or 'auto' to pip-download it into the cache")
     p.add_argument("--deb", nargs="*", default=[], help=f".deb files, or 'auto' for {', '.join(DEB_PACKAGES)}")
     p.add_argument("--manifest", nargs="*", default=[], type=Path, help="training manifests (JSONL, field 'text')")
+    p.add_argument("--text", nargs="*", default=[], type=Path,
+                   help="plain text files (.xz allowed), one document per line, e.g. ../shared/data/text/nsmc-reviews.txt.xz")
     p.add_argument("--exclude-manifest", nargs="*", default=[], type=Path,
                    help="dev/test manifests whose sentences must not reach the LM")
     p.add_argument("--no-dedup", action="store_true",
@@ -210,11 +240,14 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=CACHE)
     args = p.parse_args(argv)
 
-    if not (args.konlpy or args.deb or args.manifest):
-        p.error("no source given: pass --konlpy, --deb and/or --manifest")
+    if not (args.konlpy or args.deb or args.manifest or args.text):
+        p.error("no source given: pass --konlpy, --deb, --text and/or --manifest")
     for m in args.manifest + args.exclude_manifest:
         if not m.exists():
             p.error(f"manifest not found: {m}")
+    for t in args.text:
+        if not t.is_file():
+            p.error(f"text file not found: {t}")
 
     from training.manifest import read_manifest
 
@@ -230,6 +263,8 @@ def main(argv=None) -> int:
         debs += [str(_apt_download(pkg, args.cache / "deb")) for pkg in DEB_PACKAGES]
     for deb in debs:
         sources.append((f"deb:{Path(deb).name}", deb_texts(Path(deb)), not args.no_dedup))
+    for t in args.text:
+        sources.append((f"text:{t.name}", text_file_texts(t), not args.no_dedup))
     for m in args.manifest:
         sources.append((f"manifest:{m}", manifest_texts(m), False))
 
@@ -241,7 +276,7 @@ def main(argv=None) -> int:
             counts: Counter[str] = Counter()
             seen: set[str] = set()
             for _name, text in texts:
-                for status, s in clean_sentences(text):
+                for status, s in clean_sentences(text, counts=counts):
                     if status == "ok" and excluder.excludes(s):
                         status = "excluded"
                     elif status == "ok" and dedup:
@@ -253,7 +288,8 @@ def main(argv=None) -> int:
                         counts["syllables"] += len(_key(s))
                         f.write(s + "\n")
             entry = {"source": label, "sentences": counts["ok"], "syllables": counts["syllables"],
-                     "dropped": {k: counts[k] for k in ("unspelled", "short", "excluded", "duplicate")}}
+                     "dropped": {k: counts[k] for k in ("unspelled", "short", "excluded", "duplicate")},
+                     "jamo_cleaned": counts["jamo_cleaned"]}
             summary["sources"].append(entry)
             print(json.dumps(entry, ensure_ascii=False))
     summary["sentences"] = sum(e["sentences"] for e in summary["sources"])

@@ -7,16 +7,32 @@ Each conversation pairs one adult female and one adult male speaker of the manif
 not parents here). Turns alternate; a turn is 1-3 of the speaker's utterances (silence trimmed)
 with short pauses; between turns a pause of 0.3-1.5 s or, with probability `overlap_prob`, the next
 speaker starts 0.2-0.5 s before the previous one ends. Turn lengths are random, so the true
-female share differs per conversation. Three variants per conversation:
+female share differs per conversation. Four variants per conversation:
 
 * `clean`: the conversation alone;
-* `household`: plus household noise at 10 dB SNR (held-out part of the noise clips) and a TV:
-  speech of *other* held-out speakers (the teenager and the adults not in this conversation)
-  running continuously at 15 dB below the conversation;
+* `noise`: plus household noise at 10 dB SNR (held-out part of the noise clips), no TV;
+* `household`: household noise at 10 dB SNR and a TV: speech of *other* held-out speakers (the
+  teenager and the adults not in this conversation) running continuously at `--tv-level` dB
+  (default -15) relative to the conversation, through the TV chain of training/tv_mix.py
+  (music bed, compression, loudspeaker band limit, room reverberation);
 * `household5`: the same at 5 dB SNR.
 
 Writes `NAME.VARIANT.flac` and `truth.jsonl` (one line per conversation: true segments, seconds
-and female share; overlapping speech counts for both speakers).
+and female share; overlapping speech counts for both speakers; `tv_segments`: the TV
+programme's speech spans, and `tv_chain`: its parameters).
+
+With `--speakers 2-4` a conversation has 2 to 4 adult speakers (at least one of each gender; the
+next speaker is any other one), for the diarization scores; `segments` then carry the speaker id
+as a fourth field. Two more variants serve them:
+
+* `noise`: household noise only, at 10 dB SNR;
+* `tv`: the TV of `household` (training/tv_mix.py's chain), louder: 10 dB below the conversation,
+  with household noise at 10 dB SNR.
+
+    python -m training.make_conversations --manifest data/ko-speech/train.jsonl --speakers 2-4 \
+        --out data/13/conv-train --n 12 --seed 1        # tuning (train speakers)
+    python -m training.make_conversations --manifest data/ko-speech/dev.jsonl --speakers 2-4 \
+        --out data/13/conv-dev --n 12 --seed 2          # scoring (held-out dev speakers)
 """
 from __future__ import annotations
 
@@ -33,8 +49,10 @@ from speech.audio import SAMPLE_RATE
 from training.manifest import normalize_gender, read_manifest
 from training.noise import NoiseBank, mix_at_snr
 from training.train_gender import HOUSEHOLD, load_utterances, noise_part
+from training.tv_mix import add_tv, tv_sound
 
 TV_LEVEL_DB = -15.0
+TV_ROOM_LEVEL_DB = -10.0
 
 
 def build_conversation(f_utts, m_utts, rng: random.Random, turns: int, overlap_prob: float):
@@ -69,16 +87,35 @@ def build_conversation(f_utts, m_utts, rng: random.Random, turns: int, overlap_p
     return wav, segments
 
 
-def tv_track(utts, n: int, rng: random.Random) -> np.ndarray:
-    """Back-to-back speech of other speakers with short gaps, n samples long."""
-    out = np.zeros(n, dtype=np.float32)
-    t = 0
-    while t < n:
-        a = rng.choice(utts)
-        k = min(len(a), n - t)
-        out[t:t + k] = a[:k]
-        t += k + int(rng.uniform(0.1, 0.6) * SAMPLE_RATE)
-    return out
+def build_multi(pools: dict, rng: random.Random, turns: int, overlap_prob: float):
+    """pools {speaker: utterances} -> (waveform, segments [(start, end, speaker)]); turns go to a
+    random other speaker each time."""
+    pieces = []
+    t = prev_end = 0
+    names = sorted(pools)
+    who = rng.choice(names)
+    for _ in range(turns):
+        n_utts = rng.choices([1, 2, 3], weights=[0.5, 0.35, 0.15])[0]
+        if pieces:
+            if rng.random() < overlap_prob:
+                t = prev_end - int(rng.uniform(0.2, 0.5) * SAMPLE_RATE)
+            else:
+                t = prev_end + int(rng.uniform(0.3, 1.5) * SAMPLE_RATE)
+        for j in range(n_utts):
+            a = rng.choice(pools[who])
+            pieces.append((t, a, who))
+            t += len(a)
+            if j < n_utts - 1:
+                t += int(rng.uniform(0.15, 0.4) * SAMPLE_RATE)
+        prev_end = t
+        who = rng.choice([x for x in names if x != who])
+    lead = int(1.0 * SAMPLE_RATE)
+    wav = np.zeros(prev_end + 2 * lead, dtype=np.float32)
+    segments = []
+    for start, a, spk in pieces:
+        wav[lead + start:lead + start + len(a)] += a
+        segments.append(((lead + start) / SAMPLE_RATE, (lead + start + len(a)) / SAMPLE_RATE, spk))
+    return wav, segments
 
 
 def speech_seconds(segments, gender: str) -> float:
@@ -94,6 +131,9 @@ def main(argv=None):
     p.add_argument("--turns", type=int, default=16)
     p.add_argument("--overlap-prob", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tv-level", type=float, default=TV_LEVEL_DB, help="TV level relative to the conversation (dB)")
+    p.add_argument("--speakers", default=None, metavar="N or A-B",
+                   help="adult speakers per conversation (e.g. 2-4); default: one mother, one father")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -111,21 +151,22 @@ def main(argv=None):
     bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "test")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.speakers:
+        lo, _, hi = args.speakers.partition("-")
+        return make_multi(by, females, males, int(lo), int(hi or lo), bank, rng, gen, args, out)
     with open(out / "truth.jsonl", "w", encoding="utf-8") as truth:
         for i in range(args.n):
             f, m = females[i % len(females)], males[(i // len(females) + i) % len(males)]
             wav, segs = build_conversation(by[f]["utts"], by[m]["utts"], rng, args.turns, args.overlap_prob)
             tv_speakers = sorted(s for s in by if s not in (f, m))
-            tv = tv_track([a for s in tv_speakers for a in by[s]["utts"]], len(wav), rng)
+            tv, tv_spans, chain = tv_sound(len(wav), [a for s in tv_speakers for a in by[s]["utts"]], rng)
             name = f"conv{i:02d}"
             speech = torch.from_numpy(wav)
-            tv_t = torch.from_numpy(tv)
-            ps = speech.pow(2).mean()
-            tv_t = tv_t * torch.sqrt(ps * 10 ** (TV_LEVEL_DB / 10) / tv_t.pow(2).mean().clamp(min=1e-10))
+            with_tv = torch.from_numpy(add_tv(wav, tv, args.tv_level))
             noise = bank.sample(len(wav), gen)
-            variants = {"clean": speech}
+            variants = {"clean": speech, "noise": mix_at_snr(speech, noise, 10.0)}
             for tag, snr in (("household", 10.0), ("household5", 5.0)):
-                variants[tag] = mix_at_snr(speech + tv_t, noise, snr)
+                variants[tag] = mix_at_snr(with_tv, noise, snr)
             for tag, x in variants.items():
                 x = x.numpy()
                 x = x / max(1.0, float(np.abs(x).max()) / 0.95)
@@ -135,8 +176,47 @@ def main(argv=None):
                 "name": name, "female_speaker": f, "male_speaker": m, "tv_speakers": tv_speakers,
                 "duration": len(wav) / SAMPLE_RATE, "female_seconds": fs, "male_seconds": ms,
                 "female_share": fs / (fs + ms), "variants": sorted(variants),
-                "segments": [[round(s, 3), round(e, 3), g] for s, e, g in segs]}) + "\n")
+                "segments": [[round(s, 3), round(e, 3), g] for s, e, g in segs],
+                "tv_level_db": args.tv_level, "tv_chain": chain.to_dict(),
+                "tv_segments": [[round(s, 3), round(e, 3)] for s, e in tv_spans]}) + "\n")
             print(f"{name}: {f}+{m}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}", flush=True)
+
+
+def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out):
+    if not 2 <= lo <= hi:
+        raise ValueError(f"--speakers needs 2 <= A <= B, got {lo}-{hi}")
+    if hi > len(females) + len(males):
+        raise ValueError(f"--speakers {hi} but the manifest has {len(females) + len(males)} adult speakers")
+    with open(out / "truth.jsonl", "w", encoding="utf-8") as truth:
+        for i in range(args.n):
+            k = rng.randint(lo, hi)
+            chosen = [rng.choice(females), rng.choice(males)]
+            chosen += rng.sample([s for s in females + males if s not in chosen], k - 2)
+            wav, segs = build_multi({s: by[s]["utts"] for s in chosen}, rng, args.turns, args.overlap_prob)
+            others = sorted(s for s in by if s not in chosen)
+            tv, tv_spans, chain = tv_sound(len(wav), [a for s in others for a in by[s]["utts"]], rng)
+            speech = torch.from_numpy(wav)
+            noise = bank.sample(len(wav), gen)
+            variants = {"clean": speech, "noise": mix_at_snr(speech, noise, 10.0),
+                        "household": mix_at_snr(torch.from_numpy(add_tv(wav, tv, args.tv_level)), noise, 10.0),
+                        "tv": mix_at_snr(torch.from_numpy(add_tv(wav, tv, TV_ROOM_LEVEL_DB)), noise, 10.0)}
+            name = f"conv{i:02d}"
+            for tag, x in variants.items():
+                x = x.numpy()
+                x = x / max(1.0, float(np.abs(x).max()) / 0.95)
+                sf.write(str(out / f"{name}.{tag}.flac"), x, SAMPLE_RATE, subtype="PCM_16")
+            gender = {s: by[s]["gender"] for s in chosen}
+            segs = [(s, e, gender[spk], spk) for s, e, spk in segs]
+            fs, ms = speech_seconds([x[:3] for x in segs], "female"), speech_seconds([x[:3] for x in segs], "male")
+            truth.write(json.dumps({
+                "name": name, "speakers": gender, "tv_speakers": others, "tv_chain": chain.to_dict(),
+                "tv_level_db": {"household": args.tv_level, "tv": TV_ROOM_LEVEL_DB},
+                "tv_segments": [[round(s, 3), round(e, 3)] for s, e in tv_spans],
+                "duration": len(wav) / SAMPLE_RATE, "female_seconds": fs, "male_seconds": ms,
+                "female_share": fs / (fs + ms), "variants": sorted(variants),
+                "segments": [[round(s, 3), round(e, 3), g, spk] for s, e, g, spk in segs]}) + "\n")
+            print(f"{name}: {'+'.join(chosen)}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

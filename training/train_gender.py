@@ -12,6 +12,14 @@ time: training sees the first `noise_train_fraction` of every clip, evaluation o
 Writes to --out: `train.log` (JSON lines), `last.pt` (resumable training state) and `release/`
 (safetensors + config.json with dims, features, labels, temperature, provenance).
 The temperature is fitted on the dev speakers (clean and noisy) after training.
+
+A third class, `child`: `--extra-train` / `--extra-dev` add manifests of training/child_voice.py
+(rows with gender `child`, and pitch-raised adult copies that keep their label); the labels become
+female, male, child. `--exclude-note teen` holds the teenagers out of training for measuring.
+
+    python -m training.train_gender --train data/ko-speech/train.jsonl --dev data/ko-speech/dev.jsonl \
+        --extra-train data/issue-13b/child/train/manifest.jsonl --extra-dev data/issue-13b/child/dev/manifest.jsonl \
+        --exclude-note teen --noise ../shared/data/noise --out runs/gender3 --minutes 12
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ import torch.nn.functional as F
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.checkpoint import save_release
 from speech.features import FeatureConfig, batched_features, compute_features
-from speech.gender import LABELS, MODEL_TYPE, GenderDims, GenderNet
+from speech.gender import CHILD, LABELS, MODEL_TYPE, GenderDims, GenderNet
 from training.manifest import normalize_gender, read_manifest
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
 
@@ -72,6 +80,10 @@ class TrainConfig:
     threads: int = 0
     device: str = "cpu"
     fold: str = ""                  # "K/N": pool train+dev, hold out speaker fold K of N (cross-validation)
+    extra_train: tuple = ()         # more manifests (e.g. synthetic children, gender "child")
+    extra_dev: tuple = ()
+    exclude_note: tuple = ()        # speakers with these notes (e.g. "teen") are left out of train and dev
+    init: str = ""                  # start from this release's weights (head rows matched by label)
 
     def __post_init__(self):
         if not 0 < self.crop_min <= self.crop_max:
@@ -90,11 +102,26 @@ class TrainConfig:
 
 # -- data ---------------------------------------------------------------------------------------
 
-def label_of(row: dict) -> int:
+def label_name(row: dict) -> str:
+    """female / male from the manifest's gender, or `child` for synthetic children."""
+    if str(row.get("gender") or "").strip().lower() == CHILD:
+        return CHILD
     g = normalize_gender(row.get("gender"))
     if g is None:
         raise ValueError(f"utterance {row.get('utt')} has no usable gender ({row.get('gender')!r})")
-    return LABELS.index(g)
+    return g
+
+
+def label_of(row: dict, labels: tuple = LABELS + (CHILD,)) -> int:
+    """Class index; female and male keep indices 0 and 1 whether or not a model has `child`."""
+    g = label_name(row)
+    if g not in labels:
+        raise ValueError(f"utterance {row.get('utt')} is {g!r}; this model's labels are {list(labels)}")
+    return labels.index(g)
+
+
+def labels_for(rows: list[dict]) -> tuple:
+    return LABELS + (CHILD,) if any(label_name(r) == CHILD for r in rows) else LABELS
 
 
 def load_utterances(rows: list[dict], trim_db: float = 30.0) -> list[np.ndarray]:
@@ -191,7 +218,7 @@ def noisy_copies(audio, bank: Optional[NoiseBank], snr: Optional[float], seed: i
 def logits_for(model: GenderNet, features: FeatureConfig, audio, batch_size: int = 16) -> torch.Tensor:
     model.eval()
     dev = next(model.parameters()).device
-    out = torch.zeros(len(audio), len(LABELS), device=dev)
+    out = torch.zeros(len(audio), len(model.dims.labels), device=dev)
     for idx, feats, frames in batched_features(audio, features, batch_size, dev):
         out[idx] = model(feats, frames)
     return out
@@ -215,6 +242,9 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 CALIBRATION_SET = ("adult dev speakers (teen speakers excluded: out of scope), whole utterances and "
                    "1 s centre crops, clean and household noise at 0/5/10 dB")
+CALIBRATION_SET_CHILD = ("adult dev speakers, their pitch-raised copies and their synthetic-child copies "
+                         "(training/child_voice.py; teen speakers excluded), whole utterances and 1 s centre "
+                         "crops, clean and household noise at 0/5/10 dB")
 
 
 def calibrate(model: GenderNet, features: FeatureConfig, rows, audio, bank) -> tuple[float, dict]:
@@ -222,7 +252,7 @@ def calibrate(model: GenderNet, features: FeatureConfig, rows, audio, bank) -> t
     would push the temperature towards 0; short and noisy crops give the errors it needs."""
     keep = [i for i, r in enumerate(rows) if (r.get("note") or "") != "teen"]
     audio = [audio[i] for i in keep]
-    y = torch.tensor([label_of(rows[i]) for i in keep])
+    y = torch.tensor([label_of(rows[i], model.dims.labels) for i in keep])
     short = [a[max(0, (len(a) - SAMPLE_RATE) // 2):][:SAMPLE_RATE] for a in audio]
     sets = [audio, short]
     for k, snr in enumerate((0.0, 5.0, 10.0)):
@@ -246,16 +276,37 @@ def recalibrate(release: str, dev: str, noise: str, fraction: float = 0.7) -> di
     model = GenderNet(GenderDims.from_dict(config["dims"]))
     model.load_state_dict(state, strict=True)
     features = FeatureConfig.from_dict(config["features"])
-    rows = read_manifest(dev)
+    rows = [r for m in ([dev] if isinstance(dev, str) else dev) for r in read_manifest(m)]
     bank = noise_part(NoiseBank(noise, categories=HOUSEHOLD), "test", fraction)
     t, cal = calibrate(model, features, rows, load_utterances(rows), bank)
-    config["calibration"] = {"method": "temperature", "temperature": t, "fitted_on": CALIBRATION_SET}
+    config["calibration"] = {"method": "temperature", "temperature": t,
+                             "fitted_on": CALIBRATION_SET_CHILD if CHILD in model.dims.labels else CALIBRATION_SET}
     (Path(release) / CONFIG_NAME).write_text(_json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(_json.dumps(cal))
     return cal
 
 
 # -- training -----------------------------------------------------------------------------------
+
+def init_from(model: GenderNet, release: str) -> None:
+    """Copy a release's weights into `model`; head rows go by label, so a 2-class release can seed
+    a 3-class model (the new class's row keeps its fresh initialisation). Everything else must match."""
+    from speech.checkpoint import load_release
+
+    state, config = load_release(release, expected_type=MODEL_TYPE)
+    old = GenderDims.from_dict(config["dims"])
+    if {**old.to_dict(), "labels": None} != {**model.dims.to_dict(), "labels": None}:
+        raise ValueError(f"--init {release}: dims {old.to_dict()} differ from {model.dims.to_dict()}")
+    own = model.state_dict()
+    for k, v in state.items():
+        if k.startswith("head."):
+            for i, name in enumerate(old.labels):
+                if name in model.dims.labels:
+                    own[k][model.dims.labels.index(name)] = v[i]
+        else:
+            own[k] = v
+    model.load_state_dict(own, strict=True)
+
 
 def train(cfg: TrainConfig) -> Path:
     if cfg.threads:
@@ -279,14 +330,22 @@ def train(cfg: TrainConfig) -> Path:
         held = speaker_folds(pool, n)[k]
         train_rows = [r for r in pool if r["speaker"] not in held]
         dev_rows = [r for r in pool if r["speaker"] in held]
+    train_rows += [r for m in cfg.extra_train for r in read_manifest(m)]
+    dev_rows += [r for m in cfg.extra_dev for r in read_manifest(m)]
+    if cfg.exclude_note:
+        out_spk = {r.get("source_speaker") or r["speaker"] for r in train_rows + dev_rows
+                   if (r.get("note") or "") in cfg.exclude_note}
+        train_rows = [r for r in train_rows if (r.get("source_speaker") or r["speaker"]) not in out_spk]
+        dev_rows = [r for r in dev_rows if (r.get("source_speaker") or r["speaker"]) not in out_spk]
+    labels = labels_for(train_rows)
     overlap = {r["speaker"] for r in train_rows} & {r["speaker"] for r in dev_rows}
     if overlap:
         raise ValueError(f"train and dev share speakers {sorted(overlap)}: the split must be by speaker")
     t0 = time.time()
     train_audio = load_utterances(train_rows, cfg.trim_db)
     dev_audio = load_utterances(dev_rows, cfg.trim_db)
-    train_y = [label_of(r) for r in train_rows]
-    dev_y = torch.tensor([label_of(r) for r in dev_rows])
+    train_y = [label_of(r, labels) for r in train_rows]
+    dev_y = torch.tensor([label_of(r, labels) for r in dev_rows])
     bank = noise_part(NoiseBank(cfg.noise), "train", cfg.noise_train_fraction) if cfg.noise else None
     test_bank = noise_part(NoiseBank(cfg.noise, categories=HOUSEHOLD), "test", cfg.noise_train_fraction) if cfg.noise else None
     dev_noisy = noisy_copies(dev_audio, test_bank, 5.0, seed=1)
@@ -295,9 +354,12 @@ def train(cfg: TrainConfig) -> Path:
           "dev_speakers": len({r["speaker"] for r in dev_rows}), "load_s": round(time.time() - t0, 1)})
 
     dims = GenderDims(n_features=cfg.features.n_features, channels=tuple(cfg.channels), hidden=cfg.hidden,
-                      context=cfg.context, dropout=cfg.dropout)
+                      context=cfg.context, dropout=cfg.dropout, labels=labels)
     dev = torch.device(cfg.device)
-    model = GenderNet(dims).to(dev)
+    model = GenderNet(dims)
+    if cfg.init:
+        init_from(model, cfg.init)
+    model = model.to(dev)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = Sampler(train_rows, rng)
@@ -351,15 +413,15 @@ def train(cfg: TrainConfig) -> Path:
         "name": "gender-ko",
         "dims": dims.to_dict(),
         "features": cfg.features.to_dict(),
-        "labels": list(LABELS),
+        "labels": list(labels),
         "calibration": {"method": "temperature", "temperature": temperature,
-                        "fitted_on": CALIBRATION_SET},
+                        "fitted_on": CALIBRATION_SET_CHILD if CHILD in labels else CALIBRATION_SET},
         "provenance": {
             "data": "emotiontts_open_db SpeechCorpus (Selvas AI / KAIST) via ../shared/data/ko-speech",
             "train_manifest": cfg.train, "dev_manifest": cfg.dev,
             "train_speakers": sorted({r["speaker"] for r in train_rows}),
             "dev_speakers": sorted({r["speaker"] for r in dev_rows}),
-            "noise": cfg.noise, "steps": step, "parameters": n_params,
+            "noise": cfg.noise, "steps": step, "parameters": n_params, "init": cfg.init or None,
             "train_config": {k: v for k, v in asdict(cfg).items() if k != "features"},
         },
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
@@ -393,8 +455,13 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--channels", type=int, nargs="+", default=list(d.channels))
     p.add_argument("--device", default="cpu")
     p.add_argument("--fold", default="", help="K/N: speaker cross-validation fold (pools train and dev)")
+    p.add_argument("--extra-train", nargs="*", default=[], help="more training manifests (e.g. synthetic children)")
+    p.add_argument("--extra-dev", nargs="*", default=[], help="more held-out manifests (evaluation, calibration)")
+    p.add_argument("--exclude-note", nargs="*", default=[], help="leave out speakers with these notes (e.g. teen)")
+    p.add_argument("--init", default="", help="start from a release folder's weights (e.g. checkpoints/gender-ko)")
     a = vars(p.parse_args(argv))
-    a["channels"] = tuple(a["channels"])
+    for k in ("channels", "extra_train", "extra_dev", "exclude_note"):
+        a[k] = tuple(a[k])
     return TrainConfig(**a)
 
 
@@ -404,7 +471,7 @@ if __name__ == "__main__":
     if "--recalibrate" in sys.argv:  # python -m training.train_gender --recalibrate RELEASE --dev D --noise N
         a = argparse.ArgumentParser()
         a.add_argument("--recalibrate", required=True)
-        a.add_argument("--dev", required=True)
+        a.add_argument("--dev", required=True, nargs="+")
         a.add_argument("--noise", required=True)
         a = a.parse_args()
         recalibrate(a.recalibrate, a.dev, a.noise)

@@ -1,0 +1,204 @@
+"""Who spoke when: speaker embeddings of short windows, average-linkage cosine clustering, and a
+smoothing pass, over the speech regions of one recording.
+
+    segs = diarize(audio, spans, SpeakerEncoder.load())           # [(start, end, speaker_index)]
+    segs = diarize(audio, spans, encoder, speakers=2)              # a fixed number of speakers
+
+1. Every speech region is raised to -30 dBFS (the encoder's training level; quiet speech counts as
+   much as loud) and cut into `window`-second windows every `hop` seconds (a region shorter than a
+   window is one window); each window gets one embedding.
+2. Embeddings go through the release's LDA projection (fitted on train speakers), and runs of
+   `block` windows inside a region (about 3 s) are averaged. Average-linkage agglomerative
+   clustering of the blocks on cosine distance, cut at `threshold` (the number of speakers
+   follows), or into `speakers` clusters. Clusters with less than `min_speaker` seconds are
+   folded into the nearest larger one: a short odd stretch (a cough, a sentence ending) does not
+   make a speaker.
+3. Each window's similarity to each speaker's centroid, smoothed by Viterbi inside a region (a
+   change of speaker inside a region costs `switch_penalty`; at a pause it is free). A window owns
+   the time between the midpoints to its neighbours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE
+from .speaker import SpeakerEncoder, raise_level
+
+# Tuned on synthetic conversations of TRAIN speakers (training/tune_diarization.py --folds 2,
+# results/diarization_tuning.md), in the space of the release's LDA projection; dev speakers are
+# held out for results/diarization_eval.md.
+THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class DiarizationSettings:
+    threshold: float = THRESHOLD      # cosine distance at which average-linkage clustering of regions stops
+    window: float = 1.6               # seconds per embedding (the encoder's partial length)
+    hop: float = 0.8
+    block: int = 3                    # windows per clustered block (0: a whole speech region)
+    min_speaker: float = 4.0          # seconds: smaller clusters join the nearest larger one
+    switch_penalty: float = 0.3       # in cosine-similarity units (x scale below)
+    scale: float = 10.0               # similarity -> log-score
+
+
+def _windows(start: float, end: float, window: float, hop: float) -> list[tuple[float, float]]:
+    if end - start <= window:
+        return [(start, end)]
+    n = int(np.ceil((end - start - window) / hop)) + 1
+    starts = np.minimum(start + hop * np.arange(n), end - window)
+    return [(float(s), float(s + window)) for s in starts]
+
+
+def embed_regions(audio: np.ndarray, spans, encoder: SpeakerEncoder, window: float, hop: float,
+                  batch_size: int = 64, gain: float = 1.0):
+    """-> (embeddings (N, E), windows [(start, end)], region index of each window). `gain` undoes
+    a level normalisation the caller applied (the encoder wants the recording's own level)."""
+    p = encoder.dims.partial_frames
+    frames_per_s = SAMPLE_RATE / encoder.features.hop_length
+    mels, wins, owner, out = [], [], [], []
+    for k, (s, e) in enumerate(spans):
+        chunk = audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]
+        chunk = raise_level(chunk * np.float32(gain) if gain != 1.0 else chunk, encoder.dims.target_dbfs)
+        m = encoder.mels(chunk, level=False)                      # one STFT per region
+        for ws, we in _windows(s, e, window, hop):
+            a = int(round((ws - s) * frames_per_s))
+            x = m[a:a + min(p, int(round((we - ws) * frames_per_s)))]
+            if len(x) < p:
+                x = torch.cat([x, torch.zeros(p - len(x), x.shape[1])])
+            mels.append(x)
+            wins.append((ws, we))
+            owner.append(k)
+            if len(mels) == batch_size:          # embed as we go: memory stays flat for hours of audio
+                out.append(encoder.embed_mels(torch.stack(mels), batch_size))
+                mels = []
+    if mels:
+        out.append(encoder.embed_mels(torch.stack(mels), batch_size))
+    if not out:
+        return np.zeros((0, encoder.dims.embedding), np.float32), [], np.zeros(0, int)
+    return np.concatenate(out), wins, np.array(owner)
+
+
+def cluster(emb: np.ndarray, threshold: float, speakers: Optional[int] = None) -> np.ndarray:
+    """Average-linkage agglomerative clustering on cosine distance -> labels 0..K-1."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    n = len(emb)
+    if n == 0:
+        return np.zeros(0, int)
+    if n == 1 or speakers == 1:
+        return np.zeros(n, int)
+    z = linkage(emb.astype(np.float64), method="average", metric="cosine")
+    if speakers:
+        labels = fcluster(z, t=min(speakers, n), criterion="maxclust")
+    else:
+        labels = fcluster(z, t=threshold, criterion="distance")
+    return np.unique(labels, return_inverse=True)[1]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def _centroids(emb, labels, k):
+    c = np.stack([emb[labels == j].mean(0) for j in range(k)])
+    return c / np.linalg.norm(c, axis=1, keepdims=True).clip(min=1e-12)
+
+
+def fold_small(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, min_speaker: float,
+               keep: Optional[int] = None) -> np.ndarray:
+    """Clusters under `min_speaker` seconds (`seconds`: each item's duration) join the most similar
+    remaining cluster (with `keep`, the `keep` longest survive whatever their length)."""
+    labels = labels.copy()
+    seconds = np.broadcast_to(np.asarray(seconds, dtype=float), labels.shape)
+    while True:
+        ids = np.unique(labels)
+        counts = np.array([seconds[labels == i].sum() for i in ids])
+        if len(ids) <= 1:
+            break
+        order = np.argsort(-counts)
+        big = ids[order[:keep]] if keep else ids[counts >= min_speaker]
+        if len(big) == 0:
+            big = ids[order[:1]]
+        small = [i for i in ids if i not in set(big)]
+        if not small:
+            break
+        s = small[int(np.argmin([counts[list(ids).index(i)] for i in small]))]   # the smallest first
+        sims = [float(_unit(emb[labels == s].mean(0)) @ _unit(emb[labels == b].mean(0))) for b in big]
+        labels[labels == s] = big[int(np.argmax(sims))]
+    return np.unique(labels, return_inverse=True)[1]
+
+
+def diarize(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optional[int] = None,
+            settings: DiarizationSettings = DiarizationSettings(), gain: float = 1.0) -> list[tuple[float, float, int]]:
+    """Speech regions of one 16 kHz recording -> [(start, end, speaker)] with speakers numbered
+    0, 1, ... by first appearance."""
+    if speakers is not None and speakers < 1:
+        raise ValueError(f"speakers must be 1 or more, got {speakers}")
+    emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop, gain=gain)
+    return assign(encoder.project(emb), wins, owner, spans, speakers, settings)
+
+
+def _blocks(owner: np.ndarray, size: int) -> np.ndarray:
+    """Block index of each window: runs of at most `size` windows inside one region (0: whole regions)."""
+    out = np.zeros(len(owner), dtype=int)
+    b, run = 0, 0
+    for i in range(len(owner)):
+        if i > 0 and (owner[i] != owner[i - 1] or (size and run == size)):
+            b, run = b + 1, 0
+        out[i] = b
+        run += 1
+    return out
+
+
+def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Optional[int] = None,
+           settings: DiarizationSettings = DiarizationSettings()) -> list[tuple[float, float, int]]:
+    """Window embeddings (from embed_regions) -> speaker segments: steps 2 and 3 above."""
+    from .analysis import viterbi
+
+    if len(wins) == 0:
+        return []
+    block = _blocks(owner, settings.block)
+    blocks = np.unique(block)
+    blk_emb = np.stack([_unit(emb[block == b].mean(0)) for b in blocks])
+    blk_sec = np.array([wins[np.flatnonzero(block == b)[-1]][1] - wins[np.flatnonzero(block == b)[0]][0]
+                        for b in blocks])
+    blk_labels = cluster(blk_emb, settings.threshold, speakers)
+    blk_labels = fold_small(blk_emb, blk_labels, blk_sec, settings.min_speaker, keep=speakers if speakers else None)
+    labels = blk_labels[block]                                    # each window starts with its block's speaker
+    k = labels.max() + 1
+    sim = emb @ _centroids(emb, labels, k).T                      # (N, K)
+    cost = np.full(len(wins), settings.switch_penalty * settings.scale)
+    cost[np.r_[True, owner[1:] != owner[:-1]]] = 0.0              # a new region may start with anyone
+    path = viterbi(settings.scale * sim, cost) if k > 1 else np.zeros(len(wins), int)
+
+    out = []
+    for r in np.unique(owner):
+        idx = np.flatnonzero(owner == r)
+        s, e = spans[r]
+        centres = np.array([(wins[i][0] + wins[i][1]) / 2 for i in idx])
+        edges = np.concatenate([[s], (centres[1:] + centres[:-1]) / 2, [e]])
+        for j, i in enumerate(idx):
+            a, b, spk = float(edges[j]), float(edges[j + 1]), int(path[i])
+            if out and out[-1][2] == spk and abs(out[-1][1] - a) < 1e-6:
+                out[-1] = (out[-1][0], b, spk)
+            elif b > a:
+                out.append((a, b, spk))
+    first = {}
+    for _, _, spk in out:
+        first.setdefault(spk, len(first))
+    return [(a, b, first[spk]) for a, b, spk in out]
+
+
+def count_voices(audio: np.ndarray, encoder: SpeakerEncoder,
+                 settings: DiarizationSettings = DiarizationSettings(min_speaker=2.4)) -> int:
+    """How many voices one clip holds (0 without speech): the gender tab's check that it was given
+    one speaker. Each voice needs `settings.min_speaker` seconds of speech (less than in a long
+    recording: a short clip's second voice may say only one sentence)."""
+    from .vad import speech_spans
+
+    spans = [(s, e) for s, e in speech_spans(audio, max_span=30.0) if e - s >= 0.15]
+    return len({k for *_, k in diarize(audio, spans, encoder, settings=settings)})

@@ -1,0 +1,169 @@
+"""Speaker embeddings: resemblyzer's pretrained voice encoder (GE2E, 3-layer LSTM), loaded from a
+safetensors release, with the same front end as the `resemblyzer` package.
+
+    enc = SpeakerEncoder.load()                      # checkpoints/speaker-resemblyzer
+    e = enc.embed_windows(audio, [(0.0, 1.6), ...])  # (N, 256), L2-normed, cosine = dot product
+
+Front end (resemblyzer.audio): the waveform's level is raised (never lowered) to -30 dBFS, then a
+power mel spectrogram (25 ms Hann window, 10 ms hop, 40 slaney mels, no log); the network reads
+1.6 s partials (160 frames) and returns the ReLU'd, L2-normed projection of the last hidden state.
+The weights come from the PyPI wheel's `pretrained.pt` (training/convert_resemblyzer.py), so the
+package itself (webrtcvad, librosa-era SciPy) is not needed at run time.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .audio import SAMPLE_RATE
+from .checkpoint import load_release
+from .features import FeatureConfig, compute_features
+from .hub import resolve_model
+
+MODEL_TYPE = "speaker-lstm"
+INT16_MAX = 2 ** 15 - 1
+
+
+@dataclass(frozen=True)
+class SpeakerDims:
+    n_mels: int = 40
+    hidden: int = 256
+    embedding: int = 256
+    layers: int = 3
+    partial_frames: int = 160            # 1.6 s: the length the encoder was trained on
+    target_dbfs: float = -30.0           # input level raised to this (increase only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SpeakerDims":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown SpeakerDims fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def resemblyzer_features(n_mels: int = 40) -> FeatureConfig:
+    """librosa.feature.melspectrogram(sr=16000, n_fft=400, hop_length=160, n_mels=40) as resemblyzer calls it."""
+    return FeatureConfig(kind="logmel", n_fft=400, win_length=400, hop_length=160, window="hann",
+                         periodic_window=True, n_mels=n_mels, f_min=0.0, f_max=None, power=2.0,
+                         log="none", center=True, pad_mode="constant", normalize="none")
+
+
+class SpeakerNet(nn.Module):
+    def __init__(self, dims: SpeakerDims):
+        super().__init__()
+        self.dims = dims
+        self.lstm = nn.LSTM(dims.n_mels, dims.hidden, dims.layers, batch_first=True)
+        self.linear = nn.Linear(dims.hidden, dims.embedding)
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_mels) power mels -> (B, E) embeddings, non-negative and L2-normed."""
+        _, (hidden, _) = self.lstm(mels)
+        e = torch.relu(self.linear(hidden[-1]))
+        return e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def raise_level(wav: np.ndarray, target_dbfs: float) -> np.ndarray:
+    """resemblyzer.audio.normalize_volume(..., increase_only=True)."""
+    rms = float(np.sqrt(np.mean((wav.astype(np.float64) * INT16_MAX) ** 2))) if len(wav) else 0.0
+    if rms <= 0:
+        return wav
+    change = target_dbfs - 20 * np.log10(rms / INT16_MAX)
+    return wav if change < 0 else (wav * 10 ** (change / 20)).astype(np.float32)
+
+
+class SpeakerEncoder:
+    """The network and its front end; with `projection` (an LDA fitted on this project's TRAIN
+    speakers, training/fit_speaker_lda.py), `project` maps embeddings to a space where Korean
+    speakers lie further apart. The encoder's own embeddings stay resemblyzer's."""
+
+    def __init__(self, model: SpeakerNet, features: FeatureConfig, config: dict, folder: Optional[Path] = None,
+                 projection: Optional[tuple] = None):
+        self.model = model.eval()
+        self.features = features
+        self.config = config
+        self.folder = folder
+        self.dims = model.dims
+        self.projection = projection            # (mean (E,), matrix (E, K)) or None
+
+    @classmethod
+    def load(cls, ref: Optional[str] = None, token: Optional[str] = None) -> "SpeakerEncoder":
+        folder = resolve_model(ref, "speaker", token=token)
+        state, config = load_release(folder, expected_type=MODEL_TYPE)
+        proj = {k: state.pop(k) for k in [k for k in state if k.startswith("projection.")]}
+        model = SpeakerNet(SpeakerDims.from_dict(config["dims"]))
+        model.load_state_dict(state, strict=True)
+        projection = None
+        if proj:
+            if set(proj) != {"projection.mean", "projection.matrix"}:
+                raise ValueError(f"{folder}: unexpected projection tensors {sorted(proj)}")
+            projection = (proj["projection.mean"].numpy(), proj["projection.matrix"].numpy())
+        return cls(model, FeatureConfig.from_dict(config["features"]), config, Path(folder), projection)
+
+    def project(self, emb: np.ndarray) -> np.ndarray:
+        """(N, E) embeddings -> (N, K) L2-normed projections (the embeddings themselves without a projection)."""
+        if self.projection is None or len(emb) == 0:
+            return emb
+        mean, matrix = self.projection
+        x = (emb - mean) @ matrix
+        return (x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)).astype(np.float32)
+
+    @property
+    def partial_seconds(self) -> float:
+        return self.dims.partial_frames * self.features.hop_length / self.features.sample_rate
+
+    def mels(self, wav: np.ndarray, level: bool = True) -> torch.Tensor:
+        """(N,) 16 kHz waveform -> (T, n_mels) power mels; `level`: raise it to -30 dBFS first."""
+        wav = np.asarray(wav, dtype=np.float32)
+        return compute_features(raise_level(wav, self.dims.target_dbfs) if level else wav, self.features)
+
+    @torch.inference_mode()
+    def embed_mels(self, mels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """(N, T, n_mels) -> (N, E)."""
+        out = [self.model(mels[i:i + batch_size]) for i in range(0, len(mels), batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dims.embedding), np.float32)
+
+    def embed_utterance(self, wav: np.ndarray, rate: float = 1.3, min_coverage: float = 0.75) -> np.ndarray:
+        """One embedding for one utterance: the L2-normed mean of its 1.6 s partials (as
+        resemblyzer.VoiceEncoder.embed_utterance, for the parity check and single clips)."""
+        hop = self.features.hop_length
+        n_frames = int(np.ceil((len(wav) + 1) / hop))
+        step = int(np.round((SAMPLE_RATE / rate) / hop))
+        p = self.dims.partial_frames
+        starts = list(range(0, max(1, n_frames - p + step + 1), step))
+        last = starts[-1] * hop
+        if len(starts) > 1 and (len(wav) - last) / (p * hop) < min_coverage:
+            starts = starts[:-1]
+        need = (starts[-1] + p) * hop
+        wav = np.pad(np.asarray(wav, dtype=np.float32), (0, max(0, need - len(wav))))
+        m = self.mels(wav)
+        e = self.embed_mels(torch.stack([m[s:s + p] for s in starts])).mean(0)
+        return e / np.linalg.norm(e)
+
+    def embed_windows(self, audio: np.ndarray, windows: list, batch_size: int = 64, level: bool = True) -> np.ndarray:
+        """Embeddings (N, E) of (start, end)-second windows of one 16 kHz array. Windows shorter
+        than a partial are zero-padded (as resemblyzer pads an utterance's last partial).
+        `level=False` when the caller has already raised the level (per speech region)."""
+        p = self.dims.partial_frames
+        mels = []
+        for s, e in windows:
+            m = self.mels(audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)], level)[:p]
+            if len(m) < p:
+                m = torch.cat([m, torch.zeros(p - len(m), m.shape[1])])
+            mels.append(m)
+        if not mels:
+            return np.zeros((0, self.dims.embedding), np.float32)
+        return self.embed_mels(torch.stack(mels), batch_size)
+
+
+@lru_cache(maxsize=2)
+def default_encoder(ref: Optional[str] = None) -> SpeakerEncoder:
+    return SpeakerEncoder.load(ref)

@@ -1,0 +1,184 @@
+"""Speaker embeddings and diarization on real speech: the encoder release, clustering of held-out
+speakers, a fixed speaker count, the per-speaker report and its exports, quiet speech."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from speech.analysis import analyze
+from speech.audio import SAMPLE_RATE, load_audio
+from speech.diarize import count_voices, diarize
+from speech.gender import GenderClassifier
+from speech.speaker import SpeakerEncoder
+from speech.vad import speech_spans
+
+FIX = Path(__file__).parent / "fixtures"
+G = FIX / "gender"
+EX = FIX / "examples"
+FAMILY = EX / "family_conversation.ogg"
+# Held-out dev speakers: ava (female), emh and emf (male). (ava and avc, two women, are merged into
+# one speaker at the shipped threshold: results/diarization_eval.md counts such misses.)
+TURNS = [(G / "ava00021.flac", "ava"), (G / "emh00305.flac", "emh"), (EX / "ko_female_ava00013.flac", "ava"),
+         (EX / "ko_male_emh00003.flac", "emh"), (G / "emf00002.flac", "emf")]
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return SpeakerEncoder.load()
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return GenderClassifier.load()
+
+
+def montage(items, gap: float = 0.8):
+    """Trimmed clips with pauses and a faint noise floor -> (audio, [(start, end, speaker)])."""
+    rng = np.random.default_rng(0)
+    parts, truth, t = [np.zeros(SAMPLE_RATE // 2, np.float32)], [], 0.5
+    for path, spk in items:
+        a, _ = librosa.effects.trim(load_audio(path), top_db=30)
+        parts += [a, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
+        truth.append((t, t + len(a) / SAMPLE_RATE, spk))
+        t += len(a) / SAMPLE_RATE + gap
+    audio = np.concatenate(parts)
+    return (audio + 1e-3 * rng.standard_normal(len(audio))).astype(np.float32), truth
+
+
+def purity(found, truth) -> float:
+    """Share of the true speech time found as speech whose found speaker is the one mapped to its
+    true speaker (the mapping: each true speaker -> the found speaker covering most of its time;
+    missed speech is the VAD's business, not counted here)."""
+    step = 0.01
+    n = int(max(e for _, e, _ in truth + found) / step) + 1
+    t_lab = np.full(n, "", dtype=object)
+    f_lab = np.full(n, -1)
+    for s, e, spk in truth:
+        t_lab[int(s / step):int(e / step)] = spk
+    for s, e, k in found:
+        f_lab[int(s / step):int(e / step)] = k
+    speech = t_lab != ""
+    best = {spk: np.bincount(f_lab[(t_lab == spk) & (f_lab >= 0)] + 0).argmax() for spk in set(t_lab[speech])}
+    if len(set(best.values())) < len(best):
+        return 0.0                      # two true speakers merged into one
+    return float(np.mean([f_lab[i] == best[t_lab[i]] for i in np.flatnonzero(speech & (f_lab >= 0))]))
+
+
+def test_encoder_release_and_embeddings(enc):
+    cfg = json.loads((enc.folder / "config.json").read_text())
+    assert cfg["license"] == "Apache-2.0" and cfg["features"]["log"] == "none" and cfg["dims"]["layers"] == 3
+    kih1, kih2, lmy = (enc.embed_utterance(load_audio(FIX / "ko-speech" / f)) for f in
+                       ("kih00023.flac", "kih00024.flac", "lmy02037.flac"))
+    for e in (kih1, kih2, lmy):
+        assert e.shape == (256,) and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-4) and (e >= 0).all()
+    assert kih1 @ kih2 > kih1 @ lmy + 0.2          # same speaker, other sentence >> other speaker
+    # A window alone and the same window among others give one embedding (batched LSTM, padding).
+    a = load_audio(G / "ava00021.flac")
+    one = enc.embed_windows(a, [(1.0, 2.6)])
+    many = enc.embed_windows(a, [(0.0, 1.0), (1.0, 2.6), (3.0, 4.6)])
+    assert np.allclose(one[0], many[1], atol=1e-5)
+
+
+def test_clusters_held_out_speakers(enc):
+    audio, truth = montage(TURNS)
+    spans = speech_spans(audio, max_span=30.0)
+    found = diarize(audio, spans, enc)
+    assert len({k for *_, k in found}) == 3                       # ava, emh, emf
+    assert purity(found, truth) > 0.95
+    assert [k for *_, k in found][0] == 0                         # numbered by first appearance
+    fixed = diarize(audio, spans, enc, speakers=2)
+    assert len({k for *_, k in fixed}) == 2
+    with pytest.raises(ValueError):
+        diarize(audio, spans, enc, speakers=0)
+
+
+def test_count_voices(enc):
+    one, _ = montage([(G / "ava00021.flac", "ava"), (EX / "ko_female_ava00013.flac", "ava")])
+    two, _ = montage([(G / "ava00021.flac", "ava"), (G / "emh00305.flac", "emh")])
+    assert count_voices(one, enc) == 1
+    assert count_voices(two, enc) == 2
+    assert count_voices(np.zeros(SAMPLE_RATE * 2, np.float32), enc) == 0
+
+
+def test_per_speaker_report_and_exports(clf, enc, tmp_path):
+    truth = json.loads((EX / "family_conversation.json").read_text())
+    rep = analyze(str(FAMILY), clf, encoder=enc)
+    assert [(sp.id, sp.cls) for sp in rep.speakers] == [("S1", "female"), ("S2", "male")]
+    assert abs(rep.parents_ratio[0] - truth["female_share"]) < 0.02
+    assert sum(sp.share for sp in rep.speakers) == pytest.approx(1.0)
+    assert sum(sp.turns for sp in rep.speakers) == rep.n_turns
+    d = json.loads(rep.to_json())
+    assert d["parents_ratio"]["female"] == pytest.approx(rep.parents_ratio[0], abs=1e-4)
+    assert d["n_speakers"] == 2 and d["child"]["seconds"] == 0 and d["tv"]["seconds"] == 0
+    assert {t["speaker"] for t in d["turns"]} == {"S1", "S2"}
+    spk_csv = list(csv.DictReader(io.StringIO(rep.to_speakers_csv())))
+    assert [r["speaker"] for r in spk_csv] == ["S1", "S2"] and spk_csv[0]["class"] == "female"
+    assert float(spk_csv[0]["seconds"]) == pytest.approx(rep.genders["female"]["seconds"], abs=1e-3)
+    rttm = [line.split() for line in rep.to_rttm().splitlines()]
+    assert {f[7] for f in rttm} == {"S1", "S2"} and all(f[1] == "family_conversation" for f in rttm)
+    srt = rep.to_srt()
+    assert "[S1 female]" in srt and "[S2 male]" in srt
+    assert rep.summary().startswith("parents' ratio (adult female : adult male)")
+    # The speakers of the analysis match the true turns' speakers.
+    found = [(s.start, s.end, s.speaker) for s in rep.segments]
+    true = [(t["start"], t["end"], t["speaker"]) for t in truth["turns"]]
+    assert purity([(s, e, int(k[1:])) for s, e, k in found], true) > 0.97
+
+
+def test_fixed_speaker_count_cli(tmp_path, capsys):
+    from speech.cli import main
+
+    audio, _ = montage(TURNS)
+    path = tmp_path / "three.wav"
+    sf.write(str(path), audio, SAMPLE_RATE)
+    assert main(["analyze", str(path), "--speakers", "2", "--format", "speakers-csv", "--no-progress"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["speaker"] for r in rows] == ["S1", "S2"]
+    assert main(["analyze", str(path), "--format", "rttm", "--no-progress"]) == 0
+    assert {line.split()[7] for line in capsys.readouterr().out.splitlines()} == {"S1", "S2", "S3"}
+    with pytest.raises(SystemExit):
+        main(["analyze", str(path), "--speakers", "0"])
+    assert "at least 1" in capsys.readouterr().err
+
+
+def test_quiet_speech_is_found(clf, enc):
+    """The same conversation 55 dB quieter and stored as 16-bit PCM (a far, soft voice on a phone:
+    the quantisation noise is then close to the speech): the speech, the speakers and the ratio
+    are found as at full level. Without the level normalisation before the VAD, a sixth of the
+    speech is lost here."""
+    audio, truth = montage(TURNS)
+    loud = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
+    pcm = np.round(audio * 10 ** (-55 / 20) * 32767).astype(np.int16)
+    quiet = analyze((SAMPLE_RATE, pcm), clf, encoder=enc)
+    assert quiet.speech_seconds > 0.95 * loud.speech_seconds
+    assert len(quiet.speakers) == len(loud.speakers) == 3
+    assert abs(quiet.parents_ratio[0] - loud.parents_ratio[0]) < 0.02
+
+
+def test_tv_speaker_is_not_family(clf, enc):
+    """A TV (other held-out voices through training/tv_mix.py's chain) talking before a
+    conversation: its speaker is reported as `tv`, outside the family's shares and the ratio."""
+    import random
+
+    from training.tv_mix import TVChain, apply_chain
+
+    audio, _ = montage(TURNS[:4])
+    chain = TVChain(highpass_hz=250, lowpass_hz=5000, rt60=0.5, drr_db=2.0, threshold_db=-20, music_db=-15)
+    programme, _ = montage([(G / "avc00010.flac", "avc"), (G / "pmi00020.flac", "pmi"), (G / "avc00010.flac", "avc")],
+                           gap=0.3)
+    tv = apply_chain(programme, chain, random.Random(0)) * 0.5
+    mixed = np.concatenate([tv, audio]).astype(np.float32)
+    plain = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
+    rep = analyze((SAMPLE_RATE, mixed), clf, encoder=enc)
+    tv_speakers = [sp for sp in rep.speakers if sp.cls == "tv"]
+    assert tv_speakers and all(sp.share == 0 for sp in tv_speakers), rep.summary()
+    assert rep.genders["tv"]["seconds"] > 10
+    assert abs(rep.parents_ratio[0] - plain.parents_ratio[0]) < 0.03, (rep.summary(), plain.summary())
+    assert sum(sp.share for sp in rep.speakers) == pytest.approx(1.0)

@@ -1,0 +1,98 @@
+"""TV/radio speech: the TV chain of training/tv_mix.py and the per-cluster decision of speech/tv.py."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speech.audio import SAMPLE_RATE, load_audio
+from speech.tv import TVDetector, cluster_features, default_detector, is_tv, tv_probability
+from training.noise import mix_at_snr
+from training.tv_mix import TVChain, add_tv, apply_chain, tv_programme, tv_sound
+
+FIX = Path(__file__).parent / "fixtures"
+CLIPS = [FIX / "gender" / n for n in ("ava00021.flac", "emf00002.flac", "avc00010.flac", "emh00305.flac")]
+NOISE = FIX / "noise" / "vacuum_6s.flac"
+CHAIN = TVChain(highpass_hz=250, lowpass_hz=5000, rt60=0.5, drr_db=2.0, threshold_db=-20, music_db=-15)
+
+
+def montage(clips, gap=1.0):
+    """Clips one after another with gaps -> (audio, spans)."""
+    parts, spans, t = [], [], gap
+    for a in clips:
+        parts += [np.zeros(int(gap * SAMPLE_RATE), np.float32), a]
+        spans.append((t, t + len(a) / SAMPLE_RATE))
+        t += len(a) / SAMPLE_RATE + gap
+    parts.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
+    return np.concatenate(parts), spans
+
+
+def with_noise(x, snr):
+    noise = torch.from_numpy(load_audio(NOISE))
+    noise = noise.repeat(len(x) // len(noise) + 1)[:len(x)]
+    return mix_at_snr(torch.from_numpy(x), noise, snr).numpy()
+
+
+@pytest.fixture(scope="module")
+def family():
+    return montage([load_audio(p) for p in CLIPS[:2]])
+
+
+@pytest.fixture(scope="module")
+def tv(family):
+    audio, spans = family
+    return apply_chain(audio, CHAIN, random.Random(0)), spans
+
+
+def test_tv_clip_is_tv_and_family_clip_is_not(family, tv):
+    det = default_detector()
+    p_family, p_tv = tv_probability(*family), tv_probability(*tv)
+    assert p_family < det.threshold <= p_tv, (p_family, p_tv)
+    assert is_tv(*tv) and not is_tv(*family)
+
+
+def test_tv_decision_with_household_noise(family, tv):
+    (fa, spans), (ta, _) = family, tv
+    assert not is_tv(with_noise(fa, 10.0), spans)
+    assert is_tv(with_noise(ta, 10.0), spans)
+
+
+def test_too_little_speech_is_never_tv(tv):
+    audio, spans = tv
+    s, _ = spans[0]
+    assert tv_probability(audio, [(s, s + 0.5)]) == 0.0
+    with pytest.raises(ValueError, match="no span"):
+        cluster_features(audio, [(len(audio) / SAMPLE_RATE + 1, len(audio) / SAMPLE_RATE + 2)])
+
+
+def test_chain_band_limits_and_reverberates(family, tv):
+    """The cues the detector reads are there: less energy above the loudspeaker's cut-off, smaller
+    level range, slower drops."""
+    f, t = cluster_features(*family), cluster_features(*tv)
+    assert t["hf_edge_db"] > f["hf_edge_db"] + 6 and t["lf_db"] < f["lf_db"] - 6
+    assert t["fall_db"] > f["fall_db"]
+    assert t["dyn_db"] < f["dyn_db"]
+
+
+def test_detector_loads_from_its_release():
+    det = TVDetector.load()
+    assert det.config["model_type"] == "tv-logistic"
+    assert len(det.coef) == len(det.features) and 0.5 <= det.threshold < 1
+
+
+def test_tv_sound_and_level():
+    utts = [load_audio(p) for p in CLIPS]
+    n = 30 * SAMPLE_RATE
+    x, spans, chain = tv_sound(n, utts, random.Random(1))
+    assert len(x) == n and np.isfinite(x).all() and spans[0][0] == 0.0
+    assert all(0 <= s < e <= n / SAMPLE_RATE for s, e in spans)
+    prog, prog_spans = tv_programme(utts, n, random.Random(1))
+    assert prog_spans == spans
+    conv = montage(utts[:2])[0]
+    mixed = add_tv(conv, x[:len(conv)], -15.0)
+    tv_part = mixed - conv
+    level = 10 * np.log10(np.mean(tv_part.astype(np.float64) ** 2) / np.mean(conv.astype(np.float64) ** 2))
+    assert abs(level + 15.0) < 0.1

@@ -1,0 +1,218 @@
+"""Score who-spoke analysis on synthetic conversations of 2-4 HELD-OUT speakers, against today's
+gender-only analysis and a pitch baseline.
+
+    python -m training.make_conversations --manifest data/ko-speech/dev.jsonl --speakers 2-4 \
+        --out data/13/conv-dev --n 10 --seed 2
+    python -m training.evaluate_speakers --conversations data/13/conv-dev --out results/diarization_eval
+
+Systems, all on the same speech regions (one VAD pass per file):
+* `speakers`: speech.analysis.analyze (diarization, each speaker's gender over all its speech);
+* `gender-only`: analyze(diarize=False), the analysis before speakers (a label per 40 ms frame);
+* `pitch`: each speech region's median F0 (speech.plots.pitch_track, YIN), female above 165 Hz.
+
+With `--manifest data/ko-speech/dev.jsonl`, also one-speaker recordings: each adult dev
+speaker's utterances (up to `--monologue-seconds`) with 0.6 s pauses, scored by wrong-gender time
+and the number of speakers found (the issue's "invented speakers").
+
+Per file: DER (pyannote.metrics, collar 0.25 s, overlap excluded; a baseline's 'speakers' are
+its gender labels), the error of the adult female share in percentage points, the wrong-gender
+time (share of found speech where one true speaker talks that gets the other gender), the number
+of speakers found, and the real-time factor of analyze (its own VAD pass included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from speech.analysis import analyze, find_speech
+from speech.audio import SAMPLE_RATE, load_audio
+from speech.gender import GenderClassifier
+from speech.plots import pitch_track
+from speech.speaker import SpeakerEncoder
+from training.tune_diarization import annotation, der_metric, reference
+
+STEP = 0.01
+PITCH_THRESHOLD = 165.0
+
+
+def pitch_segments(audio, spans):
+    out = []
+    for s, e in spans:
+        _, f0 = pitch_track(audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)], SAMPLE_RATE)
+        f = np.nanmedian(f0) if np.isfinite(f0).any() else 0.0
+        out.append((s, e, "female" if f > PITCH_THRESHOLD else "male"))
+    return out
+
+
+def gender_frames(segments, duration):
+    """-> (N,) 0 none, 1 female, 2 male, 3 both."""
+    codes = np.zeros(int(np.ceil(duration / STEP)) + 1, dtype=np.int8)
+    for s, e, g in segments:
+        if g in ("female", "male"):
+            codes[int(s / STEP):int(e / STEP)] |= 1 if g == "female" else 2
+    return codes
+
+
+def score(truth, hyp_gender, hyp_speaker, female_share):
+    true = gender_frames([x[:3] for x in truth["segments"]], truth["duration"])
+    hyp = gender_frames(hyp_gender, truth["duration"])[:len(true)]
+    hyp = np.pad(hyp, (0, len(true) - len(hyp)))
+    single = ((true == 1) | (true == 2)) & (hyp > 0)
+    m = der_metric()
+    d = m(reference(truth), annotation(hyp_speaker), detailed=True)
+    return {
+        "der": round(100 * d["diarization error rate"], 2),
+        "confusion": round(100 * d["confusion"] / max(d["total"], 1e-9), 2),
+        "miss": round(100 * d["missed detection"] / max(d["total"], 1e-9), 2),
+        "false_alarm": round(100 * d["false alarm"] / max(d["total"], 1e-9), 2),
+        "share_error_pp": round(100 * abs(female_share - truth["female_share"]), 2),
+        "wrong_gender": round(100 * float((hyp[single] != true[single]).mean()), 2) if single.any() else 0.0,
+        "speakers_found": len({x[2] for x in hyp_speaker}),
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--conversations", default="data/13/conv-dev")
+    p.add_argument("--variants", default="clean,noise,tv")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--manifest", default=None, help="also score one-speaker recordings of this manifest's adults")
+    p.add_argument("--monologue-seconds", type=float, default=120.0)
+    p.add_argument("--out", default="results/diarization_eval")
+    args = p.parse_args(argv)
+    clf, enc = GenderClassifier.load(), SpeakerEncoder.load()
+    folder = Path(args.conversations)
+    truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
+    rows = []
+    mono = []
+    if args.manifest:
+        from training.manifest import normalize_gender, read_manifest
+
+        by = {}
+        for r in read_manifest(args.manifest):
+            if (r.get("note") or "") != "teen":
+                by.setdefault(r["speaker"], (normalize_gender(r["gender"]), []))[1].append(r["audio"])
+        for spk, (gender, paths) in sorted(by.items()):
+            parts, segs, t = [np.zeros(SAMPLE_RATE // 2, np.float32)], [], 0.5
+            for path in paths:
+                a = load_audio(path)
+                parts += [a, np.zeros(int(0.6 * SAMPLE_RATE), np.float32)]
+                segs.append([t, t + len(a) / SAMPLE_RATE, gender, spk])
+                t += len(a) / SAMPLE_RATE + 0.6
+                if t > args.monologue_seconds:
+                    break
+            audio = np.concatenate(parts)
+            truth = {"name": f"mono-{spk}", "speakers": {spk: gender}, "duration": len(audio) / SAMPLE_RATE,
+                     "segments": segs, "female_share": 1.0 if gender == "female" else 0.0}
+            spans = find_speech(audio)
+            rep = analyze(audio, clf, encoder=enc, spans=spans)
+            g = analyze(audio, clf, diarize=False, spans=spans)
+            psegs = pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15])
+            for name, gs, ss in (("speakers", [(x.start, x.end, x.gender) for x in rep.segments],
+                                  [(x.start, x.end, x.speaker) for x in rep.segments]),
+                                 ("gender-only", [(x.start, x.end, x.gender) for x in g.segments],
+                                  [(x.start, x.end, x.gender) for x in g.segments]),
+                                 ("pitch", psegs, psegs)):
+                sc = score(truth, gs, ss, 0.0)
+                mono.append({"speaker": spk, "gender": gender, "system": name, "seconds": round(truth["duration"], 1),
+                             "wrong_gender": sc["wrong_gender"], "speakers_found": sc["speakers_found"]})
+                print(json.dumps(mono[-1]), flush=True)
+    for t in truths:
+        for v in args.variants.split(","):
+            path = folder / f"{t['name']}.{v}.flac"
+            audio = load_audio(path)
+            t0 = time.perf_counter()
+            spans = find_speech(audio)
+            vad_s = time.perf_counter() - t0
+            base = {"conversation": t["name"], "variant": v, "true_speakers": len(t["speakers"]),
+                    "duration": round(t["duration"], 1)}
+            rep = analyze(audio, clf, encoder=enc, spans=spans)
+            ratio = rep.parents_ratio or (0.0, 0.0)
+            tv = {sp.id for sp in rep.speakers if sp.cls == "tv"}     # reported apart: not family speech
+            fam = [x for x in rep.segments if x.speaker not in tv]
+            segs = [(s.start, s.end, s.gender) for s in fam]
+            rows.append({**base, "system": "speakers", "tv_speakers_found": len(tv),
+                         **score(t, segs, [(s.start, s.end, s.speaker) for s in fam], ratio[0]),
+                         "rtf": round((rep.rtf * rep.duration + vad_s) / rep.duration, 4)})
+            print(json.dumps(rows[-1]), flush=True)
+            g = analyze(audio, clf, diarize=False, spans=spans)
+            segs = [(s.start, s.end, s.gender) for s in g.segments]
+            rows.append({**base, "system": "gender-only", **score(t, segs, segs, g.parents_ratio[0] if g.parents_ratio else 0.0),
+                         "rtf": round((g.rtf * g.duration + vad_s) / g.duration, 4)})
+            segs = pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15])
+            fs = sum(e - s for s, e, x in segs if x == "female")
+            ms = sum(e - s for s, e, x in segs if x == "male")
+            rows.append({**base, "system": "pitch", **score(t, segs, segs, fs / (fs + ms) if fs + ms else 0.0),
+                         "rtf": None})
+            print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
+    summary = {}
+    for sysname in ("speakers", "gender-only", "pitch"):
+        for v in args.variants.split(","):
+            rs = [r for r in rows if r["system"] == sysname and r["variant"] == v]
+            if not rs:
+                continue
+            summary[f"{sysname}/{v}"] = {
+                "files": len(rs),
+                "der": round(float(np.mean([r["der"] for r in rs])), 2),
+                "confusion": round(float(np.mean([r["confusion"] for r in rs])), 2),
+                "miss": round(float(np.mean([r["miss"] for r in rs])), 2),
+                "false_alarm": round(float(np.mean([r["false_alarm"] for r in rs])), 2),
+                "share_error_pp": round(float(np.mean([r["share_error_pp"] for r in rs])), 2),
+                "share_error_max_pp": round(float(np.max([r["share_error_pp"] for r in rs])), 2),
+                "wrong_gender": round(float(np.mean([r["wrong_gender"] for r in rs])), 2),
+                "count_right": round(float(np.mean([r["speakers_found"] == r["true_speakers"] for r in rs])), 2),
+            }
+    load = os.getloadavg()
+    mono_summary = {name: {"recordings": len(rs), "wrong_gender": round(float(np.mean([r["wrong_gender"] for r in rs])), 2),
+                           "wrong_gender_max": round(float(np.max([r["wrong_gender"] for r in rs])), 2),
+                           "one_speaker_found": round(float(np.mean([r["speakers_found"] == 1 for r in rs])), 2)}
+                    for name in ("speakers", "gender-only", "pitch")
+                    for rs in [[r for r in mono if r["system"] == name]] if rs}
+    res = {"conversations": str(folder), "cpu_count": os.cpu_count(), "cpu": platform.machine(),
+           "load_average": [round(x, 1) for x in load], "summary": summary, "one_speaker": mono_summary,
+           "rows": rows, "one_speaker_rows": mono}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    lines = ["# Who spoke: speakers vs gender-only analysis vs pitch baseline", "",
+             f"`python -m training.evaluate_speakers --conversations {folder}`: {len(truths)} synthetic "
+             "conversations of 2-4 held-out dev speakers (training/make_conversations.py --speakers 2-4), "
+             "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through "
+             "training/tv_mix.py's TV chain, 10 dB under the conversation, plus noise at 10 dB; TV speech is not "
+             "in the reference, so TV speech found counts as false alarm or confusion). DER by "
+             "pyannote.metrics DiarizationErrorRate(collar=0.25, skip_overlap=True) (pyannote's collar is "
+             "the total width: +-0.125 s), mean over files. Share error: adult female share, percentage "
+             "points. Wrong gender: share of found single-speaker speech given the other gender.", "",
+             "| system | variant | files | DER % | confusion % | miss % | false alarm % | share error pp (mean / max) | wrong gender % | speaker count right |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for k, s in summary.items():
+        sysname, v = k.split("/")
+        lines.append(f"| {sysname} | {v} | {s['files']} | {s['der']:.2f} | {s['confusion']:.2f} | {s['miss']:.2f} | "
+                     f"{s['false_alarm']:.2f} | {s['share_error_pp']:.2f} / {s['share_error_max_pp']:.2f} | "
+                     f"{s['wrong_gender']:.2f} | {100 * s['count_right']:.0f}% |")
+    if mono_summary:
+        lines += ["", f"One-speaker recordings (`--manifest {args.manifest}`: each adult dev speaker alone, "
+                      f"up to {args.monologue_seconds:g} s):", "",
+                  "| system | recordings | wrong-gender time % (mean / max) | one speaker found |", "|---|---|---|---|"]
+        for name, m in mono_summary.items():
+            lines.append(f"| {name} | {m['recordings']} | {m['wrong_gender']:.2f} / {m['wrong_gender_max']:.2f} | "
+                         f"{100 * m['one_speaker_found']:.0f}% |")
+    lines += ["", f"Load average while measuring: {res['load_average']} on {res['cpu_count']} CPUs "
+                  "(a busy shared machine: RTFs in the JSON are not speed claims).", "",
+              "| conversation | variant | speakers | system | DER % | share error pp | wrong gender % | found |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['conversation']} | {r['variant']} | {r['true_speakers']} | {r['system']} | {r['der']:.2f} | "
+                     f"{r['share_error_pp']:.2f} | {r['wrong_gender']:.2f} | {r['speakers_found']} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

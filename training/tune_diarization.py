@@ -1,0 +1,142 @@
+"""Choose the clustering threshold (and smoothing) of speech/diarize.py on TRAIN speakers.
+
+    python -m training.make_conversations --manifest data/ko-speech/train.jsonl --speakers 2-4 \
+        --out data/13/conv-train --n 10 --seed 1
+    python -m training.tune_diarization --conversations data/13/conv-train --out results/diarization_tuning
+
+Speech regions and window embeddings are computed once per file (and kept with --cache); every
+setting in the grid then only re-clusters. Embeddings go through the release's projection (the
+LDA of training/fit_speaker_lda.py, fitted on these same train conversations: run the grid with
+--folds 2 to fit on half the conversations and score on the other half). Scored with pyannote.metrics' DER (collar 0.25 s, overlap excluded), summed over
+all files of the chosen variants. Dev speakers are never seen here.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from speech.audio import load_audio
+from speech.diarize import DiarizationSettings, assign, embed_regions
+from speech.speaker import SpeakerEncoder
+from speech.vad import speech_spans
+
+
+def annotation(segments):
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation()
+    for i, (s, e, spk) in enumerate(segments):
+        ann[Segment(s, e), i] = spk
+    return ann
+
+
+def der_metric():
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    return DiarizationErrorRate(collar=0.25, skip_overlap=True)
+
+
+def reference(truth: dict):
+    return annotation([(s, e, x[3] if len(x) > 3 else x[2]) for x in truth["segments"] for s, e in [x[:2]]])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--conversations", default="data/13/conv-train")
+    p.add_argument("--variants", default="clean,noise,tv")
+    p.add_argument("--thresholds", default="0.15,0.2,0.25,0.3,0.35,0.4,0.45")
+    p.add_argument("--switch-penalties", default="0.3,0.6,1.0")
+    p.add_argument("--limit", type=int, default=None, help="only the first N conversations")
+    p.add_argument("--cache", default=None, help="folder for speech regions and window embeddings (reused)")
+    p.add_argument("--folds", type=int, default=0,
+                   help="fit the LDA on the other folds' conversations (needs --cache) instead of the release's")
+    p.add_argument("--blocks", default="0,3")
+    p.add_argument("--out", default="results/diarization_tuning")
+    args = p.parse_args(argv)
+    folder = Path(args.conversations)
+    truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
+    enc = SpeakerEncoder.load()
+    base = DiarizationSettings()
+    cache = []
+    for t in truths:
+        for v in args.variants.split(","):
+            f = Path(args.cache) / f"{t['name']}.{v}.npz" if args.cache else None
+            if f is not None and f.exists():
+                z = np.load(f)
+                spans, emb, wins, owner = [tuple(x) for x in z["spans"]], z["emb"], [tuple(x) for x in z["wins"]], z["owner"]
+            else:
+                audio = load_audio(folder / f"{t['name']}.{v}.flac")
+                spans = [(s, e) for s, e in speech_spans(audio, max_span=30.0) if e - s >= 0.15]
+                emb, wins, owner = embed_regions(audio, spans, enc, base.window, base.hop)
+                if f is not None:
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    np.savez(f, spans=np.array(spans), emb=emb, wins=np.array(wins), owner=owner)
+            cache.append((t, v, spans, emb, wins, owner))
+            print(f"embedded {t['name']}.{v}: {len(wins)} windows", flush=True)
+    if args.folds:
+        from training.fit_speaker_lda import fit_lda
+
+        names = [t["name"] for t in truths]
+        fold_of = {n: i % args.folds for i, n in enumerate(names)}
+        proj = {}
+        for f in range(args.folds):
+            mean, matrix, *_ = fit_lda([t for t in truths if fold_of[t["name"]] != f], Path(args.cache),
+                                       args.variants.split(","), 20)
+            proj[f] = (mean, matrix)
+
+        def project(t, emb):
+            mean, matrix = proj[fold_of[t["name"]]]
+            x = (emb - mean) @ matrix
+            return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+        cache = [(t, v, spans, project(t, emb), wins, owner) for t, v, spans, emb, wins, owner in cache]
+    else:
+        cache = [(t, v, spans, enc.project(emb), wins, owner) for t, v, spans, emb, wins, owner in cache]
+    grid = []
+    for th, sw, blk in itertools.product([float(x) for x in args.thresholds.split(",")],
+                                         [float(x) for x in args.switch_penalties.split(",")],
+                                         [int(x) for x in args.blocks.split(",")]):
+        st = replace(base, threshold=th, switch_penalty=sw, block=blk)
+        per_variant = {}
+        for t, v, spans, emb, wins, owner in cache:
+            m = per_variant.setdefault(v, der_metric())
+            hyp = assign(emb, wins, owner, spans, None, st)
+            m(reference(t), annotation(hyp))
+            n_true = len(t.get("speakers") or [0, 0])
+            per_variant.setdefault(v + "_count_ok", []).append(len({k for *_, k in hyp}) == n_true)
+        row = {"threshold": th, "switch_penalty": sw, "block": blk}
+        for v in args.variants.split(","):
+            row[f"der_{v}"] = round(100 * abs(per_variant[v]), 2)
+            row[f"count_ok_{v}"] = round(float(np.mean(per_variant[v + "_count_ok"])), 3)
+        row["der_mean"] = round(float(np.mean([row[f"der_{v}"] for v in args.variants.split(",")])), 2)
+        grid.append(row)
+        print(json.dumps(row), flush=True)
+    best = min(grid, key=lambda r: r["der_mean"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"conversations": str(folder), "files": len(cache),
+                                                    "base": asdict(base), "best": best, "grid": grid}, indent=2) + "\n")
+    vs = args.variants.split(",")
+    lines = ["# Diarization tuning on TRAIN speakers", "",
+             f"`python -m training.tune_diarization --conversations {folder}` ({len(truths)} conversations of 2-4 "
+             f"train speakers x {len(vs)} variants). DER by pyannote.metrics (collar 0.25 s, overlap excluded); "
+             "'count ok' = share of files where the number of speakers found is right.", "",
+             "| threshold | switch penalty | block | " + " | ".join(f"DER {v} (%) | count ok {v}" for v in vs) + " | mean DER (%) |",
+             "|---|---|---|" + "---|---|" * len(vs) + "---|"]
+    for r in grid:
+        lines.append(f"| {r['threshold']} | {r['switch_penalty']} | {r['block']} | " +
+                     " | ".join(f"{r[f'der_{v}']:.2f} | {r[f'count_ok_{v}']:.2f}" for v in vs) + f" | {r['der_mean']:.2f} |")
+    lines += ["", f"Lowest mean DER: threshold {best['threshold']}, switch penalty {best['switch_penalty']}, "
+                  f"block {best['block']} ({best['der_mean']:.2f}%)."
+              + (f" LDA fitted per fold ({args.folds} folds: each conversation scored with the LDA of the others)."
+                 if args.folds else " Embeddings through the release's projection.")]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("best", best)
+
+
+if __name__ == "__main__":
+    main()
