@@ -286,16 +286,19 @@ def analysis_columns(a: Optional[dict]) -> dict:
     empty. A new analysis field (speakers, child seconds, ...) becomes a column by one line here."""
     a = a or {}
     f, m = a.get("female") or {}, a.get("male") or {}
-    ratio = a.get("parents_ratio")
-    if ratio is None and m.get("seconds"):
-        ratio = f.get("seconds", 0.0) / m["seconds"]
+    c, tv = a.get("child") or {}, a.get("tv") or {}
+    ratio = f["seconds"] / m["seconds"] if f.get("seconds") is not None and m.get("seconds") else None
     return {
         "speech_seconds": a.get("speech_seconds"),
+        "speakers": a.get("n_speakers"),
         "female_seconds": f.get("seconds"),
         "male_seconds": m.get("seconds"),
+        "child_seconds": c.get("seconds"),
+        "tv_seconds": tv.get("seconds"),
         "female_share": f.get("share"),
         "male_share": m.get("share"),
-        "parents_ratio": None if ratio is None else round(ratio, 4),  # female : male speaking time
+        "child_share": c.get("share"),
+        "parents_ratio": None if ratio is None else round(ratio, 4),  # adult female : adult male speaking time
         "turns": a.get("n_turns"),
     }
 

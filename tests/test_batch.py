@@ -180,7 +180,7 @@ def test_transcribe_with_and_without_analysis(tmp_path):
     rec = json.loads((out2 / "results" / "ko_female_ava00013.flac.json").read_text(encoding="utf-8"))
     assert rec["transcript"]["per_turn"] and rec["transcript"]["text"]
     assert [t["text"] for t in rec["analysis"]["turns"] if t["text"]] == [s["text"] for s in rec["transcript"]["segments"]]
-    assert "[female]" in (out2 / "results" / "ko_female_ava00013.flac.srt").read_text(encoding="utf-8")
+    assert " female]" in (out2 / "results" / "ko_female_ava00013.flac.srt").read_text(encoding="utf-8")  # [S1 female]
 
 
 def test_manifest_input_and_bad_options(tmp_path):

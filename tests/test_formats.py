@@ -98,7 +98,7 @@ def test_conversation_export_has_short_cues_that_cover_the_speech():
     cues = parse_srt(report.to_srt())
     assert_readable(cues)
     for g in ("female", "male"):
-        covered = sum(b - a for a, b, lines in cues if lines[0] == f"[{g}]")
+        covered = sum(b - a for a, b, lines in cues if lines[0].endswith(f" {g}]"))  # [S1 female]
         assert covered == pytest.approx(report.genders[g]["seconds"], abs=0.01 * len(cues))
 
 

@@ -151,7 +151,7 @@ def test_analyze_takes_several_files(tmp_path, capsys):
     names = sorted(p.name for p in out_dir.iterdir())
     assert names == ["ko_female_ava00013_analysis.srt", "ko_female_ava00013_timeline.png",
                      "ko_male_emh00003_analysis.srt", "ko_male_emh00003_timeline.png"]
-    assert "[female]" in (out_dir / names[0]).read_text(encoding="utf-8")
+    assert " female]" in (out_dir / names[0]).read_text(encoding="utf-8")  # [S1 female]
 
 
 # -- JSON numbers --------------------------------------------------------------------------------
