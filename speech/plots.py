@@ -19,8 +19,8 @@ from .audio import SAMPLE_RATE
 
 log = logging.getLogger("speech")
 
-GENDER_COLORS = {"female": "#d6336c", "male": "#1c7ed6"}
-GENDER_NAMES = {"female": "여성 female", "male": "남성 male"}
+GENDER_COLORS = {"female": "#d6336c", "male": "#1c7ed6", "child": "#f59f00"}
+GENDER_NAMES = {"female": "여성 female", "male": "남성 male", "child": "어린이 child"}
 _FONT_FILES = ["NotoSansCJK-Regular.ttc", "NotoSansCJKkr-Regular.otf", "NotoSansKR-Regular.otf",
                "NotoSansKR-Regular.ttf"]
 _FONT_DIRS = ["/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".fonts")]
@@ -157,7 +157,7 @@ def timeline_figure(report, title: Optional[str] = None):
     """Speech turns of a ConversationReport on one lane per gender, shares in the legend."""
     from matplotlib.patches import Patch
 
-    labels = list(GENDER_COLORS)
+    labels = [g for g in GENDER_COLORS if g in report.genders]   # a 2-class report has no child lane
     with _style():
         fig = _figure(11, 2.6)
         ax = fig.add_subplot()
