@@ -12,7 +12,6 @@ import torch
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.checkpoint import load_release, save_release
 from speech.gender import CHILD, GenderClassifier
-from speech.hub import default_model
 from speech.plots import median_f0
 from training.child_voice import child_voice, speed_child
 from training.train_gender import init_from
@@ -90,7 +89,7 @@ def test_two_class_release_still_loads(tmp_path):
     assert old.labels == ("female", "male")
     r = old.predict(ADULTS[2][0])
     assert r.label == "male" and set(r.probabilities) == {"female", "male"}
-    # and a 2-class release seeds a 3-class network by label (training/fit_child_head.py)
+    # and a 2-class release seeds a 3-class network by label (train_gender --init)
     from speech.gender import GenderDims, GenderNet
 
     net = GenderNet(GenderDims.from_dict({**config["dims"], "labels": ["female", "male", "child"]}))
