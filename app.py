@@ -289,8 +289,9 @@ def make_handlers(models: Models):
         pitch = plots.pitch_track(audio, SAMPLE_RATE)
         figure = plots.spectrogram_figure(audio, SAMPLE_RATE, pitch=pitch,
                                           title="스펙트로그램과 음높이 · Spectrogram and pitch")
-        label = {"여성 · female": result.probabilities["female"], "남성 · male": result.probabilities["male"]}
-        ko = {"female": "여성", "male": "남성"}[result.label]
+        names = {"female": "여성", "male": "남성", "child": "어린이"}     # labels come from the release
+        label = {f"{names.get(k, k)} · {k}": v for k, v in result.probabilities.items()}
+        ko = names.get(result.label, result.label)
         info = (f"**{ko} ({result.label})** · {result.probabilities[result.label]:.0%} · "
                 f"말소리 speech {format_duration(result.speech)} / 전체 {format_duration(result.duration)} · "
                 f"모델 model `{_model_name(classifier)}`")

@@ -11,8 +11,8 @@ often over music; a family member talks into the room directly. Measured over th
 * `fall_db`: the steepest 10 ms level drops (5th percentile of the frame-to-frame change);
   reverberation stretches every offset;
 * `asym_db`: steepest rise plus steepest drop (rooms leave onsets sharp and smear offsets);
-* `coverage`: the share of the time between the first and last span that is inside a span (a
-  programme runs on for long stretches);
+* `coverage` (reported, not used by the model): the share of the time between the first and last
+  span that is inside a span;
 * `hf_edge_db`, `lf_edge_db`: the steepest fall of the long-term spectrum (dB per 1/6 octave)
   between 2.5 and 7.8 kHz, and its steepest rise between 60 and 500 Hz: a loudspeaker's filters
   cut sharply where speech rolls off gently.
@@ -36,7 +36,9 @@ import numpy as np
 from .audio import SAMPLE_RATE
 
 MODEL_TYPE = "tv-logistic"
-FEATURES = ("hf_db", "lf_db", "dyn_db", "fall_db", "asym_db", "coverage", "hf_edge_db", "lf_edge_db")
+# `coverage` is measured but not used: how spans are cut depends on the diarization and on how much
+# the family talks over the TV, and a model fitted on it learns the material's span layout instead.
+FEATURES = ("hf_db", "lf_db", "dyn_db", "fall_db", "asym_db", "hf_edge_db", "lf_edge_db")
 N_FFT, HOP = 512, 160
 MIN_SECONDS = 1.0          # less speech than this in a cluster: not called TV (see tv_probability)
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "checkpoints" / "tv-ko"

@@ -9,7 +9,8 @@ A *cluster* is what diarization hands over: one voice's spans inside a recording
   direct-to-reverberant ratio 0-10 dB: someone across the room), or `room+noise`;
 * tv: a programme of 1-3 *other* speakers through the TV chain of training/tv_mix.py (music bed
   in half, compression, loudspeaker band limit, room), `clean` or with household `noise` on top
-  (0-20 dB SNR against the TV).
+  (0-20 dB SNR against the TV); its spans are only the pieces the family leaves free (`interrupted`:
+  0.5-4 s of TV alone between 1-6 s of family talk), as diarization would hand them over.
 Clusters for fitting come from the train speakers and the first 70 % of every noise clip; the
 measurement uses only dev speakers and the last 30 % of the noise clips. The decision threshold is
 the lowest one that calls at most `--max-family-fpr` of the *training* family clusters TV (a family
@@ -66,7 +67,19 @@ def tv_cluster(utts_by_speaker: dict, seconds: float, condition: str, rng: rando
     x = apply_chain(programme, TVChain.draw(rng), rng)
     if "noise" in condition:
         x = mix_at_snr(torch.from_numpy(x), bank.sample(len(x), gen), rng.uniform(0.0, 20.0)).numpy()
-    return x, spans
+    return x, interrupted(spans, seconds, rng)
+
+
+def interrupted(spans, seconds: float, rng: random.Random):
+    """The parts of the programme's spans that diarization can give the TV: the family talks over
+    it for 1-6 s at a time, leaving it alone for 0.5-4 s (spans shorter than 0.3 s are dropped)."""
+    free, t = [], 0.0
+    while t < seconds:
+        a = rng.uniform(0.5, 4.0)
+        free.append((t, min(seconds, t + a)))
+        t += a + rng.uniform(1.0, 6.0)
+    out = [(max(s, a), min(e, b)) for s, e in spans for a, b in free]
+    return [(s, e) for s, e in out if e - s >= 0.3]
 
 
 def material(rows, bank, n_per_condition: int, seed: int, max_per_speaker: int = 15):

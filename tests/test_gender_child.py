@@ -1,0 +1,97 @@
+"""The child class: adults stay adults, child-like voices are children, 2-class releases still load."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speech.audio import SAMPLE_RATE, load_audio
+from speech.checkpoint import load_release, save_release
+from speech.gender import CHILD, GenderClassifier
+from speech.plots import median_f0
+from training.child_voice import child_voice, speed_child
+from training.train_gender import init_from
+
+FIX = Path(__file__).parent / "fixtures" / "gender"
+ADULTS = [(FIX / "avc00010.flac", "female"), (FIX / "ava00021.flac", "female"),
+          (FIX / "emf00002.flac", "male"), (FIX / "emh00305.flac", "male")]
+
+
+CHILD_RELEASE = Path(__file__).parent.parent / "checkpoints" / "gender-child-ko"
+
+
+@pytest.fixture(scope="module")
+def clf():
+    c = GenderClassifier.load(str(CHILD_RELEASE))
+    assert c.labels == ("female", "male", CHILD)
+    return c
+
+
+def test_child_voice_sets_pitch_and_keeps_length():
+    a = load_audio(ADULTS[2][0])                          # a man, ~120 Hz
+    y = child_voice(a, f0=300.0, formant_scale=1.35)
+    assert len(y) == len(a) and np.isfinite(y).all()
+    assert abs(np.sqrt(np.mean(y ** 2)) / np.sqrt(np.mean(a ** 2)) - 1) < 0.05
+    assert 250 < median_f0(y) < 360
+    # the formant warp moves spectral weight up: more energy above 2 kHz than a pitch change alone
+    def upper_share(x):
+        s = np.abs(np.fft.rfft(x)) ** 2
+        f = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+        return s[f > 2000].sum() / s.sum()
+    assert upper_share(y) > 1.3 * upper_share(child_voice(a, f0=300.0, formant_scale=1.0))
+
+
+@pytest.mark.parametrize("path,label", ADULTS)
+def test_adults_are_not_children(clf, path, label):
+    r = clf.predict(path)
+    assert r.label == label
+    assert set(r.probabilities) == {"female", "male", "child"}
+    assert abs(sum(r.probabilities.values()) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("path,label", ADULTS)
+def test_shifted_adult_reads_as_child(clf, path, label):
+    a = load_audio(path)
+    rng = random.Random(str(path))
+    y = child_voice(a, f0=rng.uniform(260, 340), formant_scale=1.3 if label == "female" else 1.4)
+    r = clf.predict((SAMPLE_RATE, y))
+    assert r.label == "child", r.probabilities
+
+
+def test_resampled_adult_reads_as_child(clf):
+    """A transform the model was not trained on: plain resampling (F0, formants, tempo together)."""
+    r = clf.predict((SAMPLE_RATE, speed_child(load_audio(ADULTS[0][0]), 1.4)))
+    assert r.label == "child", r.probabilities
+
+
+def test_high_pitched_woman_stays_adult(clf):
+    """A mother speaking to her child raises her pitch; her formants stay hers."""
+    a = load_audio(ADULTS[0][0])
+    y = child_voice(a, f0=1.3 * median_f0(a), formant_scale=1.0)
+    assert clf.predict((SAMPLE_RATE, y)).label == "female"
+
+
+def test_two_class_release_still_loads(tmp_path):
+    """Older releases (labels female, male) load and answer with two labels."""
+    state, config = load_release(CHILD_RELEASE, expected_type="gender-cnn")
+    labels = config["dims"]["labels"]
+    keep = [labels.index("female"), labels.index("male")]
+    state = {k: (v[keep] if k.startswith("head.") else v) for k, v in state.items()}
+    config = json.loads(json.dumps(config))
+    config["dims"]["labels"] = config["labels"] = ["female", "male"]
+    save_release(tmp_path, state, config)
+    assert GenderClassifier.load().labels[:2] == ("female", "male")     # the embedded default
+    old = GenderClassifier.load(str(tmp_path))
+    assert old.labels == ("female", "male")
+    r = old.predict(ADULTS[2][0])
+    assert r.label == "male" and set(r.probabilities) == {"female", "male"}
+    # and a 2-class release seeds a 3-class network by label (train_gender --init)
+    from speech.gender import GenderDims, GenderNet
+
+    net = GenderNet(GenderDims.from_dict({**config["dims"], "labels": ["female", "male", "child"]}))
+    init_from(net, str(tmp_path))
+    assert torch.equal(net.head.weight[:2], state["head.weight"])
