@@ -13,6 +13,7 @@ Engine labels carry the CER measured on the project's dev set, read from a recor
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -121,13 +122,18 @@ def _recorded_cer(engine_name: str, model: str) -> Optional[tuple[float, str]]:
     for path in EVALUATIONS:
         if not path.exists():
             continue
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = _read_report(path, path.stat().st_mtime)
         found = [s["conditions"][LABEL_CONDITION]["cer"] for s in report.get("systems", [])
                  if s.get("engine") == engine_name and not s.get("denoise") and LABEL_CONDITION in s["conditions"]
                  and _same_model(engine_name, s.get("model"), model)]
         if found:
             return min(found), f"{path.relative_to(ROOT)} ({report.get('utterances')} dev utterances, clean)"
     return None
+
+
+@functools.lru_cache(maxsize=4)
+def _read_report(path: Path, mtime: float) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _same_model(engine_name: str, recorded: Optional[str], model: str) -> bool:
@@ -192,9 +198,10 @@ def compare(engines: list, audio, progress=None) -> list[Comparison]:
     audio = load_audio(audio)
     out = []
     for n, engine in enumerate(engines):
+        def part(frac, message, n=n):   # each engine reports its share of the whole
+            progress((n + frac) / len(engines), message)
+
         t0 = time.perf_counter()
-        result = engine.transcribe(audio)
+        result = engine.transcribe(audio, progress=part if progress else None)
         out.append(Comparison(engine_info(engine).label, result.text, time.perf_counter() - t0, result))
-        if progress:
-            progress((n + 1) / len(engines), "transcribing")
     return out
