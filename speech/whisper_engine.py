@@ -33,6 +33,9 @@ MODEL_ENV = "SPEECH_WHISPER_MODEL"
 LANGUAGE = "ko"
 # What a CTranslate2 Whisper repo holds; nothing else is fetched.
 ALLOW_PATTERNS = ["model.bin", "config.json", "tokenizer.json", "vocabulary.*", "preprocessor_config.json", "*.md"]
+# faster-whisper's temperature fallback: a window whose text looks like a loop or is unlikely is
+# decoded again, hotter.
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "float16", "float32", "bfloat16", "default", "auto")
 
 
@@ -77,7 +80,7 @@ class WhisperEngine:
     def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
                  beam_size: int = 5, max_window: float = 30.0, vad: bool = True, guard: bool = True,
                  word_timestamps: bool = False, cpu_threads: int = 0, token: Optional[str] = None,
-                 condition_on_previous_text: bool = False, temperature=0.0, vad_filter: bool = False):
+                 condition_on_previous_text: bool = False, temperature=TEMPERATURES, vad_filter: bool = False):
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"Unknown compute_type {compute_type!r}; compute types = {list(COMPUTE_TYPES)}")
         if beam_size < 1:

@@ -111,6 +111,8 @@ def test_no_whisper_at_all_gives_deepspeech2_with_one_log_line(tmp_path):
     got, logs = resolve("load", f"http://127.0.0.1:{unused_port()}", tmp_path)
     assert got == {"engine": "ds2", "model": "ds2-ko"}, got
     assert len(logs) == 1 and "WARNING" in logs[0] and "DeepSpeech2" in logs[0], logs
+    got, _ = resolve("resolve", f"http://127.0.0.1:{unused_port()}", tmp_path)   # asked for Whisper itself
+    assert got["error"] == "ModelNotFoundError" and "fetch_whisper_base" in got["message"], got
 
 
 # -- the real model, offline: the CLI with no --engine, --compare, analyze --transcribe -------------

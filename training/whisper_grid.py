@@ -32,11 +32,11 @@ import soundfile as sf
 from speech.audio import SAMPLE_RATE, AudioError, load_audio
 from speech.metrics import error_counts
 from training.evaluate_stt import ConditionSet, score_text
+from speech.whisper_engine import TEMPERATURES
 from training.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "examples" / "family_conversation.ogg"
-TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)   # faster-whisper's fallback schedule
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,10 @@ class Setting:
 
 
 GRID = [
-    Setting("beam5 (shipped before)"),
+    Setting("beam5"),
     Setting("greedy", beam_size=1),
     Setting("beam5 +condition", condition_on_previous_text=True),
-    Setting("beam5 +fallback", fallback=True),
+    Setting("beam5 +fallback (faster-whisper's default; shipped before)", fallback=True),
     Setting("beam5 fw-vad", vad="vad_filter"),
     Setting("beam5 fw-vad +condition +fallback", vad="vad_filter", condition_on_previous_text=True, fallback=True),
 ]
@@ -109,6 +109,7 @@ def measure(setting: Setting, speech_sets: dict, noise: dict, threads: int, log)
     engine.transcribe(speech_sets["clean"][0][0][: SAMPLE_RATE])   # warm-up, untimed
     result = {"setting": asdict(setting), "sets": {}, "non_speech": {}}
     busy = seconds = 0.0
+    cpu0 = time.process_time()   # CPU seconds: what a quiet machine would take, on a shared one
     for name, items in speech_sets.items():
         hyps, refs, t_set = [], [], 0.0
         for audio, ref in items:
@@ -135,6 +136,7 @@ def measure(setting: Setting, speech_sets: dict, noise: dict, threads: int, log)
     result["cer"] = sum(s["char_errors"] for s in pooled) / max(1, sum(s["chars"] for s in pooled))
     result["non_speech_chars"] = sum(len(t) for t in result["non_speech"].values())
     result["rtf"] = busy / max(seconds, 1e-9)
+    result["cpu_rtf"] = (time.process_time() - cpu0) / max(seconds, 1e-9)
     log(f"{setting.name}: pooled CER {result['cer']:.3f}, non-speech chars {result['non_speech_chars']}, "
         f"RTF {result['rtf']:.3f}")
     return result
@@ -154,7 +156,7 @@ def choose(results: list[dict], rtf_target: float, margin: float = 0.005) -> tup
 def markdown(report: dict) -> str:
     sets = report["sets"]
     head = ["setting", "beam", "VAD", "condition", "fallback"] + [f"{s} CER %" for s in sets] + \
-        ["pooled CER %", "non-speech chars", "RTF"]
+        ["pooled CER %", "non-speech chars", "RTF (wall)", "CPU s / audio s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report["results"]:
         s = r["setting"]
@@ -162,7 +164,8 @@ def markdown(report: dict) -> str:
         cells = [s["name"] + mark, str(s["beam_size"]), s["vad"], "on" if s["condition_on_previous_text"] else "off",
                  "on" if s["fallback"] else "off"]
         cells += [f"{100 * r['sets'][k]['cer']:.1f}" for k in sets]
-        cells += [f"{100 * r['cer']:.1f}", str(r["non_speech_chars"]), f"{r['rtf']:.3f}"]
+        cells += [f"{100 * r['cer']:.1f}", str(r["non_speech_chars"]), f"{r['rtf']:.3f}",
+                  f"{r['cpu_rtf']:.3f}" if "cpu_rtf" in r else "not measured"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([
         "# Whisper decoding grid", "",
@@ -177,17 +180,23 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--manifest", required=True)
+    p.add_argument("--manifest")
     p.add_argument("--every", type=int, default=12, help="every Nth dev utterance (keeps every speaker)")
     p.add_argument("--conditions", default="clean,noise5,farfield")
-    p.add_argument("--noise-dir", required=True)
+    p.add_argument("--noise-dir")
     p.add_argument("--conversation-seconds", type=float, default=90.0)
     p.add_argument("--settings", default="", help="comma-separated setting numbers (1-based) to run; default all")
     p.add_argument("--rtf-target", type=float, default=0.25, help="2.5 s for a 10 s clip")
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite OUT.md from OUT.json, naming each setting as GRID names it now")
     args = p.parse_args(argv)
+    if args.render:
+        return render(Path(args.out))
+    if not args.manifest or not args.noise_dir:
+        p.error("--manifest and --noise-dir are needed to measure")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
 
     import torch
@@ -211,6 +220,21 @@ def main(argv=None) -> dict:
         results.append(measure(s, speech_sets, noise, args.threads, log))
         report = write(args, argv, conditions, subset, speech_sets, noise, results)
     print(markdown(report))
+    return report
+
+
+def render(out: Path) -> dict:
+    report = json.loads(out.with_name(out.name + ".json").read_text(encoding="utf-8"))
+    names = {tuple(v for k, v in asdict(g).items() if k != "name"): g.name for g in GRID}
+    for r in report["results"]:
+        key = tuple(v for k, v in r["setting"].items() if k != "name")
+        if key in names:
+            if report["chosen"] == r["setting"]["name"]:
+                report["chosen"] = names[key]
+            r["setting"]["name"] = names[key]
+    out.with_name(out.name + ".json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n",
+                                                 encoding="utf-8")
+    out.with_name(out.name + ".md").write_text(markdown(report), encoding="utf-8")
     return report
 
 
