@@ -7,10 +7,13 @@ model folder (what `ct2-transformers-converter` or `training/finetune_whisper.py
 `speech.default_engine.default_whisper`: `$SPEECH_WHISPER_MODEL`, else Whisper base from the
 Hub at a pinned revision, else the copy that `setup.sh` assembles when the Hub cannot be reached.
 
-The language is fixed to Korean. Silero VAD (speech.vad) finds the speech first: silence and
-noise never reach Whisper, the speech regions are grouped into windows of at most `max_window`
-seconds (Whisper's 30 s context) and timestamps stay in the original timeline. What Whisper
-still invents (sign-offs, loops) is removed by `speech.hallucination.filter_segments`.
+The language is fixed to Korean. A VAD finds the speech first, so silence and noise never reach
+Whisper: by default faster-whisper's own (Silero) VAD filter over the whole input, decoding each
+window conditioned on the previous one, with temperature fallback (the setting that measured best,
+results/whisper-grid.md); with `vad=True`, speech.vad's regions grouped into windows of at most
+`max_window` seconds (Whisper's 30 s context), each decoded on its own. Timestamps stay in the
+original timeline. What Whisper still invents (sign-offs, loops) is removed by
+`speech.hallucination.filter_segments`.
 """
 from __future__ import annotations
 
@@ -78,9 +81,9 @@ class WhisperEngine:
     name = "whisper"
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
-                 beam_size: int = 5, max_window: float = 30.0, vad: bool = True, guard: bool = True,
+                 beam_size: int = 5, max_window: float = 30.0, vad: bool = False, guard: bool = True,
                  word_timestamps: bool = False, cpu_threads: int = 0, token: Optional[str] = None,
-                 condition_on_previous_text: bool = False, temperature=TEMPERATURES, vad_filter: bool = False):
+                 condition_on_previous_text: bool = True, temperature=TEMPERATURES, vad_filter: bool = True):
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"Unknown compute_type {compute_type!r}; compute types = {list(COMPUTE_TYPES)}")
         if beam_size < 1:
@@ -107,7 +110,10 @@ class WhisperEngine:
         self.vad = vad
         self.guard = guard
         self.word_timestamps = word_timestamps
-        # Decoding choices measured by training/whisper_grid.py (results/whisper-grid.md).
+        # Decoding defaults chosen by training/whisper_grid.py (results/whisper-grid.md): beam 5,
+        # faster-whisper's own VAD filter over the whole input, conditioning on the previous text and
+        # temperature fallback had the lowest pooled CER, at the same CPU time as speech.vad windows
+        # (vad=True: Silero windows of at most max_window seconds, no conditioning across them).
         self.condition_on_previous_text = condition_on_previous_text
         self.vad_filter = vad_filter and not vad   # faster-whisper's own VAD, instead of speech.vad
         self.temperature = tuple(temperature) if isinstance(temperature, (list, tuple)) else float(temperature)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from speech.default_engine import HUB_DEFAULT, WHISPER_ENV
+from speech.metrics import cer_wer
 from tests.test_hub import ROOT, client, hub, unused_port  # noqa: F401  (hub is a fixture)
 from training.fetch_whisper_base import default_dir
 
@@ -129,7 +130,8 @@ def test_cli_default_is_whisper_and_compare_shows_both():
     p = run_cli("transcribe", str(MALE), "--format", "jsonl", "--no-progress")
     assert p.returncode == 0, p.stderr
     row = json.loads(p.stdout)
-    assert row["engine"] == "whisper" and row["model"] == "whisper-base" and "토성" in row["text"], row
+    assert row["engine"] == "whisper" and row["model"] == "whisper-base", row
+    assert cer_wer(["이 값이 실제 질량이라고 가정하면 토성보다도 가볍습니다."], [row["text"]])[0] < 0.15, row["text"]
     p = run_cli("transcribe", str(MALE), "--compare", "--no-progress")
     assert p.returncode == 0, p.stderr
     lines = [line.split("\t") for line in p.stdout.splitlines()]
