@@ -1,11 +1,12 @@
 """Korean speech in the browser: speech to text, speaker gender, conversation analysis (Gradio).
 
-A thin page on the `speech` package. Models load once at start; each is a local folder or a
-Hugging Face Hub repo id (owner/name[@revision]), and unset means the embedded default:
+A thin page on the `speech` package. Models load once at start and are warmed up; each is a local
+folder or a Hugging Face Hub repo id (owner/name[@revision]), and unset means the default:
 
   SPEECH_STT_MODEL             DeepSpeech2 model (default: checkpoints/ds2-ko)
   SPEECH_LM                    KenLM for beam search (default: the LM shipped with the model, if any)
-  SPEECH_WHISPER_MODEL         CTranslate2 Whisper model; the Whisper engine is offered only when set
+  SPEECH_WHISPER_MODEL         CTranslate2 Whisper model, the engine that answers by default (default:
+                               Whisper base, pinned on the Hub, or the copy setup.sh assembles)
   SPEECH_GENDER_MODEL          gender classifier (default: checkpoints/gender-ko)
   SPEECH_SPEAKER_MODEL         speaker encoder for who-spoke (default: checkpoints/speaker-resemblyzer)
   SPEECH_MAX_SECONDS           longest input for speech to text and gender (default 300)
@@ -17,6 +18,7 @@ Run `python app.py`; GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose the addres
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -35,7 +37,7 @@ from speech.audio import (SAMPLE_RATE, AudioDecodeError, AudioError, AudioTooSho
                           NoSpeechError, SilentAudioError, audio_duration)
 from speech.formats import format_duration, subtitle_cues, to_srt
 from speech.usable import load_speech
-from speech.usable import transcribe as transcribe_speech
+from speech.usable import require_transcript
 
 log = logging.getLogger("app")
 ROOT = Path(__file__).resolve().parent
@@ -62,6 +64,7 @@ MAX_ANALYSIS_SECONDS = _env_float("SPEECH_MAX_ANALYSIS_SECONDS", 3600)
 class Models:
     """Everything loaded at start. `problems` says, per feature, why it is unavailable."""
     stt: dict = field(default_factory=dict)        # "ds2/greedy", "ds2/beam", "whisper" -> engine
+    labels: dict = field(default_factory=dict)     # "ds2", "whisper" -> speech.default_engine.EngineInfo
     gender: object = None
     speaker: object = None                         # speaker encoder: conversation speakers, two voices
     problems: dict = field(default_factory=dict)
@@ -69,6 +72,11 @@ class Models:
 
     def lock(self, key: str) -> threading.Lock:
         return self.locks.setdefault(key, threading.Lock())
+
+    @property
+    def default_key(self) -> str:
+        """The best engine answers unless another is chosen: Whisper when there is one."""
+        return "whisper" if "whisper" in self.stt else "ds2/greedy"
 
 
 def _ref(name: str) -> Optional[str]:
@@ -92,15 +100,15 @@ def load_models() -> Models:
         except (ValueError, OSError, ImportError) as e:
             log.error("could not set up beam search: %s", e)
             m.problems["ds2/beam"] = str(e)
-    whisper_ref = _ref("SPEECH_WHISPER_MODEL") or _ref("KOREAN_SPEECH_WHISPER")
-    if whisper_ref:
-        try:
-            m.stt["whisper"] = load_engine("whisper", model=whisper_ref)
-        except (ValueError, OSError, ImportError) as e:
-            log.error("could not load Whisper (%s): %s", whisper_ref, e)
-            m.problems["whisper"] = str(e)
-    else:
-        m.problems["whisper"] = "SPEECH_WHISPER_MODEL is not set"
+    try:  # SPEECH_WHISPER_MODEL, else Whisper base (pinned on the Hub, or the copy setup.sh assembled)
+        m.stt["whisper"] = load_engine("whisper")
+    except (ValueError, OSError, ImportError) as e:
+        log.warning("no Whisper model (%s); DeepSpeech2 answers by default", e)
+        m.problems["whisper"] = str(e)
+    from speech.default_engine import engine_info
+
+    for key, engine in m.stt.items():
+        m.labels.setdefault(key.split("/")[0], engine_info(engine))
     try:
         m.gender = GenderClassifier.load(_ref("SPEECH_GENDER_MODEL"))
     except (ValueError, OSError) as e:
@@ -114,6 +122,31 @@ def load_models() -> Models:
         log.error("could not load the speaker encoder: %s", e)
         m.problems["speaker"] = str(e)
     return m
+
+
+def warm_up(models: Models) -> None:
+    """Run every model once at start, so that the first person does not wait for lazy set-up
+    (CTranslate2 and torch allocations, the VAD, the LM, the first figure)."""
+    from speech import plots
+
+    t0 = time.perf_counter()
+    clip = EXAMPLES / "ko_male_emh00003.flac"
+    try:
+        audio = load_audio(clip)[: 3 * SAMPLE_RATE] if clip.exists() else None
+        if audio is None:
+            return
+        for key, engine in models.stt.items():
+            with models.lock(key):
+                engine.transcribe(audio)
+        if models.gender is not None:
+            with models.lock("gender"):
+                models.gender.predict(audio)
+        import matplotlib.pyplot as plt
+
+        plt.close(plots.spectrogram_figure(audio, SAMPLE_RATE, title="warm-up"))
+    except Exception:   # a warm-up problem must not keep the page from starting
+        log.exception("warm-up failed")
+    log.info("warm-up took %.1f s", time.perf_counter() - t0)
 
 
 def _model_name(model) -> str:
@@ -233,10 +266,25 @@ def _stem(path: str) -> str:
 ENGINE_LABELS = {"ds2": "DeepSpeech2", "whisper": "Whisper"}
 
 
+def _label(models: Models, engine_key: str) -> str:
+    info = models.labels.get(engine_key.split("/")[0])
+    return info.label if info is not None else ENGINE_LABELS.get(engine_key, engine_key)
+
+
+def compare_markdown(rows) -> str:
+    """Both engines' transcripts of the same audio, with their processing times."""
+    lines = ["| 엔진 · engine | 받아쓴 글 · transcript | 처리 시간 · processing |", "|---|---|---|"]
+    for r in rows:
+        text = (r.text or "(말소리를 알아듣지 못했습니다 · no speech recognised)").replace("|", "\\|")
+        lines.append(f"| **{r.label}** | {text} | {r.seconds:.2f} s |")
+    return "\n".join(lines)
+
+
 def make_handlers(models: Models):
     from speech import plots
 
     def _engine(engine: str, decoder: str):
+        engine = engine or models.default_key.split("/")[0]
         key = "whisper" if engine == "whisper" else f"ds2/{decoder}"
         if key not in models.stt:
             why = models.problems.get(key, "not loaded")
@@ -251,25 +299,39 @@ def make_handlers(models: Models):
         return models.gender
 
     @friendly
-    def transcribe(audio_path, engine="ds2", decoder="greedy", source=UPLOAD, progress=gr.Progress()):
-        key, stt = _engine(engine or "ds2", decoder or "greedy")
+    def transcribe(audio_path, engine=None, decoder="greedy", compare=False, source=UPLOAD, progress=gr.Progress()):
+        from speech.default_engine import compare as compare_engines
+
+        key, _ = _engine(engine, decoder or "greedy")
+        others = []
+        if compare:  # the other engine on the same audio: Whisper and DeepSpeech2 side by side
+            other = f"ds2/{decoder or 'greedy'}" if key == "whisper" else "whisper"
+            _engine(other.split("/")[0], decoder or "greedy")
+            others = [other]
         progress(0.0, desc="오디오 읽는 중 · reading audio")
         audio = read_audio(audio_path, MAX_SECONDS, source)
-        with models.lock(key):  # nothing recognised is a "no speech" error, never empty downloads
-            result = transcribe_speech(stt, audio, progress=_progress_callback(progress, 0.05, 0.85))
+        keys = sorted([key] + others, key=lambda k: k != "whisper")   # Whisper first, as in the list
+        with contextlib.ExitStack() as stack:
+            for k in keys:
+                stack.enter_context(models.lock(k))
+            rows = compare_engines([models.stt[k] for k in keys], audio,
+                                   progress=_progress_callback(progress, 0.05, 0.85))
+        # nothing recognised by the chosen engine is a "no speech" error, never empty downloads
+        result = require_transcript(rows[keys.index(key)].transcript)
+        comparison = compare_markdown(rows) if compare else ""
         progress(0.92, desc="그림 그리는 중 · drawing")
         text = result.text
-        rows = [[format_duration(s.start), format_duration(s.end), s.text] for s in result.segments]
+        segments = [[format_duration(s.start), format_duration(s.end), s.text] for s in result.segments]
         folder, stem = _out_dir(), _stem(audio_path)
         txt, srt = folder / f"{stem}_transcript.txt", folder / f"{stem}_transcript.srt"
         txt.write_text(result.text + "\n", encoding="utf-8")
         srt.write_text(to_srt(subtitle_cues((s.start, s.end, s.text, s.words) for s in result.segments)),
                        encoding="utf-8")
         figure = plots.spectrogram_figure(audio, SAMPLE_RATE, title="스펙트로그램 · Spectrogram")
-        info = (f"**{ENGINE_LABELS.get(result.engine, result.engine)}** · 모델 model `{result.model}` · "
+        info = (f"**{_label(models, key)}** · 모델 model `{result.model}` · "
                 f"디코더 decoder `{result.decoder}` · 길이 {format_duration(result.duration)} · "
                 f"처리 시간 processing {result.rtf * result.duration:.2f} s")
-        return text, rows, figure, info, [str(txt), str(srt)]
+        return text, segments, figure, info, [str(txt), str(srt)], comparison
 
     @friendly
     def classify_gender(audio_path, source=UPLOAD, progress=gr.Progress()):
@@ -306,10 +368,11 @@ def make_handlers(models: Models):
         from speech.analysis import analyze
 
         classifier = _classifier()
-        stt = models.stt.get("ds2/greedy") if with_text else None
+        stt_key = models.default_key   # each turn is transcribed by the best engine
+        stt = models.stt.get(stt_key) if with_text else None
         if with_text and stt is None:
             raise user_error(f"음성 인식 모델이 없어 받아쓸 수 없습니다. No speech-to-text model: "
-                             f"{models.problems.get('ds2/greedy')}", title="모델 없음 · Model unavailable")
+                             f"{models.problems.get(stt_key)}", title="모델 없음 · Model unavailable")
         progress(0.0, desc="오디오 읽는 중 · reading audio")
         audio = read_audio(audio_path, MAX_ANALYSIS_SECONDS, source)
         if models.speaker is None:
@@ -319,7 +382,7 @@ def make_handlers(models: Models):
         if speakers < 0 or speakers > 20 or speakers != (n_speakers or 0):
             raise user_error("화자 수는 0(자동) 또는 1-20 사이의 정수여야 합니다. The number of speakers must be 0 "
                              "(automatic) or a whole number from 1 to 20.", title="화자 수 · Number of speakers")
-        with models.lock("gender"), models.lock("ds2/greedy"), models.lock("speaker"):  # no speech raises
+        with models.lock("gender"), models.lock(stt_key), models.lock("speaker"):  # no speech raises
             report = analyze(audio, classifier, stt=stt, path=Path(audio_path).name, encoder=models.speaker,
                              speakers=speakers or None, progress=_progress_callback(progress, 0.05, 0.85))
         progress(0.92, desc="그림 그리는 중 · drawing")
@@ -465,16 +528,20 @@ FAMILY_EXAMPLE = [("family_conversation.ogg", "가족 대화 · family conversat
 def build_demo(models: Models) -> gr.Blocks:
     transcribe, classify_gender, analyze_conversation = make_handlers(models)
     ds2 = models.stt.get("ds2/greedy") or models.stt.get("ds2/beam")
-    engines = [(f"DeepSpeech2 · {_model_name(ds2)}", "ds2")] if ds2 is not None else []
-    if "whisper" in models.stt:
-        engines.append((f"Whisper · {_model_name(models.stt['whisper'])}", "whisper"))
+    # the best engine first and preselected; DeepSpeech2, trained here, one choice away
+    engines = [(_label(models, "whisper"), "whisper")] if "whisper" in models.stt else []
+    if ds2 is not None:
+        engines.append((_label(models, "ds2"), "ds2"))
+    cer_note = "CER (문자 오류율 · character error rate): " + "; ".join(
+        f"{ENGINE_LABELS[k]} {100 * v.cer:.1f}% from {v.source}" for k, v in models.labels.items() if v.cer is not None)
     beam = models.stt.get("ds2/beam")
     beam_label = ("빔 탐색 + 언어 모델 · beam + LM" if beam is not None and beam.decoder_name == "beam+lm"
                   else "빔 탐색 · beam (언어 모델 없음 · no LM)")
     decoders = [(label, d) for d, label in (("greedy", "빠른 디코딩 · greedy"), ("beam", beam_label))
                 if f"ds2/{d}" in models.stt]
-    whisper_note = ("Whisper: `SPEECH_WHISPER_MODEL` 환경 변수에 모델을 지정하면 선택할 수 있습니다 "
-                    "(set SPEECH_WHISPER_MODEL to offer it)." if "whisper" not in models.stt else "")
+    whisper_note = ("Whisper 모델을 찾지 못해 DeepSpeech2가 답합니다: `bash setup.sh`로 받거나 `SPEECH_WHISPER_MODEL`을 "
+                    f"지정하세요. No Whisper model ({models.problems.get('whisper')}): run setup.sh or set "
+                    "SPEECH_WHISPER_MODEL." if "whisper" not in models.stt else "")
 
     # delete_cache: uploads and results older than an hour leave Gradio's cache every hour
     with gr.Blocks(title="한국어 음성 분석 · Korean Speech", delete_cache=(3600, 3600)) as demo:
@@ -494,23 +561,31 @@ def build_demo(models: Models) -> gr.Blocks:
                                                    label="디코딩 · Decoding (DeepSpeech2)",
                                                    info="빔 탐색은 느리지만 대개 더 정확합니다 · beam search is "
                                                         "slower, usually more accurate",
+                                                   interactive=bool(engines) and engines[0][1] == "ds2",
                                                    elem_id="stt_decoder")
+                            stt_compare_box = gr.Checkbox(
+                                label="두 엔진 나란히 · Both engines side by side (Whisper + DeepSpeech2)",
+                                visible="whisper" in models.stt and ds2 is not None, elem_id="stt_compare_box")
                         if whisper_note:
                             gr.Markdown(whisper_note, elem_classes="note")
+                        if models.labels:
+                            gr.Markdown(cer_note, elem_classes="note", elem_id="stt_cer_note")
                         stt_btn = gr.Button("받아쓰기 · Transcribe", variant="primary", elem_id="stt_btn")
                         _examples(stt_audio, SHORT_EXAMPLES)
                     with gr.Column(scale=3):
                         stt_text = gr.Textbox(label="받아쓴 글 · Transcript", lines=3, buttons=["copy"],
                                               elem_id="stt_text")
                         stt_info = gr.Markdown(elem_id="stt_info")
+                        stt_compare = gr.Markdown(elem_id="stt_compare")
                         stt_segments = gr.Dataframe(headers=["시작 start", "끝 end", "문장 text"],
                                                     label="구간 · Segments", interactive=False, wrap=True,
                                                     column_widths=["15%", "15%", "70%"], elem_id="stt_segments")
                         stt_files = gr.File(label="내려받기 · Download (TXT, SRT)", file_count="multiple",
                                             interactive=False, elem_id="stt_files")
                 stt_plot = gr.Plot(label="스펙트로그램 · Spectrogram", show_label=False, elem_id="stt_plot")
-                stt_outputs = [stt_text, stt_segments, stt_plot, stt_info, stt_files]
-                _clear_on_error(stt_btn.click(transcribe, [stt_audio, stt_engine, stt_decoder, _source_of(stt_audio)],
+                stt_outputs = [stt_text, stt_segments, stt_plot, stt_info, stt_files, stt_compare]
+                _clear_on_error(stt_btn.click(transcribe, [stt_audio, stt_engine, stt_decoder, stt_compare_box,
+                                                           _source_of(stt_audio)],
                                               stt_outputs, api_name="transcribe", concurrency_id="models"),
                                 stt_outputs)
                 if "whisper" in models.stt:  # Whisper decodes its own way: the DS2 decoder choice does not apply
@@ -584,6 +659,7 @@ def _minutes(seconds: float) -> str:
 
 
 models = load_models()
+warm_up(models)
 demo = build_demo(models)
 demo.queue(default_concurrency_limit=int(_env_float("SPEECH_CONCURRENCY", 1)),
            max_size=int(_env_float("SPEECH_QUEUE_SIZE", 32)))

@@ -54,13 +54,16 @@ def _fail(path, err) -> None:
 def add_transcribe(sub):
     p = sub.add_parser("transcribe", help="speech to text", description="Transcribe Korean speech.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, m4a, webm, pcm, ...)")
-    p.add_argument("--engine", default="ds2", choices=["ds2", "whisper"], help="recognition engine (default ds2)")
+    p.add_argument("--engine", default=None, choices=["ds2", "whisper"],
+                   help="recognition engine (default: the best available, Whisper base; see SPEECH_WHISPER_MODEL)")
     p.add_argument("--model", default=None, help="local folder, Hub repo id (owner/name[@revision]) or 'default'")
     p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"], help="CTC decoder (ds2)")
     p.add_argument("--lm", default=None, help="KenLM model for --decoder beam (default: the model's shipped LM)")
     p.add_argument("--beam-size", type=int, default=32)
     p.add_argument("--format", default="text", choices=["text", "jsonl", "srt", "vtt"])
     p.add_argument("--words", action="store_true", help="include word timestamps in jsonl")
+    p.add_argument("--compare", action="store_true",
+                   help="run Whisper and DeepSpeech2 on each file and print both transcripts with processing times")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_transcribe)
 
@@ -70,16 +73,22 @@ def cmd_transcribe(args) -> int:
     from .stt import load_engine
     from .usable import transcribe
 
+    if args.compare:
+        return cmd_compare(args)
     kwargs = {}
+    if args.engine is None and args.model not in (None, "default"):
+        print("error: --model needs --engine (ds2 or whisper); with no --engine, SPEECH_WHISPER_MODEL chooses "
+              "the model", file=sys.stderr)
+        return 2
     if args.engine == "ds2":
         kwargs = dict(decoder=args.decoder, lm=args.lm, beam_size=args.beam_size)
     elif args.decoder != "greedy" or args.lm:
-        print("error: --decoder/--lm apply to the ds2 engine only", file=sys.stderr)
+        print("error: --decoder/--lm apply to the ds2 engine only (--engine ds2)", file=sys.stderr)
         return 2
     try:
         engine = load_engine(args.engine, model=args.model, **kwargs)
     except (ValueError, OSError) as e:
-        print(f"error: could not load the {args.engine} model: {e}", file=sys.stderr)
+        print(f"error: could not load the {args.engine or 'default'} model: {e}", file=sys.stderr)
         return 2
     show = not args.no_progress and (len(args.files) > 1) and sys.stderr.isatty()
     failed = 0
@@ -102,6 +111,42 @@ def cmd_transcribe(args) -> int:
             print(to_srt(items), flush=True)
         else:
             print(to_vtt(items), flush=True)
+    return 1 if failed else 0
+
+
+def cmd_compare(args) -> int:
+    """Both engines on the same files: the study's comparison, on your own recordings."""
+    from .default_engine import compare
+    from .stt import load_engine
+
+    if args.engine or args.model:
+        print("error: --compare runs the default Whisper and DeepSpeech2; drop --engine/--model "
+              "(SPEECH_WHISPER_MODEL chooses the Whisper model)", file=sys.stderr)
+        return 2
+    try:
+        engines = [load_engine("whisper"),
+                   load_engine("ds2", decoder=args.decoder, lm=args.lm, beam_size=args.beam_size)]
+    except (ValueError, OSError, ImportError) as e:
+        print(f"error: --compare needs both engines: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in args.files:
+        try:
+            rows = compare(engines, path)
+        except (AudioError, OSError) as e:
+            _fail(path, e)
+            failed += 1
+            continue
+        if args.format == "jsonl":
+            for r in rows:
+                print(json.dumps({"path": str(path), "label": r.label, "seconds": round(r.seconds, 3),
+                                  **r.transcript.to_dict(words=args.words)}, ensure_ascii=False), flush=True)
+        elif args.format == "text":
+            for r in rows:
+                print(f"{path}\t{r.label}\t{r.seconds:.2f} s\t{r.text}", flush=True)
+        else:
+            print("error: --compare writes text or jsonl", file=sys.stderr)
+            return 2
     return 1 if failed else 0
 
 
@@ -152,7 +197,9 @@ def add_analyze(sub):
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (household recordings, up to hours long)")
     p.add_argument("--model", default=None, help="gender model: local folder, Hub repo id or 'default'")
     p.add_argument("--transcribe", action="store_true", help="also transcribe each turn (slower)")
-    p.add_argument("--stt-model", default=None, help="speech-to-text model for --transcribe")
+    p.add_argument("--stt-engine", default=None, choices=["ds2", "whisper"],
+                   help="speech-to-text engine for --transcribe (default: the best available, Whisper base)")
+    p.add_argument("--stt-model", default=None, help="speech-to-text model for --transcribe (with --stt-engine)")
     p.add_argument("--format", default="json", choices=["json", "csv", "speakers-csv", "srt", "vtt", "rttm"],
                    help="csv: one row per turn; speakers-csv: one row per speaker")
     p.add_argument("--speakers", type=_positive_int, default=None, metavar="N",
@@ -196,7 +243,9 @@ def cmd_analyze(args) -> int:
         if args.transcribe:
             from .stt import load_engine
 
-            stt = load_engine("ds2", model=args.stt_model)
+            if args.stt_model and not args.stt_engine:
+                raise ValueError("--stt-model needs --stt-engine (ds2 or whisper)")
+            stt = load_engine(args.stt_engine, model=args.stt_model)
     except (ValueError, OSError) as e:
         print(f"error: could not load a model: {e}", file=sys.stderr)
         return 2

@@ -32,6 +32,10 @@ class ModelNotFoundError(ValueError):
     pass
 
 
+class HubUnreachableError(ModelNotFoundError):
+    """The Hub could not be reached (or offline mode) and nothing was cached."""
+
+
 def default_model(kind: str) -> Path:
     if kind not in DEFAULTS:
         raise ValueError(f"Unknown model kind {kind!r}; kinds = {sorted(DEFAULTS)}")
@@ -77,7 +81,7 @@ def _download(repo_id, revision, token, allow_patterns, kind, fallback) -> Path:
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         # Unreachable Hub (or offline mode) and no cached copy.
         if not fallback or kind not in DEFAULTS:
-            raise ModelNotFoundError(f"Could not download {repo_id!r} from the Hugging Face Hub: {e}") from e
+            raise HubUnreachableError(f"Could not download {repo_id!r} from the Hugging Face Hub: {e}") from e
         log.warning("Hugging Face Hub unreachable for %s (%s); using the embedded default %s",
                     repo_id, type(e).__name__, DEFAULTS[kind].name)
         return DEFAULTS[kind]

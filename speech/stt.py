@@ -1,5 +1,6 @@
 """Speech-to-text engines behind one interface: `engine.transcribe(audio) -> Transcript`.
 
+`load_engine()` gives the best engine available (Whisper base; see speech.default_engine);
 `load_engine("ds2", model=REF, decoder="greedy"|"beam", lm=PATH)` gives DeepSpeech2;
 `load_engine("whisper", model=REF)` gives Whisper (faster-whisper), imported only when asked for.
 Long input is cut into speech regions by the VAD (at most `max_window` seconds each), so memory
@@ -212,7 +213,15 @@ def _shipped_lm(folder: Path, config: dict) -> Optional[str]:
     return None
 
 
-def load_engine(engine: str = "ds2", model: Optional[str] = None, **kwargs):
+def load_engine(engine: Optional[str] = None, model: Optional[str] = None, **kwargs):
+    """`engine` None or "default": the best engine available (speech.default_engine), which takes
+    no `model` (set SPEECH_WHISPER_MODEL, or name the engine)."""
+    if engine in (None, "", "default"):
+        if model not in (None, "", "default"):
+            raise ValueError(f"load_engine(model={model!r}) needs an engine name: engines = {list(ENGINES)}")
+        from .default_engine import load_default_engine
+
+        return load_default_engine(**kwargs)
     if engine == "ds2":
         return DS2Engine(model=model, **kwargs)
     if engine == "whisper":

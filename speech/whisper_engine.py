@@ -3,19 +3,22 @@
 `WhisperEngine(model=REF).transcribe(audio) -> speech.stt.Transcript`. REF is a CTranslate2
 model folder (what `ct2-transformers-converter` or `training/finetune_whisper.py` writes, or
 `python -m training.fetch_whisper_base` for Whisper base) or a Hub repo id such as
-`Systran/faster-whisper-small`. There is no embedded default: Whisper weights are large, so
-without REF the engine reads `$KOREAN_SPEECH_WHISPER` and otherwise stops with a clear message.
+`Systran/faster-whisper-small`. Without REF the default Whisper is resolved by
+`speech.default_engine.default_whisper`: `$SPEECH_WHISPER_MODEL`, else Whisper base from the
+Hub at a pinned revision, else the copy that `setup.sh` assembles when the Hub cannot be reached.
 
-The language is fixed to Korean. Silero VAD (speech.vad) finds the speech first: silence and
-noise never reach Whisper, the speech regions are grouped into windows of at most `max_window`
-seconds (Whisper's 30 s context) and timestamps stay in the original timeline. What Whisper
-still invents (sign-offs, loops) is removed by `speech.hallucination.filter_segments`.
+The language is fixed to Korean. A VAD finds the speech first, so silence and noise never reach
+Whisper: by default faster-whisper's own (Silero) VAD filter over the whole input, decoding each
+window conditioned on the previous one, with temperature fallback (the setting that measured best,
+results/whisper-grid.md); with `vad=True`, speech.vad's regions grouped into windows of at most
+`max_window` seconds (Whisper's 30 s context), each decoded on its own. Timestamps stay in the
+original timeline. What Whisper still invents (sign-offs, loops) is removed by
+`speech.hallucination.filter_segments`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -30,21 +33,22 @@ from .stt import Segment, Transcript, Word
 
 log = logging.getLogger("speech")
 
-MODEL_ENV = "KOREAN_SPEECH_WHISPER"
+MODEL_ENV = "SPEECH_WHISPER_MODEL"
 LANGUAGE = "ko"
 # What a CTranslate2 Whisper repo holds; nothing else is fetched.
 ALLOW_PATTERNS = ["model.bin", "config.json", "tokenizer.json", "vocabulary.*", "preprocessor_config.json", "*.md"]
+# faster-whisper's temperature fallback: a window whose text looks like a loop or is unlikely is
+# decoded again, hotter.
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 COMPUTE_TYPES = ("int8", "int8_float32", "int8_float16", "float16", "float32", "bfloat16", "default", "auto")
 
 
 def resolve_whisper(ref: Optional[str], token: Optional[str] = None) -> Path:
-    """A local CTranslate2 Whisper folder for a path or Hub repo id (or $KOREAN_SPEECH_WHISPER)."""
-    ref = ref if ref not in (None, "", "default") else os.environ.get(MODEL_ENV)
-    if not ref:
-        raise ModelNotFoundError(
-            "No Whisper model given: pass --model PATH_OR_REPO_ID (a CTranslate2 Whisper folder or a Hub "
-            f"repo id such as Systran/faster-whisper-small), or set {MODEL_ENV}. "
-            "Whisper base for offline use: python -m training.fetch_whisper_base")
+    """A local CTranslate2 Whisper folder for a path or Hub repo id (None: the default Whisper)."""
+    if ref in (None, "", "default"):
+        from .default_engine import default_whisper
+
+        return default_whisper(token)[0]
     folder = resolve_model(ref, "whisper", token=token, allow_patterns=ALLOW_PATTERNS, fallback=False)
     if not (folder / "model.bin").exists():
         hint = ""
@@ -79,8 +83,9 @@ class WhisperEngine:
     level_input = True  # Whisper hears the level-normalised audio the VAD hears (speech.level; results/level.md)
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
-                 beam_size: int = 5, max_window: float = 30.0, vad: bool = True, guard: bool = True,
-                 word_timestamps: bool = False, cpu_threads: int = 0, token: Optional[str] = None):
+                 beam_size: int = 5, max_window: float = 30.0, vad: bool = False, guard: bool = True,
+                 word_timestamps: bool = False, cpu_threads: int = 0, token: Optional[str] = None,
+                 condition_on_previous_text: bool = True, temperature=TEMPERATURES, vad_filter: bool = True):
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"Unknown compute_type {compute_type!r}; compute types = {list(COMPUTE_TYPES)}")
         if beam_size < 1:
@@ -89,27 +94,41 @@ class WhisperEngine:
             raise ValueError("max_window must be within [1, 30] seconds (Whisper sees 30 s at a time)")
         from faster_whisper import WhisperModel
 
-        self.folder = resolve_whisper(model, token)
+        if model in (None, "", "default"):
+            from .default_engine import default_whisper
+
+            self.folder, self.origin, default_name = default_whisper(token)   # origin: where it came from
+        else:
+            self.folder, self.origin = resolve_whisper(model, token), "model"
         self.model = WhisperModel(str(self.folder), device=device, compute_type=compute_type,
                                   cpu_threads=cpu_threads)
         if not self.model.model.is_multilingual:
             raise ValueError(f"{model} is an English-only Whisper model; Korean needs a multilingual one")
-        self.model_name = str(model) if model and not Path(str(model)).exists() else self.folder.name
+        self.model_name = (default_name if self.origin != "model" else
+                           str(model) if not Path(str(model)).exists() else self.folder.name)
         self.beam_size = beam_size
         self.decoder_name = "greedy" if beam_size == 1 else f"beam{beam_size}"
         self.max_window = max_window
         self.vad = vad
         self.guard = guard
         self.word_timestamps = word_timestamps
+        # Decoding defaults chosen by training/whisper_grid.py (results/whisper-grid.md): beam 5,
+        # faster-whisper's own VAD filter over the whole input, conditioning on the previous text and
+        # temperature fallback had the lowest pooled CER, at the same CPU time as speech.vad windows
+        # (vad=True: Silero windows of at most max_window seconds, no conditioning across them).
+        self.condition_on_previous_text = condition_on_previous_text
+        self.vad_filter = vad_filter and not vad   # faster-whisper's own VAD, instead of speech.vad
+        self.temperature = tuple(temperature) if isinstance(temperature, (list, tuple)) else float(temperature)
         self.last_dropped: list = []   # (RawSegment, reason) of the last call, for inspection
         self.last_spans: list = []     # VAD speech regions of the last call
 
     def _decode(self, audio: np.ndarray, offset: float) -> list[RawSegment]:
         segments, _ = self.model.transcribe(
             audio, language=LANGUAGE, task="transcribe", beam_size=self.beam_size,
-            vad_filter=False,                     # speech.vad has already chosen the audio
-            condition_on_previous_text=False,     # a hallucination must not prime the next window
-            word_timestamps=self.word_timestamps)
+            vad_filter=self.vad_filter,           # off when speech.vad has already chosen the audio
+            # off by default: a hallucination must not prime the next window
+            condition_on_previous_text=self.condition_on_previous_text,
+            temperature=self.temperature, word_timestamps=self.word_timestamps)
         out = []
         for s in segments:
             words = [Word(offset + w.start, offset + w.end, w.word.strip()) for w in (s.words or [])]

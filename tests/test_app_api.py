@@ -19,6 +19,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from tests.app_server import EXAMPLES, MAX_SECONDS, app_url
+from training.fetch_whisper_base import default_dir
+
+WHISPER_BASE = default_dir() / "model.bin"
 
 FEMALE = EXAMPLES / "ko_female_ava00013.flac"
 MALE = EXAMPLES / "ko_male_emh00003.flac"
@@ -58,7 +61,7 @@ def test_endpoints_listed(client):
 # -- speech to text ------------------------------------------------------------------------------
 
 def _check_transcript(result, duration: float):
-    text, segments, plot, info, files = result
+    text, segments, plot, info, files, comparison = result
     assert HANGUL.search(text), text
     rows = segments["data"]
     assert rows and all(len(r) == 3 for r in rows)
@@ -119,18 +122,53 @@ def test_concurrent_users_are_queued(client):
     assert results[0][0] == results[2][0]
 
 
-def test_transcribe_whisper_when_configured(client):
-    """The engine selector offers Whisper only when SPEECH_WHISPER_MODEL names a model."""
+def _whisper_offered(client) -> bool:
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/transcribe"]
     engine = next(p for p in api["parameters"] if p["parameter_name"] == "engine")
-    if "whisper" not in str(engine["type"]):
-        assert not os.environ.get("SPEECH_WHISPER_MODEL")
-        message = _error(client, handle_file(str(MALE)), "whisper", "greedy", api_name="/transcribe")
+    return "whisper" in str(engine["type"])
+
+
+def test_whisper_answers_by_default(client):
+    """With no variables set, Whisper base (setup.sh's copy here: the Hub is out of reach) is the
+    engine the page preselects and the one that answers when no engine is named."""
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/transcribe"]
+    engine = next(p for p in api["parameters"] if p["parameter_name"] == "engine")
+    if not _whisper_offered(client):
+        assert not WHISPER_BASE.exists() and not os.environ.get("SPEECH_WHISPER_MODEL")
+        pytest.skip("no Whisper model on this machine: run setup.sh")
+    assert engine["parameter_default"] == "whisper"
+    assert engine["type"]["enum"] == ["whisper", "ds2"], engine["type"]   # the best first, DS2 one choice away
+    result = client.predict(handle_file(str(MALE)), api_name="/transcribe")   # no engine named
+    _check_transcript(result, sf.info(MALE).duration)
+    assert result[0].startswith("이 값이 실제"), result[0]
+    # a name people understand, with the CER recorded in results/
+    assert re.search(r"\*\*Whisper base \(OpenAI, 74M\) · CER \d+%\*\*", result[3]), result[3]
+    assert result[5] == ""   # no comparison unless asked for
+    ds2 = client.predict(handle_file(str(MALE)), "ds2", "greedy", api_name="/transcribe")
+    assert re.search(r"\*\*DeepSpeech2 \(trained here, 3\.8M, 68 min\) · CER \d+%\*\*", ds2[3]), ds2[3]
+
+
+def test_compare_both_engines(client):
+    """One request, both engines on the same audio: two transcripts with their processing times."""
+    if not _whisper_offered(client):
+        message = _error(client, handle_file(str(MALE)), "ds2", "greedy", True, api_name="/transcribe")
         assert "whisper" in message.lower(), message
         return
-    result = client.predict(handle_file(str(MALE)), "whisper", "greedy", api_name="/transcribe")
+    result = client.predict(handle_file(str(MALE)), "whisper", "beam", True, api_name="/transcribe")
     _check_transcript(result, sf.info(MALE).duration)
-    assert "Whisper" in result[3], result[3]
+    rows = [line for line in result[5].splitlines() if line.startswith("| **")]
+    assert len(rows) == 2, result[5]
+    labels = [re.match(r"\| \*\*(.+?)\*\* \|", r).group(1) for r in rows]
+    assert labels[0].startswith("Whisper base") and labels[1].startswith("DeepSpeech2"), labels
+    texts = [r.split(" | ")[1] for r in rows]
+    seconds = [float(re.search(r"\| ([\d.]+) s \|$", r).group(1)) for r in rows]
+    assert texts[0] == result[0] and HANGUL.search(texts[1]) and texts[0] != texts[1], texts
+    assert all(0 < t < 60 for t in seconds), seconds
+    assert "decoder `beam5`" in result[3]   # the main answer is still the chosen engine's
+    # DeepSpeech2 chosen: its transcript is the main answer, Whisper's stands beside it
+    ds2 = client.predict(handle_file(str(MALE)), "ds2", "beam", True, api_name="/transcribe")
+    ds2_rows = [line for line in ds2[5].splitlines() if line.startswith("| **")]
+    assert ds2_rows[1].split(" | ")[1] == ds2[0] and ds2_rows[0].split(" | ")[1] == texts[0]
 
 
 def test_transcribe_mistakes(client, tmp_path):
@@ -223,9 +261,12 @@ def test_analyze_family_recording(client):
 
 
 def test_analyze_with_transcripts(client):
-    _, _, _, turns, _, _ = client.predict(handle_file(str(FEMALE)), True, 0, api_name="/analyze")
+    _, summary, _, turns, _, _ = client.predict(handle_file(str(FEMALE)), True, 0, api_name="/analyze")
     rows = turns["data"]
     assert rows and any(HANGUL.search(str(cell)) for r in rows for cell in r[-1:]), turns
+    if _whisper_offered(client):   # each turn is transcribed by the best engine
+        assert "+ `whisper-base`" in summary, summary
+        assert "어둠 속을" in " ".join(str(r[-1]) for r in rows), rows
 
 
 def test_analyze_mistakes(client, tmp_path):

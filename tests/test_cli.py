@@ -13,6 +13,9 @@ import soundfile as sf
 
 from speech import cli
 from speech.stt import load_engine
+from training.fetch_whisper_base import default_dir
+
+WHISPER_BASE = default_dir() / "model.bin"
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = Path(__file__).parent / "fixtures" / "examples"
@@ -45,8 +48,10 @@ def test_jsonl_reports_good_files_and_fails_on_a_missing_one(tmp_path):
     lines = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
     assert [d["path"] for d in lines] == [str(FEMALE), str(MALE)]  # in order, the bad one left out
     for d, f in zip(lines, [FEMALE, MALE]):
-        assert set(d) >= {"path", "text", "duration", "segments", "model", "decoder", "rtf"}
-        assert d["text"] and d["decoder"] == "greedy" and d["model"] and d["rtf"] > 0
+        assert set(d) >= {"path", "text", "duration", "segments", "engine", "model", "decoder", "rtf"}
+        assert d["text"] and d["decoder"] and d["model"] and d["rtf"] > 0
+        # no --engine: the best engine answers (DeepSpeech2 only where there is no Whisper at all)
+        assert (d["engine"], d["decoder"]) == (("whisper", "beam5") if WHISPER_BASE.exists() else ("ds2", "greedy"))
         assert d["duration"] == pytest.approx(sf.info(str(f)).duration, abs=1e-3)
         assert d["segments"]
         for s in d["segments"]:
@@ -68,7 +73,7 @@ def cues(text: str, pattern: re.Pattern) -> list[re.Match]:
 def test_srt_is_well_formed_and_matches_the_transcript(capsys):
     """Cues sized for reading (at most 7 s, two lines; tests/test_formats.py), inside the
     transcript's segments, holding its words in order."""
-    assert cli.main(["transcribe", str(FAMILY), "--format", "srt", "--no-progress"]) == 0
+    assert cli.main(["transcribe", str(FAMILY), "--engine", "ds2", "--format", "srt", "--no-progress"]) == 0
     out = capsys.readouterr().out
     matches = cues(out, SRT_CUE)
     result = load_engine("ds2").transcribe(FAMILY)
@@ -95,14 +100,16 @@ def test_vtt_is_well_formed(capsys):
 
 
 def test_invalid_model_is_a_clear_error_with_exit_code_2(tmp_path):
-    p = run_cli("transcribe", str(FEMALE), "--model", str(tmp_path / "no-such-model"), "--no-progress")
+    p = run_cli("transcribe", str(FEMALE), "--engine", "ds2", "--model", str(tmp_path / "no-such-model"),
+                "--no-progress")
     assert p.returncode == 2
     assert "no-such-model" in p.stderr and "Traceback" not in p.stderr
     assert p.stdout == ""
     # A folder that exists but is not a model.
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit) as e:
-        sys.exit(cli.main(["transcribe", str(FEMALE), "--model", str(tmp_path / "empty"), "--no-progress"]))
+        sys.exit(cli.main(["transcribe", str(FEMALE), "--engine", "ds2", "--model", str(tmp_path / "empty"),
+                           "--no-progress"]))
     assert e.value.code == 2
 
 

@@ -128,3 +128,16 @@ def test_package_refuses_a_file_that_is_not_an_evaluation(release, tmp_path, cap
         package_ds2.main(["--release", str(release), "--out", str(tmp_path / "out"), "--metrics", str(bogus)])
     assert "not a training.evaluate_stt results file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_each_system_can_have_its_own_lm(release, tmp_path):
+    """Two LMs in one run (the old and the new), and `whisper` alone for the default Whisper."""
+    old, new = ev.parse_system(f"ds2:{release}:beam:old/lm.bin"), ev.parse_system(f"ds2:{release}:beam:new/lm.bin")
+    assert (old.model, old.decoder, old.lm) == (str(release), "beam", "old/lm.bin") and new.lm == "new/lm.bin"
+    assert old.name != new.name and "old/lm.bin" in old.name   # the table tells them apart
+    shipped = ev.parse_system(f"ds2:{release}:beam", lm="global.bin")
+    assert (shipped.decoder, shipped.lm) == ("beam", "global.bin")
+    assert ev.parse_system("whisper") == ev.System(engine="whisper", model=None)
+    # a per-system LM is really used: an LM file that is not there fails when that system loads
+    with pytest.raises((OSError, ValueError, RuntimeError)):
+        ev.parse_system(f"ds2:{release}:beam:{tmp_path / 'missing.bin'}").load()

@@ -3,7 +3,6 @@
 Needs Whisper's tokenizer.json from `python -m training.fetch_whisper_base` (no download here).
 """
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from training.finetune_whisper import FinetuneConfig, main
 
 FIX = Path(__file__).parent / "fixtures"
 CLIP = FIX / "examples" / "ko_male_emh00003.flac"
-BASE = Path(os.environ.get("KOREAN_SPEECH_WHISPER_BASE", default_dir()))
+BASE = default_dir()
 needs_tokenizer = pytest.mark.skipif(
     not (BASE / "tokenizer.json").exists(),
     reason=f"Whisper tokenizer absent: run `python -m training.fetch_whisper_base` (looked in {BASE})")

@@ -40,8 +40,8 @@ class FakeHub:
         self.repos: dict[str, dict] = {}   # repo id -> {"sha", "files": {path: bytes}, "private"}
         self.requests: list[tuple[str, str, str]] = []   # (method, path, Authorization)
 
-    def put(self, repo_id: str, files: dict, private: bool = False):
-        sha = hashlib.sha1(json.dumps({p: git_blob_sha(b) for p, b in sorted(files.items())}).encode()).hexdigest()
+    def put(self, repo_id: str, files: dict, private: bool = False, sha: str = ""):
+        sha = sha or hashlib.sha1(json.dumps({p: git_blob_sha(b) for p, b in sorted(files.items())}).encode()).hexdigest()
         self.repos[repo_id] = {"sha": sha, "files": dict(files), "private": private}
         return sha
 

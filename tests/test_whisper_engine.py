@@ -4,7 +4,6 @@ Whisper base comes from `python -m training.fetch_whisper_base`; tests that need
 it is absent. Nothing is downloaded here.
 """
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,14 @@ from speech.audio import load_audio
 from speech.hallucination import RawSegment, collapse_repeats, filter_segments, is_sign_off
 from speech.hub import ModelNotFoundError
 from speech.metrics import cer_wer
-from speech.whisper_engine import MODEL_ENV, group_spans, resolve_whisper
+from speech.whisper_engine import group_spans, resolve_whisper
 from training.fetch_whisper_base import default_dir
 
 FIX = Path(__file__).parent / "fixtures"
 MALE = FIX / "examples" / "ko_male_emh00003.flac"
 CONVERSATION = FIX / "examples" / "family_conversation.ogg"
 VACUUM = FIX / "noise" / "vacuum_6s.flac"
-BASE = Path(os.environ.get("KOREAN_SPEECH_WHISPER_BASE", default_dir()))
+BASE = default_dir()   # where setup.sh assembles Whisper base (KOREAN_SPEECH_CACHE moves it)
 needs_base = pytest.mark.skipif(
     not (BASE / "model.bin").exists(),
     reason=f"Whisper base absent: run `python -m training.fetch_whisper_base` (looked in {BASE})")
@@ -71,10 +70,8 @@ def test_group_spans_keeps_long_pauses_apart():
     assert group_spans([(0, 10), (10.5, 20), (21, 29), (29.5, 35)], 30.0) == [(0, 29), (29.5, 35)]
 
 
-def test_no_model_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.delenv(MODEL_ENV, raising=False)
-    with pytest.raises(ModelNotFoundError, match="fetch_whisper_base"):
-        resolve_whisper(None)
+def test_not_a_whisper_folder_is_a_clear_error(tmp_path):
+    # (no Whisper at all: tests/test_default_engine.py, against the loopback Hub stand-in)
     (tmp_path / "config.json").write_text('{"format": "korean-speech", "model_type": "deepspeech2"}')
     with pytest.raises(ModelNotFoundError, match="--engine ds2"):
         resolve_whisper(str(tmp_path))
@@ -98,12 +95,12 @@ def test_speech_is_transcribed_and_left_untouched(engine):
     assert result.engine == "whisper" and result.decoder == "beam5" and result.rtf > 0
     cer, _ = cer_wer(["이 값이 실제 질량이라고 가정하면 토성보다도 가볍습니다."], [result.text])
     assert cer < 0.15, result.text
-    # the guard changed nothing: same text as Whisper on the VAD windows, straight from faster-whisper
-    raw = []
-    for s, e in group_spans(engine.last_spans, 30.0):
-        segs, _ = engine.model.transcribe(audio[int(s * 16000):int(e * 16000)], language="ko", beam_size=5,
-                                          vad_filter=False, condition_on_previous_text=False)
-        raw += [seg.text.strip() for seg in segs]
+    # the guard changed nothing: same text as faster-whisper itself with the default settings
+    # (its VAD filter, conditioning on previous text, temperature fallback; results/whisper-grid.md)
+    assert not engine.vad and engine.vad_filter and engine.condition_on_previous_text
+    segs, _ = engine.model.transcribe(audio, language="ko", beam_size=5, vad_filter=True,
+                                      condition_on_previous_text=True)
+    raw = [seg.text.strip() for seg in segs]
     assert result.text == " ".join(raw)
     assert engine.last_dropped == []
     assert all(0 <= seg.start < seg.end <= result.duration for seg in result.segments)
@@ -127,7 +124,6 @@ def test_long_recording_keeps_the_original_timeline(engine):
     result = engine.transcribe(audio)
     cer, _ = cer_wer([" ".join(t["text"] for t in turns)], [result.text])
     assert cer < 0.3, result.text
-    assert len(engine.last_spans) >= len(turns) - 1                         # VAD found the turns
     starts = [s.start for s in result.segments]
     assert starts == sorted(starts) and result.segments[-1].end <= 33.5
     # each turn's first words appear in a segment that overlaps that turn
@@ -140,4 +136,5 @@ def test_long_recording_keeps_the_original_timeline(engine):
 def test_cli_transcribes_offline(capsys):
     assert cli.main(["transcribe", "--engine", "whisper", "--model", str(BASE), "--format", "jsonl", str(MALE)]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["engine"] == "whisper" and "토성" in row["text"] and row["segments"]
+    assert row["engine"] == "whisper" and row["segments"]
+    assert cer_wer(["이 값이 실제 질량이라고 가정하면 토성보다도 가볍습니다."], [row["text"]])[0] < 0.15, row["text"]

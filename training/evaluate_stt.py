@@ -5,7 +5,9 @@
         --conditions clean,noise0,noise5,noise10,farfield --noise-dir ../shared/data/noise \
         --out results/dev-ds2-vs-whisper
 
-(`--engine ds2 --model REF [--decoder beam --lm PATH]` is the one-system shorthand.)
+(`--engine ds2 --model REF [--decoder beam --lm PATH]` is the one-system shorthand; a system spec
+`ds2:MODEL:beam:LM` gives one system its own LM, so two LMs can be compared in one run; `whisper`
+alone is the default Whisper, the engine that answers by default: speech.default_engine.)
 
 Conditions: `clean`; `noiseN` = household noise mixed at N dB SNR; `farfield` = a synthetic room
 (training.noise.synthetic_rir), distance attenuation and a little noise whose level is fixed
@@ -191,7 +193,8 @@ class System:
         if self.engine != "ds2" and (self.decoder != "greedy" or self.lm):
             raise ValueError("--decoder/--lm apply to the ds2 engine only")
         if not self.name:
-            label = self.engine + (f" ({self.decoder}{'+lm' if self.lm else ''})" if self.engine == "ds2" else "")
+            label = self.engine + (f" ({self.decoder}{' + LM ' + self.lm if self.lm else ''})"
+                                   if self.engine == "ds2" else "")
             self.name = f"{label} {self.model or 'default'}" + (" +denoise" if self.denoise else "")
 
     def load(self):
@@ -200,10 +203,14 @@ class System:
 
 
 def parse_system(spec: str, decoder: str = "greedy", lm: Optional[str] = None) -> System:
-    """'ENGINE[:MODEL[:DECODER]]', e.g. 'ds2:checkpoints/ds2-ko:beam' or 'whisper:/models/whisper-small'."""
+    """'ENGINE[:MODEL[:DECODER[:LM]]]', e.g. 'ds2:checkpoints/ds2-ko:beam', 'ds2:checkpoints/ds2-ko:beam:data/lm/lm.bin'
+    or 'whisper:/models/whisper-small'."""
     engine, _, rest = spec.partition(":")
     model, dec = rest or None, decoder
-    if rest and rest.rpartition(":")[2] in DECODERS and ":" in rest:
+    if rest and ":beam:" in rest:
+        model, _, lm = rest.partition(":beam:")
+        dec = "beam"
+    elif rest and rest.rpartition(":")[2] in DECODERS and ":" in rest:
         model, _, dec = rest.rpartition(":")
     return System(engine=engine, model=model, decoder=dec, lm=lm if engine == "ds2" else None)
 
@@ -325,8 +332,9 @@ def run(args) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", required=True, help="JSONL manifest (audio, text, utt)")
-    p.add_argument("--system", action="append", default=[], metavar="ENGINE[:MODEL[:DECODER]]",
-                   help="a system to evaluate (repeatable), e.g. ds2:checkpoints/ds2-ko, ds2:owner/name:beam, whisper:PATH")
+    p.add_argument("--system", action="append", default=[], metavar="ENGINE[:MODEL[:DECODER[:LM]]]",
+                   help="a system to evaluate (repeatable), e.g. ds2:checkpoints/ds2-ko, ds2:owner/name:beam, "
+                        "ds2:checkpoints/ds2-ko:beam:LM.bin, whisper (the default Whisper), whisper:PATH")
     p.add_argument("--engine", choices=ENGINES, default=None, help="one-system shorthand (with --model)")
     p.add_argument("--model", default=None, help="local folder, Hub repo id or 'default'")
     p.add_argument("--decoder", choices=DECODERS, default="greedy", help="ds2 decoder")

