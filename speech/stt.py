@@ -135,7 +135,9 @@ class DS2Engine:
         self.max_window = max_window
         self.batch_size = batch_size
         self._set_decoder(decoder, lm, beam_size, lm_weight, word_score)
-        self.level_input = feeds_recogniser(self.config)  # imported study releases keep their features exactly
+        # The model hears level-normalised audio too (equal or lower CER in every condition of
+        # results/level-ds2.md), except imported study releases: their features stay the study's exactly.
+        self.level_input = feeds_recogniser(self.config)
         self.last_spans: list = []  # VAD speech regions of the last call
 
     def _set_decoder(self, decoder, lm=None, beam_size=32, lm_weight=None, word_score=None):

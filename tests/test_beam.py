@@ -162,3 +162,13 @@ def test_lm_corpus_excludes_evaluation_sentences():
     assert not excluder.excludes("내일 날씨가 좋대요")
     got = list(clean_sentences("안녕하세요. 3G 요금제는 얼마예요? 네!"))
     assert got == [("ok", "안녕하세요"), ("unspelled", "3G 요금제는 얼마예요?"), ("short", "네")]
+
+
+def test_lm_corpus_turns_bare_jamo_into_word_breaks():
+    # NSMC-style reviews: ㅋㅋ, ㅠㅠ and ㅡㅡ must neither reach the LM nor glue their neighbours.
+    from collections import Counter
+
+    counts = Counter()
+    got = list(clean_sentences("재밌다ㅋㅋ최고 ㅠㅠ\n진짜ㅡㅡ 별로\nㅋㅋㅋㅋ\n정말 좋아요", counts=counts))
+    assert got == [("ok", "재밌다 최고"), ("ok", "진짜 별로"), ("short", ""), ("ok", "정말 좋아요")]
+    assert counts["jamo_cleaned"] == 3

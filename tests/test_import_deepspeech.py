@@ -189,6 +189,8 @@ def audio():
 def check_same(out_dir, model, audio):
     probs, text = study_transcribe(model, audio)
     engine = DS2Engine(model=str(out_dir))
+    engine.gate = False  # parity with the study's decoding of an untrained model; the gate: test_ds2_gate.py
+    assert not engine.level_input  # the study's features exactly: level normalisation feeds the VAD only
     ours = engine.log_probs([audio])[0].exp()
     perm = [0, LABELS.index(" ")] + [i for i in range(1, len(LABELS)) if LABELS[i] != " "]
     assert ours.shape == probs.shape

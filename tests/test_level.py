@@ -100,3 +100,13 @@ def test_quiet_speech_ds2_transcript(tmp_path, one_thread):
     loud = [engine.transcribe(path).text for path in CLIPS]
     quiet = [engine.transcribe(quiet_copy(path, tmp_path)).text for path in CLIPS]
     assert all(loud) and cer_wer(loud, quiet)[0] <= 0.1, (loud, quiet)
+
+
+def test_imported_study_releases_keep_their_features():
+    import json
+
+    from speech.level import feeds_recogniser
+
+    shipped = json.loads((Path(__file__).parent.parent / "checkpoints" / "ds2-ko" / "config.json").read_text("utf-8"))
+    assert feeds_recogniser(shipped)
+    assert not feeds_recogniser({**shipped, "imported_from": {"format": "deepspeech.pytorch"}})
