@@ -204,6 +204,9 @@ def add_analyze(sub):
                    help="csv: one row per turn; speakers-csv: one row per speaker")
     p.add_argument("--speakers", type=_positive_int, default=None, metavar="N",
                    help="number of speakers, if known (default: found automatically)")
+    p.add_argument("--detect-tv", action="store_true",
+                   help="report speakers that sound like a TV or radio as 'tv', outside the family's shares "
+                        "(experimental: it can take a speaker in household noise for a TV)")
     p.add_argument("--output", "-o", default=None, help="write here instead of standard output (one FILE)")
     p.add_argument("--plot", default=None, metavar="PNG", help="also save the timeline figure (one FILE)")
     p.add_argument("--output-dir", default=None, metavar="DIR",
@@ -257,7 +260,8 @@ def cmd_analyze(args) -> int:
     failed, csv_header = 0, True
     for path in _progress_iter(args.files, "analysing", show):
         try:
-            report = analyze(path, clf, stt=stt, progress=bar, speakers=args.speakers)  # no usable speech raises
+            report = analyze(path, clf, stt=stt, progress=bar, speakers=args.speakers,  # no usable speech raises
+                             detect_tv=args.detect_tv)
         except (AudioError, OSError) as e:
             _fail(path, e)
             failed += 1
