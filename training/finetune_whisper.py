@@ -91,6 +91,7 @@ class FinetuneConfig:
     eval_every: int = 0                     # steps between evaluations (0: none during training)
     eval_conditions: str = "clean,noise5,farfield"
     eval_batch: int = 8
+    eval_max_tokens: int = 224              # cap per utterance (dev utterances are < 30 s; loops stop here)
     eval_seed: int = 2024                   # training.evaluate_stt's default: same audio as results/
     patience: int = 0                       # evaluations without a better noisy CER before stopping (0: never)
     time_budget: float = 0.0                # minutes of training before stopping (0: no limit)
@@ -161,6 +162,7 @@ def parse_args(argv=None) -> FinetuneConfig:
     p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: none)")
     p.add_argument("--eval-conditions", default="clean,noise5,farfield")
     p.add_argument("--eval-batch", type=int, default=8)
+    p.add_argument("--eval-max-tokens", type=int, default=224, help="most tokens generated per dev utterance")
     p.add_argument("--eval-seed", type=int, default=2024)
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without a better noisy CER")
     p.add_argument("--time-budget", type=float, default=0.0, help="minutes of training (0: no limit)")
@@ -320,14 +322,14 @@ class DevSubset:
         sets = ConditionSet(rows, cfg.noise_dir, cfg.eval_seed)
         self.audio = {c: sets.audio(c) for c in self.conditions}
         self.seconds = sum(len(a) for a in sets.clean) / SAMPLE_RATE
-        self.batch = cfg.eval_batch
+        self.batch, self.max_tokens = cfg.eval_batch, cfg.eval_max_tokens
 
     def transcribe(self, model, tokenizer, fe, audios, device) -> list[str]:
         hyps = []
         for b in range(0, len(audios), self.batch):
             feats = fe(audios[b:b + self.batch], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
             ids = model.generate(feats.to(device), language="ko", task="transcribe", num_beams=1, do_sample=False,
-                                 return_timestamps=False)
+                                 return_timestamps=False, max_new_tokens=self.max_tokens)
             hyps += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return hyps
 
@@ -432,6 +434,7 @@ def main(argv=None) -> dict:
     batches = data.epochs()
     evals, best, since_noisy_best, best_noisy, stop = [], None, 0, float("inf"), ""
     command = "python -m training.finetune_whisper " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command.replace(str(Path.home()), "~")
 
     def log(rec):
         logf.write(json.dumps(rec, ensure_ascii=False) + "\n")
