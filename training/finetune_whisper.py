@@ -18,7 +18,8 @@ collapse is visible in the numbers this script writes.
 
 Writes to --out: `hf/` (transformers model, tokenizer, feature extractor), `ct2/` (CTranslate2,
 int8 by default: what `python -m speech transcribe --engine whisper --model OUT/ct2` loads),
-`train.log` (JSON lines) and `metrics.json`.
+`train.log` (JSON lines), `metrics.json`, and with `--eval-dev` `best/` (the kept weights: a peft
+adapter with `--lora-rank`, else a full safetensors state).
 
 `--eval-dev` scores the model during training (greedy, transformers) on every `--eval-stride`-th
 dev utterance in each of `--eval-conditions`, built exactly as `training.evaluate_stt` builds
