@@ -57,3 +57,23 @@ def test_model_bin_is_checked(tmp_path):
     bad.write_bytes((99).to_bytes(4, "little") + b"\0" * 16)
     with pytest.raises(ValueError, match="version 99"):
         read_model_bin(bad)
+
+
+@needs_base
+def test_lora_adapter_merges_back_into_ctranslate2(tmp_path, one_thread):
+    """The shipping path: a peft adapter on the converted base, merged and written by
+    ctranslate2's converter. A fresh LoRA adapter is the identity (B = 0), so at float16 the merged
+    model.bin must equal the base bit for bit."""
+    from peft import LoraConfig, get_peft_model
+
+    from training.whisper_lora import merge
+
+    model, _, _ = load_transformers_whisper(BASE)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=r".*decoder\.layers\.\d+\..*(q_proj|fc1)"))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    del model, peft_model
+    out = merge(BASE, tmp_path / "adapter", tmp_path / "ct2", quantization="float16")
+    a, b = read_model_bin(BASE / "model.bin"), read_model_bin(out / "model.bin")
+    assert [k for k in a.variables if not np.array_equal(a.variables[k], b.variables[k])] == []
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        merge(BASE, tmp_path, tmp_path / "x")
