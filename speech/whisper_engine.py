@@ -132,10 +132,13 @@ class WhisperEngine:
             # off by default: a hallucination must not prime the next window
             condition_on_previous_text=self.condition_on_previous_text,
             temperature=self.temperature, word_timestamps=self.word_timestamps)
-        out = []
+        out, length = [], len(audio) / SAMPLE_RATE
         for s in segments:
-            words = [Word(offset + w.start, offset + w.end, w.word.strip()) for w in (s.words or [])]
-            out.append(RawSegment(offset + s.start, offset + min(s.end, len(audio) / SAMPLE_RATE), s.text.strip(),
+            if s.start >= length:   # a timestamp past the end of the audio: text from nothing
+                continue
+            words = [Word(offset + w.start, offset + min(w.end, length), w.word.strip()) for w in (s.words or [])
+                     if w.start < length]
+            out.append(RawSegment(offset + s.start, offset + min(s.end, length), s.text.strip(),
                                   s.avg_logprob, s.no_speech_prob, words))
         return out
 

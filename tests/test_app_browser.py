@@ -310,7 +310,7 @@ def test_an_error_has_its_title_and_clears_the_old_result(pw, url, tmp_path):
         page = _open(browser, url, None)
         _upload(page, "stt_audio", FEMALE)
         _run(page, "stt_btn", "stt_text", TEXT_READY)
-        assert page.input_value("#stt_text textarea") and "ds2" in page.inner_text("#stt_info").lower()
+        assert page.input_value("#stt_text textarea") and "CER" in page.inner_text("#stt_info")  # engine label
         page.locator("#stt_audio").get_by_role("button", name=re.compile("Clear|지우기")).first.click()
         _upload(page, "stt_audio", _short_clip(tmp_path / "short.wav"))
         page.click("#stt_btn")

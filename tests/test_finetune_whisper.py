@@ -38,7 +38,7 @@ def test_tiny_random_finetune_converts_and_transcribes(tmp_path):
     result = engine.transcribe(CLIP)
     assert isinstance(result, Transcript) and result.engine == "whisper"
     assert result.duration == pytest.approx(5.02, abs=0.01) and result.rtf > 0
-    assert all(0 <= s.start <= s.end <= result.duration + 0.05 for s in result.segments)
+    assert all(0 <= s.start <= s.end <= result.duration + 0.05 for s in result.segments), result.segments
 
 
 def test_config_is_checked_up_front(tmp_path):
