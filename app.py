@@ -36,8 +36,7 @@ import gradio as gr
 from speech.audio import (SAMPLE_RATE, AudioDecodeError, AudioError, AudioTooShortError, EmptyAudioError,
                           NoSpeechError, SilentAudioError, audio_duration)
 from speech.formats import format_duration, subtitle_cues, to_srt
-from speech.usable import load_speech
-from speech.usable import require_transcript
+from speech.usable import load_speech, require_transcript
 
 log = logging.getLogger("app")
 ROOT = Path(__file__).resolve().parent
@@ -132,7 +131,7 @@ def warm_up(models: Models) -> None:
     t0 = time.perf_counter()
     clip = EXAMPLES / "ko_male_emh00003.flac"
     try:
-        audio = load_audio(clip)[: 3 * SAMPLE_RATE] if clip.exists() else None
+        audio = load_speech(clip)[: 3 * SAMPLE_RATE] if clip.exists() else None
         if audio is None:
             return
         for key, engine in models.stt.items():

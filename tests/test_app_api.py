@@ -293,3 +293,23 @@ def test_a_tenth_of_a_second_is_the_same_error_on_every_tab(client, tmp_path):
     assert len(set(messages)) == 1, messages
     assert messages[0].startswith("오디오 문제 · Audio problem — ")  # the title is in the text a toast shows
     assert "파일이 너무 짧습니다" in messages[0] and "too short (0.10 s)" in messages[0], messages[0]
+
+
+def test_warm_up_runs_every_model(caplog, monkeypatch):
+    """The first person must not wait for lazy set-up: the warm-up at start runs every loaded engine,
+    the gender model and a figure, and a problem in it (it once called a name the app no longer
+    imported, so every first request paid 3 s) is logged as 'warm-up failed'."""
+    import logging
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["app.py"])
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import app
+
+    calls = []
+    for engine in app.models.stt.values():
+        monkeypatch.setattr(engine, "transcribe", lambda audio, *a, _t=engine.transcribe, **k: calls.append(1) or _t(audio, *a, **k))
+    with caplog.at_level(logging.INFO, logger="app"):
+        app.warm_up(app.models)
+    assert "warm-up failed" not in caplog.text and "warm-up took" in caplog.text, caplog.text
+    assert len(calls) == len(app.models.stt) >= 1
