@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import io
 import logging
 import os
 import shutil
@@ -142,7 +143,9 @@ def warm_up(models: Models) -> None:
                 models.gender.predict(audio)
         import matplotlib.pyplot as plt
 
-        plt.close(plots.spectrogram_figure(audio, SAMPLE_RATE, title="warm-up"))
+        fig = plots.spectrogram_figure(audio, SAMPLE_RATE, title="warm-up")
+        fig.savefig(io.BytesIO(), format="png")   # rendered as the page renders it: Hangul fonts load now
+        plt.close(fig)
     except Exception:   # a warm-up problem must not keep the page from starting
         log.exception("warm-up failed")
     log.info("warm-up took %.1f s", time.perf_counter() - t0)
