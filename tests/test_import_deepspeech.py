@@ -251,7 +251,7 @@ def test_imported_features_match_the_study_reference(tmp_path, pad_mode):
         assert ours.shape == (n_frames, expected.shape[1]) and frames[0] == 0 and frames[-1] == n_frames - 1
         np.testing.assert_allclose(ours[frames].numpy(), expected, atol=1e-5, rtol=0)
         # the engine's batches (shorter clips padded with zeros) give the same features
-        torch.testing.assert_close(batched[i], ours, atol=1e-6, rtol=0)
+        torch.testing.assert_close(batched[i], ours, atol=1e-5, rtol=0)   # float32 FFT batches differ by ~2e-6
 
 
 def load_script(path):

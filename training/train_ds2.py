@@ -196,9 +196,12 @@ def parse_args(argv=None) -> TrainConfig:
 def device_batch(batch: Batch, device, fcfg: FeatureConfig, aug: Optional[AugmentConfig]):
     """A collated batch -> (features, frames, targets, target lengths) on the device."""
     wav = batch.wav.to(device, non_blocking=True)
-    feats, frames = compute_features(wav, fcfg, batch.lengths.to(device, non_blocking=True))
+    feats, _ = compute_features(wav, fcfg, batch.lengths.to(device, non_blocking=True))
+    # the frame counts compute_features uses, computed on the CPU: the model packs its RNN input with
+    # them without waiting for the device
+    frames = fcfg.num_frames(batch.lengths).clamp(min=1, max=feats.shape[1])
     if aug is not None:
-        feats = spec_augment(feats, fcfg.num_frames(batch.lengths), aug, torch.Generator().manual_seed(batch.seed))
+        feats = spec_augment(feats, frames, aug, torch.Generator().manual_seed(batch.seed))
     return feats, frames, batch.targets.to(device, non_blocking=True), batch.target_lengths
 
 

@@ -177,11 +177,14 @@ class DeepSpeech2(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor):
         """features (B, T, F), lengths (B,) -> log_probs (B, T', V), out_lengths (B,)."""
-        x, lengths = self.conv(features, lengths)               # (B, T', D)
+        # Packing needs the lengths on the CPU: computed once here, and with no device sync at all
+        # when the caller passes them on the CPU (the trainer does).
+        host_lengths = self.conv.output_lengths(lengths.cpu())
+        x, lengths = self.conv(features, lengths.to(features.device, non_blocking=True))   # (B, T', D)
         for i, rnn in enumerate(self.rnns):
             if i > 0:
                 x = self.dropout(x)
-            x = rnn(x, lengths)
+            x = rnn(x, host_lengths)
         if self.lookahead is not None:
             x = F.hardtanh(self.lookahead(x, lengths), 0, 20)
         x = self.fc(self.fc_norm(x))                            # (B, T', V)
