@@ -90,6 +90,14 @@ class Speaker:
                 "seconds": round(self.seconds, 3), "share": round(self.share, 4), "turns": self.turns}
 
 
+def _csv(header: list, rows: list) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 @dataclass
 class ConversationReport:
     path: Optional[str]
@@ -159,12 +167,7 @@ class ConversationReport:
         return header + (["text"] if self.transcribed else []), rows
 
     def to_csv(self) -> str:
-        header, rows = self.table()
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-        return buf.getvalue()
+        return _csv(*self.table())
 
     def speaker_table(self) -> tuple[list[str], list[list]]:
         """The per-speaker table: header and rows."""
@@ -178,12 +181,7 @@ class ConversationReport:
         return list(dict.fromkeys(k for sp in self.speakers for k in sp.probabilities))
 
     def to_speakers_csv(self) -> str:
-        header, rows = self.speaker_table()
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-        return buf.getvalue()
+        return _csv(*self.speaker_table())
 
     def _captions(self):
         """Subtitle cues sized for reading (speech.formats.subtitle_cues), each led by its gender:
