@@ -14,11 +14,9 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from array import array
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
@@ -26,6 +24,7 @@ import torch
 from scipy.fft import next_fast_len
 
 from speech.audio import SAMPLE_RATE, load_audio
+from training.manifest import iter_manifest
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
 
 
@@ -56,29 +55,19 @@ class CompactManifest:
     def read(cls, path: str | os.PathLike, max_duration: float = float("inf")) -> "CompactManifest":
         """Rows with a non-empty text and a duration up to `max_duration`, audio paths resolved.
         Rows are packed as they are read, so the peak is the packed size, not a list of dicts."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"manifest not found: {path}")
-        folder = str(path.resolve().parent)
         paths, texts, p_off, t_off, durs = bytearray(), bytearray(), array("q", [0]), array("q", [0]), array("f")
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    audio, text, dur = row["audio"], row["text"], float(row["duration"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                    raise ValueError(f"{path}:{n}: needs audio, text and duration: {e}") from e
-                if dur > max_duration or not text.strip():
-                    continue
-                if not os.path.isabs(audio):
-                    audio = os.path.normpath(os.path.join(folder, audio))
-                paths += audio.encode("utf-8")
-                texts += text.encode("utf-8")
-                p_off.append(len(paths))
-                t_off.append(len(texts))
-                durs.append(dur)
+        for row in iter_manifest(path):   # one row at a time, audio path resolved
+            try:
+                audio, text, dur = row["audio"], row["text"], float(row["duration"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}: row {row.get('utt') or row['audio']} needs a duration: {e}") from e
+            if dur > max_duration or not text.strip():
+                continue
+            paths += audio.encode("utf-8")
+            texts += text.encode("utf-8")
+            p_off.append(len(paths))
+            t_off.append(len(texts))
+            durs.append(dur)
         m = cls.__new__(cls)
         m._paths, m._path_off = bytes(paths), np.frombuffer(p_off, dtype=np.int64).copy()
         m._texts, m._text_off = bytes(texts), np.frombuffer(t_off, dtype=np.int64).copy()

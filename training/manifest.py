@@ -17,7 +17,7 @@ import os
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 
 from speech.text import normalize_transcript, text_for_cer, unspelled_chars
@@ -26,13 +26,12 @@ REQUIRED_KEYS = ("audio", "text", "raw_text", "duration", "speaker", "gender", "
 GENDERS = ("female", "male")
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSONL manifest, with ``audio`` resolved to an absolute path."""
+def iter_manifest(path: str | os.PathLike) -> Iterator[dict]:
+    """Rows of a JSONL manifest one at a time, with ``audio`` resolved to an absolute path."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     folder = path.resolve().parent
-    rows = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -45,8 +44,12 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
             if missing:
                 raise ValueError(f"{path}:{n}: missing keys {missing}")
             row["audio"] = os.path.normpath(os.path.join(folder, row["audio"]))
-            rows.append(row)
-    return rows
+            yield row
+
+
+def read_manifest(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSONL manifest, with ``audio`` resolved to an absolute path."""
+    return list(iter_manifest(path))
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[dict]) -> None:
