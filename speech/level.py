@@ -10,8 +10,8 @@ waveform keeps its shape:
 1. Level: the RMS of 30 ms frames, in dBFS. The *active level* is the 95th percentile of the
    frames (the loud part, i.e. speech, even when most of the recording is pause); the *floor*
    is the 10th percentile (the pauses: room noise).
-2. Gain = TARGET_DBFS - active level, and then capped so that silence stays silence:
-   - never below 0 dB: loud enough audio is returned unchanged (no attenuation);
+2. Gain = TARGET_DBFS - active level. Audio louder than the target is turned down to it; a boost
+   is capped so that silence stays silence:
    - at most MAX_GAIN_DB;
    - the floor may rise to FLOOR_CEILING_DBFS at most: a steady hum or hiss (floor close to
      its active level) gets little or no gain, so noise is not turned into something the VAD
@@ -46,21 +46,24 @@ def _db(x: float) -> float:
 
 
 def frame_levels(audio: np.ndarray, sr: int = 16000) -> np.ndarray:
-    """RMS level in dBFS of each FRAME_SECONDS frame (the last, partial frame included)."""
+    """RMS level in dBFS of each FRAME_SECONDS frame (the last, partial frame included). Works on
+    a view of the audio: an hour costs one value per frame, not float64 copies of the samples."""
     n = max(1, int(round(FRAME_SECONDS * sr)))
-    x = np.asarray(audio, dtype=np.float64)
+    x = np.asarray(audio, dtype=np.float32)
     if x.size == 0:
         return np.zeros(0)
-    pad = (-x.size) % n
-    frames = np.pad(x, (0, pad)).reshape(-1, n)
-    counts = np.full(frames.shape[0], n, dtype=np.float64)
-    counts[-1] = n - pad
-    rms = np.sqrt((frames ** 2).sum(axis=1) / counts)
-    return 20.0 * np.log10(np.maximum(rms, _EPS))
+    full = x.size // n
+    frames = x[:full * n].reshape(full, n)                       # a view
+    power = np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / n   # cast in buffered chunks
+    if x.size > full * n:                                         # the partial last frame
+        tail = x[full * n:].astype(np.float64)
+        power = np.append(power, float(np.dot(tail, tail)) / tail.size)
+    return 10.0 * np.log10(np.maximum(power, _EPS ** 2))
 
 
 def level_gain_db(audio: np.ndarray, sr: int = 16000) -> float:
-    """The gain (dB, >= 0) that `normalize_level` applies to `audio`; the rule is in the module doc."""
+    """The gain in dB that `normalize_level` applies to `audio` (negative: turned down); the rule is
+    in the module doc."""
     levels = frame_levels(audio, sr)
     if levels.size == 0:
         return 0.0
