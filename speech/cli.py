@@ -59,7 +59,7 @@ def add_transcribe(sub):
     p.add_argument("--model", default=None, help="local folder, Hub repo id (owner/name[@revision]) or 'default'")
     p.add_argument("--decoder", default="greedy", choices=["greedy", "beam"], help="CTC decoder (ds2)")
     p.add_argument("--lm", default=None, help="KenLM model for --decoder beam (default: the model's shipped LM)")
-    p.add_argument("--beam-size", type=int, default=32)
+    p.add_argument("--beam-size", type=int, default=None, help="beam width (default: the model's shipped setting)")
     p.add_argument("--format", default="text", choices=["text", "jsonl", "srt", "vtt"])
     p.add_argument("--words", action="store_true", help="include word timestamps in jsonl")
     p.add_argument("--compare", action="store_true",

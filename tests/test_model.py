@@ -1,4 +1,4 @@
-"""DeepSpeech2 (speech.models.deepspeech2) and release checkpoints (speech.checkpoint).
+"""DeepSpeech2 (speech.models.deepspeech2) and its release folders (speech.bundle).
 
 Output lengths are swept like icefall's subsampling tests (CTC needs them exact), an utterance gives
 the same log-probs alone and padded in a batch, and a release round trip gives the same outputs
@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 from speech.audio import load_audio
-from speech.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_release, save_release
+from speech.bundle import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, load_bundle, load_release, save_release
 from speech.features import FeatureConfig, compute_features
 from speech.models.deepspeech2 import FRONTENDS, DeepSpeech2, DS2Dims
 
@@ -152,10 +152,7 @@ def release_config(dims: DS2Dims) -> dict:
 
 
 def load_model(folder) -> DeepSpeech2:
-    state, config = load_release(folder, expected_type="deepspeech2")
-    model = DeepSpeech2(DS2Dims.from_dict(config["dims"]))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_bundle(folder, "deepspeech2").build_model()
 
 
 @pytest.mark.parametrize("dtype", [None, torch.float16], ids=["float32", "float16"])
@@ -197,11 +194,17 @@ def test_release_config_travels_with_the_weights(tmp_path):
 
 
 def test_release_refuses_wrong_type_and_missing_config(tmp_path):
+    from speech.models.gender import GenderDims, GenderNet
+
     dims = tiny()
-    save_release(tmp_path / "gender", build(dims).state_dict(), {**release_config(dims), "model_type": "gender"})
+    gender = GenderDims(n_features=FEATS.n_features)
+    save_release(tmp_path / "gender", GenderNet(gender).state_dict(),
+                 {"model_type": "gender-cnn", "dims": gender.to_dict(), "features": FEATS.to_dict()})
     with pytest.raises(CheckpointError) as e:
         load_release(tmp_path / "gender", expected_type="deepspeech2")
-    assert "gender" in str(e.value) and "deepspeech2" in str(e.value)
+    assert "gender-cnn" in str(e.value) and "deepspeech2" in str(e.value)
+    with pytest.raises(CheckpointError, match="deepspeech2"):   # the message lists the known types
+        save_release(tmp_path / "unknown", build(dims).state_dict(), {**release_config(dims), "model_type": "gender"})
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=CONFIG_NAME):
         load_release(tmp_path / "empty")

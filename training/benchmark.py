@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.checkpoint import read_config
+from speech.bundle import load_bundle
 from speech.hub import resolve_model
 from speech.stt import load_engine
 from training.evaluate_stt import RssSampler, peak_rss_mb
@@ -159,12 +159,12 @@ def main(argv=None) -> dict:
     lengths = [float(x) for x in args.lengths.split(",")]
 
     folder = resolve_model(args.model, "stt")
-    config = read_config(folder)
+    bundle = load_bundle(folder, "deepspeech2", weights=False)
     with RssSampler() as mem:
         t = time.perf_counter()
         engine = load_engine("ds2", model=str(folder), decoder=args.decoder)
         load_s = time.perf_counter() - t
-    report = {"model": args.model, "model_name": config.get("name", Path(folder).name),
+    report = {"model": args.model, "model_name": bundle.name,
               "parameters": sum(p.numel() for p in engine.model.parameters()), "decoder": args.decoder,
               "command": "python -m training.benchmark " + " ".join(argv),
               "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count(),
@@ -178,7 +178,7 @@ def main(argv=None) -> dict:
         print(f"inference {key}: RTF {report['inference'][key]['rtf']:.4f}", file=sys.stderr, flush=True)
     del engine
     if args.train_steps:
-        report["training"] = time_training(config, args.train_manifest, args.train_steps, args.device)
+        report["training"] = time_training(bundle.to_config(), args.train_manifest, args.train_steps, args.device)
     report["process_peak_rss_mb"] = round(peak_rss_mb(), 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

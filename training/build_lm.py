@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from speech.beam import LM_INFO_NAME, LM_SPACE, MAX_LM_ORDER
+from speech.bundle import CONFIG_NAME, load_bundle
 from speech.text import JamoTokenizer, Tokenizer, decompose, normalize_transcript, tokenizer_from_dict
 
 DEFAULT_KENLM_BIN = Path(os.environ.get("KENLM_BIN", Path.home() / ".cache" / "korean-speech" / "kenlm" / "bin"))
@@ -35,11 +36,14 @@ UNITS = ("jamo", "syllable")
 
 
 def load_tokenizer(path) -> Tokenizer:
-    """Tokenizer from a release folder (config.json), a config JSON, or a `Tokenizer.to_dict()` JSON."""
-    path = Path(path)
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no tokenizer found at {path}: expected a model folder with config.json or a JSON file")
+    """Tokenizer from a release (a folder, its config.json, or a Hub repo id: speech.bundle), or a
+    JSON file that holds a `Tokenizer.to_dict()` (at the top or under any key)."""
+    file = Path(path)
+    if file.is_dir() or not file.exists() or file.name == CONFIG_NAME:
+        tokenizer = load_bundle(str(path), weights=False).tokenizer
+        if tokenizer is None:
+            raise ValueError(f"{path} is a release without a tokenizer")
+        return tokenizer
     d = json.loads(file.read_text(encoding="utf-8"))
     stack = [d]
     while stack:  # the tokenizer dict may sit at the top or under any key ("tokenizer", "labels", ...)

@@ -64,7 +64,7 @@ def child_voice(audio: np.ndarray, f0: float, formant_scale: float, source_f0: f
     import librosa
 
     if source_f0 is None:
-        from speech.plots import median_f0
+        from speech.pitch import median_f0
 
         source_f0 = median_f0(audio)
     if not np.isfinite(source_f0) or source_f0 <= 0:
@@ -110,7 +110,7 @@ def main(argv=None):
     import soundfile as sf
 
     from speech.audio import load_audio
-    from speech.plots import median_f0
+    from speech.pitch import median_f0
     from training.manifest import normalize_gender, read_manifest
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

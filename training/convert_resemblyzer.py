@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from speech.audio import load_audio
-from speech.checkpoint import save_release
+from speech.bundle import save_release
 from speech.speaker import MODEL_TYPE, SpeakerDims, SpeakerEncoder, SpeakerNet, resemblyzer_features
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"

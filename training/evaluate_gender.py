@@ -30,7 +30,7 @@ import numpy as np
 
 from speech.audio import SAMPLE_RATE
 from speech.gender import GenderClassifier
-from speech.plots import median_f0
+from speech.pitch import median_f0
 from training.manifest import read_manifest
 from training.noise import NoiseBank
 from training.train_gender import HOUSEHOLD, label_of, load_utterances, noise_part, noisy_copies

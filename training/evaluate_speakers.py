@@ -8,7 +8,7 @@ gender-only analysis and a pitch baseline.
 Systems, all on the same speech regions (one VAD pass per file):
 * `speakers`: speech.analysis.analyze (diarization, each speaker's gender over all its speech);
 * `gender-only`: analyze(diarize=False), the analysis before speakers (a label per 40 ms frame);
-* `pitch`: each speech region's median F0 (speech.plots.pitch_track, YIN), female above 165 Hz.
+* `pitch`: each speech region's median F0 (speech.pitch.pitch_track, YIN), female above 165 Hz.
 
 With `--manifest data/ko-speech/dev.jsonl`, also one-speaker recordings: each adult dev
 speaker's utterances (up to `--monologue-seconds`) with 0.6 s pauses, scored by wrong-gender time
@@ -33,7 +33,7 @@ import numpy as np
 from speech.analysis import analyze, find_speech
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.gender import GenderClassifier
-from speech.plots import pitch_track
+from speech.pitch import pitch_track
 from speech.speaker import SpeakerEncoder
 from training.tune_diarization import annotation, der_metric, reference
 

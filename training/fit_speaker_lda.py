@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from speech.checkpoint import load_release, save_release
+from speech.bundle import load_release, save_release
 from speech.speaker import MODEL_TYPE
 
 

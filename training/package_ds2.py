@@ -1,5 +1,6 @@
 """Assemble a shippable DeepSpeech2 folder: the trainer's release + an optional KenLM + decoder
-settings + evaluation metrics, written into the release's config.json.
+settings + evaluation metrics, written into the release's config.json (speech.bundle.save_bundle;
+the weights file is copied byte for byte).
 
     python -m training.package_ds2 --release runs/ds2/release --lm data/lm/jamo/lm.bin \
         --lm-weight 2.0 --word-score 0 --metrics results/dev-ds2.json --out checkpoints/ds2-ko
@@ -12,9 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
-from speech.checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+from speech.bundle import CheckpointError, DecoderSettings, load_bundle, save_bundle
 
 
 def evaluation_summary(report: dict) -> dict:
@@ -40,18 +42,17 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     src, out = Path(a.release), Path(a.out)
-    config = read_config(src)
-    if config.get("model_type") != "deepspeech2":
-        p.error(f"{src} is not a DeepSpeech2 release")
+    try:
+        bundle = load_bundle(src, "deepspeech2", weights=False)
+    except CheckpointError as e:
+        p.error(f"{src} is not a DeepSpeech2 release: {e}")
     if a.metrics:
         try:
-            config["evaluation"] = evaluation_summary(json.loads(Path(a.metrics).read_text(encoding="utf-8")))
+            bundle = bundle.with_info(evaluation=evaluation_summary(json.loads(Path(a.metrics).read_text(encoding="utf-8"))))
         except (OSError, ValueError) as e:
             p.error(f"--metrics {a.metrics}: {e}")
     out.mkdir(parents=True, exist_ok=True)
-    if src.resolve() != out.resolve():
-        shutil.copyfile(src / WEIGHTS_NAME, out / WEIGHTS_NAME)
-    decoder = {"beam": {"lm_weight": a.lm_weight, "word_score": a.word_score}, "beam_size": a.beam_size}
+    lm_name = None
     if a.lm:
         lm = Path(a.lm)
         meta = lm.with_name("lm.json")
@@ -59,10 +60,10 @@ def main(argv=None):
             p.error(f"{meta} is missing: build the LM with training.build_lm")
         shutil.copyfile(lm, out / ("lm" + lm.suffix))
         shutil.copyfile(meta, out / "lm.json")
-        decoder["lm"] = "lm" + lm.suffix
-    config["decoder"] = decoder
-    (out / CONFIG_NAME).write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    print(f"packaged {src} -> {out} (lm: {decoder.get('lm')})")
+        lm_name = "lm" + lm.suffix
+    bundle = replace(bundle, decoder=DecoderSettings(a.beam_size, lm_name, a.lm_weight, a.word_score))
+    save_bundle(out, bundle)
+    print(f"packaged {src} -> {out} (lm: {lm_name})")
 
 
 if __name__ == "__main__":

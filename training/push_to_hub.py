@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from speech.checkpoint import CheckpointError, load_release
+from speech.bundle import CheckpointError, load_bundle
 from speech.hub import ALLOW_PATTERNS, is_repo_id
 
 CARD_NAME = "README.md"
@@ -28,10 +28,10 @@ def release_files(folder) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder")
-    _, config = load_release(folder)  # raises CheckpointError on a broken or foreign folder
+    bundle = load_bundle(folder)  # raises CheckpointError on a broken or foreign folder
     if not (folder / CARD_NAME).is_file():
         raise ValueError(f"{folder} has no model card ({CARD_NAME}); write one (data, licence "
-                         f"{config.get('license', '?')}, metrics, intended use) before publishing")
+                         f"{bundle.info.get('license', '?')}, metrics, intended use) before publishing")
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     return list(filter_repo_objects(files, allow_patterns=ALLOW_PATTERNS, ignore_patterns=[".*", "*/.*"]))
 

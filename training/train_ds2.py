@@ -35,13 +35,13 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from speech.audio import SAMPLE_RATE
-from speech.checkpoint import load_release, save_release
+from speech.bundle import load_bundle, save_release
 from speech.decoding import greedy_decode
 from speech.features import FeatureConfig, compute_features
 from speech.import_deepspeech import feature_config as study_features
 from speech.metrics import error_counts
 from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
-from speech.text import JamoTokenizer, build_syllable_tokenizer, tokenizer_from_dict
+from speech.text import JamoTokenizer, build_syllable_tokenizer
 from training.data import (AugmentConfig, Batch, BucketBatchSampler, CompactManifest, SpeechDataset, loader,
                            spec_augment)
 
@@ -333,9 +333,9 @@ def main(argv=None):
     dev_set = CompactManifest.read(cfg.dev)
     init_state = None
     if cfg.init_from:
-        init_state, init_config = load_release(cfg.init_from, expected_type="deepspeech2")
-        tokenizer = tokenizer_from_dict(init_config["tokenizer"])
-        if tokenizer.unit != cfg.unit or init_config["features"] != cfg.features.to_dict():
+        init = load_bundle(cfg.init_from, "deepspeech2")
+        init_state, tokenizer = init.state, init.tokenizer
+        if tokenizer.unit != cfg.unit or init.features != cfg.features:
             raise SystemExit(f"--init-from {cfg.init_from}: its tokenizer unit or features differ from this run's")
     elif cfg.unit == "jamo":
         tokenizer = JamoTokenizer()

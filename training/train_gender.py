@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.checkpoint import save_release
+from speech.bundle import load_bundle, save_bundle, save_release
 from speech.features import FeatureConfig, batched_features, compute_features
-from speech.gender import CHILD, LABELS, MODEL_TYPE, GenderDims, GenderNet
+from speech.models.gender import CHILD, LABELS, MODEL_TYPE, GenderDims, GenderNet
 from training.manifest import normalize_gender, read_manifest
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
 
@@ -269,19 +269,16 @@ def calibrate(model: GenderNet, features: FeatureConfig, rows, audio, bank) -> t
 def recalibrate(release: str, dev: str, noise: str, fraction: float = 0.7) -> dict:
     """Refit the temperature of a saved release folder in place (no retraining)."""
     import json as _json
+    from dataclasses import replace
 
-    from speech.checkpoint import CONFIG_NAME, load_release
-
-    state, config = load_release(release, expected_type=MODEL_TYPE)
-    model = GenderNet(GenderDims.from_dict(config["dims"]))
-    model.load_state_dict(state, strict=True)
-    features = FeatureConfig.from_dict(config["features"])
+    bundle = load_bundle(release, MODEL_TYPE)
+    model, features = bundle.build_model(), bundle.features
     rows = [r for m in ([dev] if isinstance(dev, str) else dev) for r in read_manifest(m)]
     bank = noise_part(NoiseBank(noise, categories=HOUSEHOLD), "test", fraction)
     t, cal = calibrate(model, features, rows, load_utterances(rows), bank)
-    config["calibration"] = {"method": "temperature", "temperature": t,
-                             "fitted_on": CALIBRATION_SET_CHILD if CHILD in model.dims.labels else CALIBRATION_SET}
-    (Path(release) / CONFIG_NAME).write_text(_json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    calibration = {"method": "temperature", "temperature": t,
+                   "fitted_on": CALIBRATION_SET_CHILD if CHILD in model.dims.labels else CALIBRATION_SET}
+    save_bundle(release, replace(bundle, calibration=calibration, state=None))   # the weights stay as they are
     print(_json.dumps(cal))
     return cal
 
@@ -291,10 +288,8 @@ def recalibrate(release: str, dev: str, noise: str, fraction: float = 0.7) -> di
 def init_from(model: GenderNet, release: str) -> None:
     """Copy a release's weights into `model`; head rows go by label, so a 2-class release can seed
     a 3-class model (the new class's row keeps its fresh initialisation). Everything else must match."""
-    from speech.checkpoint import load_release
-
-    state, config = load_release(release, expected_type=MODEL_TYPE)
-    old = GenderDims.from_dict(config["dims"])
+    init = load_bundle(release, MODEL_TYPE)
+    state, old = init.state, init.dims
     if {**old.to_dict(), "labels": None} != {**model.dims.to_dict(), "labels": None}:
         raise ValueError(f"--init {release}: dims {old.to_dict()} differ from {model.dims.to_dict()}")
     own = model.state_dict()
@@ -413,7 +408,6 @@ def train(cfg: TrainConfig) -> Path:
         "name": "gender-ko",
         "dims": dims.to_dict(),
         "features": cfg.features.to_dict(),
-        "labels": list(labels),
         "calibration": {"method": "temperature", "temperature": temperature,
                         "fitted_on": CALIBRATION_SET_CHILD if CHILD in labels else CALIBRATION_SET},
         "provenance": {

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from speech.audio import SAMPLE_RATE
-from speech.checkpoint import FORMAT, FORMAT_VERSION
+from speech.bundle import save_release
 from speech.tv import FEATURES, MODEL_TYPE, TVDetector, cluster_features
 from training.manifest import read_manifest
 from training.noise import NoiseBank, mix_at_snr
@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
            "threshold": round(threshold, 4), "max_family_fpr": args.max_family_fpr,
            "train": report(det, train_items), "dev": report(det, dev_items)}
     config = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "model_type": MODEL_TYPE, "name": "tv-ko",
+        "model_type": MODEL_TYPE, "name": "tv-ko",
         "model": {"features": list(FEATURES), "mean": det.mean, "scale": det.scale, "coef": det.coef,
                   "intercept": det.intercept, "threshold": threshold},
         "provenance": {"fit_on": f"{args.train} speakers, first 70 % of household noise clips",
@@ -178,9 +178,7 @@ def main(argv=None) -> dict:
         "metrics": {"dev": {k: v for k, v in res["dev"].items() if k != "per_condition"}},
         "license": "CC BY-NC-SA 4.0 (fitted on emotiontts_open_db speech)",
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_release(args.out, None, config)   # no weights: the model is the numbers in config["model"]
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
