@@ -24,7 +24,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -55,12 +55,13 @@ class ModelType:
     dims: Optional[type] = None       # dimensions dataclass (from_dict/to_dict)
     network: Optional[Callable] = None  # nn.Module built from the dims
     weights: bool = True              # whether the release has model.safetensors
+    extras: tuple = ()                # prefixes of tensors that travel with the weights but are not the network's
 
 
 MODEL_TYPES = {
     "deepspeech2": ModelType("stt", DS2Dims, DeepSpeech2),
     "gender-cnn": ModelType("gender", GenderDims, GenderNet),
-    "speaker-lstm": ModelType("speaker", SpeakerDims, SpeakerNet),
+    "speaker-lstm": ModelType("speaker", SpeakerDims, SpeakerNet, extras=("projection.",)),   # an LDA
     "tv-logistic": ModelType("tv", weights=False),   # its few numbers live in config["model"]
 }
 
@@ -125,8 +126,8 @@ class Bundle:
         return tuple(getattr(self.dims, "labels", ())) or None
 
     def build_model(self, state: Optional[dict] = None) -> torch.nn.Module:
-        """The network rebuilt from `dims`, with `state` (default: the release's weights) loaded
-        strictly, in eval mode."""
+        """The network rebuilt from `dims`, with `state` (default: the release's weights, less the
+        tensors under `extras` prefixes) loaded strictly, in eval mode."""
         network = self.type.network
         if network is None:
             raise CheckpointError(f"a {self.model_type!r} release has no network")
@@ -134,11 +135,12 @@ class Bundle:
         if state is None:
             raise CheckpointError(f"{self.folder or self.name}: weights were not loaded (load_bundle(weights=True))")
         model = network(self.dims)
-        model.load_state_dict(state, strict=True)
+        extras = self.type.extras
+        model.load_state_dict({k: v for k, v in state.items() if not (extras and k.startswith(extras))}, strict=True)
         return model.eval()
 
     def to_config(self) -> dict:
-        """config.json's content (the current format version)."""
+        """config.json's content (the current format version), as plain JSON data."""
         c = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_type": self.model_type, "name": self.name}
         if self.dims is not None:
             c["dims"] = self.dims.to_dict()
@@ -152,7 +154,7 @@ class Bundle:
         c.update(self.info)
         if self.decoder is not None:
             c["decoder"] = self.decoder.to_dict()
-        return c
+        return json.loads(json.dumps(c))   # exactly what config.json holds (lists, not tuples)
 
     @classmethod
     def from_config(cls, config: dict, state: Optional[dict] = None, folder=None) -> "Bundle":

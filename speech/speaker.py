@@ -60,9 +60,9 @@ class SpeakerEncoder:
     @classmethod
     def load(cls, ref: Optional[str] = None, token: Optional[str] = None) -> "SpeakerEncoder":
         bundle = load_bundle(ref, MODEL_TYPE, token=token)
-        folder, state = bundle.folder, dict(bundle.state)
-        proj = {k: state.pop(k) for k in [k for k in state if k.startswith("projection.")]}
-        model = bundle.build_model(state)
+        folder = bundle.folder
+        proj = {k: v for k, v in bundle.state.items() if k.startswith("projection.")}
+        model = bundle.build_model()
         projection = None
         if proj:
             if set(proj) != {"projection.mean", "projection.matrix"}:

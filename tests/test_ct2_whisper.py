@@ -3,7 +3,6 @@
 Needs Whisper base from `python -m training.fetch_whisper_base` (setup.sh fetches it).
 """
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from training.ct2_whisper import compare, load_transformers_whisper, read_model_
 from training.fetch_whisper_base import default_dir
 
 FIX = Path(__file__).parent / "fixtures" / "examples"
-BASE = Path(os.environ.get("KOREAN_SPEECH_WHISPER_BASE", default_dir()))
+BASE = default_dir()   # setup.sh's Whisper base (KOREAN_SPEECH_CACHE moves it)
 needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(),
                                 reason=f"Whisper base absent: run `python -m training.fetch_whisper_base` (looked in {BASE})")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from speech.audio import SAMPLE_RATE, SilentAudioError, load_audio
+from speech.bundle import load_bundle, save_bundle
 from speech.metrics import cer_wer
 from speech.stt import Transcript, load_engine
 
@@ -104,11 +106,8 @@ DEFAULT = Path(__file__).parent.parent / "checkpoints" / "ds2-ko"
 
 def test_beam_decoder_without_lm(tmp_path):
     pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is not installed")
-    # The default model without any shipped LM: same weights, config without a decoder section.
-    config = json.loads((DEFAULT / "config.json").read_text(encoding="utf-8"))
-    config.pop("decoder", None)
-    (tmp_path / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
-    (tmp_path / "model.safetensors").symlink_to(DEFAULT / "model.safetensors")
+    # The default model without any shipped LM: same weights, no decoder settings.
+    save_bundle(tmp_path, replace(load_bundle(DEFAULT, weights=False), decoder=None))
     beam = load_engine("ds2", model=str(tmp_path), decoder="beam", beam_size=8)
     assert beam.decoder_name == "beam"
     duration = sf.info(str(CLIP)).duration
@@ -119,7 +118,7 @@ def test_beam_decoder_without_lm(tmp_path):
 
 def test_beam_decoder_uses_the_shipped_lm_when_there_is_one():
     pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is not installed")
-    lm = json.loads((DEFAULT / "config.json").read_text(encoding="utf-8")).get("decoder", {}).get("lm")
+    lm = load_bundle(DEFAULT, weights=False).decoder.lm
     if not lm or not (DEFAULT / lm).exists():
         pytest.skip("the default model ships no language model")
     t = load_engine("ds2", decoder="beam", beam_size=8).transcribe(CLIP)
