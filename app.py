@@ -152,8 +152,8 @@ def warm_up(models: Models) -> None:
 
 
 def _model_name(model) -> str:
-    """Speech-to-text engines carry `model_name`; the gender classifier its release config."""
-    return getattr(model, "model_name", None) or model.config.get("name") or Path(model.folder).name
+    """Engines and the gender classifier carry `model_name` (a release's: speech.bundle.release_name)."""
+    return model.model_name
 
 
 # -- user input ----------------------------------------------------------------------------------

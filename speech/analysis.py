@@ -347,7 +347,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     speaker_list = [sp for sp in speaker_list if sp.seconds > 0]
     report_progress(1.0, "done")
     elapsed = time.perf_counter() - t0
-    model = (classifier.config.get("name") or (classifier.folder.name if classifier.folder else "gender"))
+    model = classifier.model_name or "gender"
     settings = {"max_gap": max_gap, "vad_threshold": vad_threshold, "diarize": diarize, "detect_tv": detect_tv}
     if diarize:
         from .diarize import DiarizationSettings

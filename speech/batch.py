@@ -190,8 +190,7 @@ class Worker:
         self.versions = {"speech": __version__}
         if "analyze" in job.tasks or "gender" in job.tasks:
             self.classifier = GenderClassifier.load(job.gender_model)
-            name = self.classifier.config.get("name") or Path(self.classifier.folder).name
-            self.versions["gender_model"] = _weights_version(self.classifier.folder, name)
+            self.versions["gender_model"] = _weights_version(self.classifier.folder, self.classifier.model_name)
         if "transcribe" in job.tasks:
             from .stt import load_engine
 

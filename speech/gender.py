@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource, NoSpeechError  # noqa: F401 (re-exported)
-from .bundle import load_bundle
+from .bundle import load_bundle, release_name
 from .features import FeatureConfig, batched_features, compute_features
 from .level import normalize_level
 from .models.gender import CHILD, LABELS, MODEL_TYPE, GenderDims, GenderNet  # noqa: F401 (re-exported)
@@ -47,6 +47,7 @@ class GenderClassifier:
         self.features = features
         self.config = config
         self.folder = folder
+        self.model_name = release_name(config.get("name"), folder)
         self.labels = tuple(model.dims.labels)
         self.temperature = float(config.get("calibration", {}).get("temperature", 1.0))
         self.frame_seconds = features.frame_shift * model.dims.time_stride

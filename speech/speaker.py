@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE
-from .bundle import load_bundle
+from .bundle import load_bundle, release_name
 from .features import FeatureConfig, compute_features
 from .models.speaker import MODEL_TYPE, SpeakerDims, SpeakerNet  # noqa: F401 (re-exported)
 
@@ -54,6 +54,7 @@ class SpeakerEncoder:
         self.features = features
         self.config = config
         self.folder = folder
+        self.model_name = release_name(config.get("name"), folder)
         self.dims = model.dims
         self.projection = projection            # (mean (E,), matrix (E, K)) or None
 

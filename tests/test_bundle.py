@@ -301,3 +301,16 @@ def test_train_ds2_init_from_the_shipped_release(tmp_path):
     # lr 0: one step leaves the shipped weights as they were (BatchNorm statistics aside).
     assert all(torch.equal(v.float(), shipped.state[k]) for k, v in ck["model"].items() if "running" not in k
                and "num_batches" not in k)
+
+
+def test_both_engines_share_one_transcribe():
+    from speech.engines import DS2Engine, WhisperEngine
+    from speech.engines.base import Engine
+
+    assert DS2Engine.transcribe is Engine.transcribe and WhisperEngine.transcribe is Engine.transcribe
+    assert "transcribe" not in vars(DS2Engine) and "transcribe" not in vars(WhisperEngine)
+    import speech.stt
+    import speech.whisper_engine
+
+    assert speech.stt.load_engine is __import__("speech.engines").engines.load_engine
+    assert speech.whisper_engine.WhisperEngine is WhisperEngine and speech.stt.DS2Engine is DS2Engine
