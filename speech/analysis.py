@@ -434,7 +434,7 @@ def is_tv(audio: np.ndarray, spans) -> bool:
     at least MIN_TV_SECONDS of speech. Without a TV model release every speaker counts as family,
     and one log line says so."""
     from . import tv
-    from .checkpoint import CheckpointError
+    from .bundle import CheckpointError
 
     if sum(e - s for s, e in spans) < MIN_TV_SECONDS:
         return False

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from speech.audio import SAMPLE_RATE
-from speech.checkpoint import save_release
+from speech.bundle import save_release
 from speech.features import FeatureConfig
 from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
 from speech.stt import load_engine

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import torch
 
-from speech.checkpoint import load_release, save_release
+from speech.bundle import load_release, save_release
 from speech.hub import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speech.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_release
+from speech.bundle import CONFIG_NAME, WEIGHTS_NAME, load_release
 from speech.stt import Transcript, load_engine
 from training import train_ds2
 
