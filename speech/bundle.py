@@ -320,7 +320,7 @@ def main(argv=None) -> int:
                 print(f"{f}: format_version {before} -> {FORMAT_VERSION}")
         else:
             print(json.dumps(load_bundle(args.ref, weights=False).to_config(), ensure_ascii=False, indent=2))
-    except (CheckpointError, OSError) as e:
+    except (ValueError, OSError) as e:   # CheckpointError, speech.hub.ModelNotFoundError
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

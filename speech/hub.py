@@ -71,7 +71,8 @@ def resolve_model(ref: Optional[str], kind: str, token: Optional[str] = None,
     if path.exists():
         return path.parent if path.is_file() else path
     if looks_local(ref):
-        raise ModelNotFoundError(f"Model path {str(path)!r} does not exist (a local path; a Hub repo id is owner/name)")
+        where = f" ({path})" if str(path) != ref else ""
+        raise ModelNotFoundError(f"Model path {ref!r}{where} does not exist (a local path; a Hub repo id is owner/name)")
     if not is_repo_id(ref):
         raise ModelNotFoundError(
             f"Model {ref!r} is neither an existing local path nor a Hub repo id (owner/name or owner/name@revision)")

@@ -91,6 +91,7 @@ def test_upgrade_rewrites_the_config_and_keeps_the_weights(tmp_path):
     shutil.copytree(CHECKPOINTS / "gender-ko", folder)
     before = sha(folder / WEIGHTS_NAME)
     assert main(["upgrade", str(folder)]) == 0
+    assert main(["upgrade", str(tmp_path / "no-such-release")]) == 2      # an error message, not a traceback
     config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
     assert config["format_version"] == FORMAT_VERSION and "labels" not in config
     assert config["dims"]["labels"] == ["female", "male"]
@@ -182,7 +183,7 @@ def test_missing_local_path_is_an_error_not_the_default(ref, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)   # a Hub lookup would fall back
     with pytest.raises(ModelNotFoundError) as e:
         resolve_model(ref, "stt")
-    assert str(Path(ref).expanduser()) in str(e.value)
+    assert repr(ref) in str(e.value) and str(Path(ref).expanduser()) in str(e.value)
     with pytest.raises(ModelNotFoundError):
         load_bundle(ref, "deepspeech2")
 
