@@ -20,7 +20,9 @@ types at unseen SNR/offsets, not to unseen noise.
 `--denoise` adds, for every system, a second row with a noisereduce (spectral gating) front end.
 
 CER follows the study (speech.metrics: characters after removing spaces and punctuation); WER
-splits on spaces after removing punctuation. RTF = processing seconds / audio seconds (front end
+splits on spaces after removing punctuation. Both are reported twice: on the text as written, and
+with numbers spelled out on both sides (speech.text.spell_numbers, the Sino-Korean reading:
+Whisper's 5월 scores as the reference's 오월); `cer_spelled`/`wer_spelled` in the JSON. RTF = processing seconds / audio seconds (front end
 included); peak RSS is sampled while each system loads and runs.
 """
 from __future__ import annotations
@@ -35,7 +37,6 @@ import resource
 import sys
 import threading
 import time
-import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.metrics import error_counts
+from speech.metrics import error_counts, rates
 from speech.stt import DECODERS, ENGINES, load_engine
 from training.manifest import read_manifest
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
@@ -221,18 +222,12 @@ def denoise(audio: np.ndarray) -> np.ndarray:
     return noisereduce.reduce_noise(y=audio, sr=SAMPLE_RATE).astype(np.float32)
 
 
-def score_text(text: str) -> str:
-    """Punctuation removed, spaces kept (for WER; CER removes spaces itself)."""
-    text = unicodedata.normalize("NFC", text)
-    return " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in text).split())
-
-
 def evaluate_system(system: System, conds: ConditionSet, conditions: list[str], log=print) -> dict:
     with RssSampler() as mem:
         t0 = time.perf_counter()
         engine = system.load()
         load_s = time.perf_counter() - t0
-        refs = [score_text(r["text"]) for r in conds.rows]
+        refs = [r["text"] for r in conds.rows]
         if conds.clean:  # warm-up (lazy initialisation, allocator) outside the timed runs
             engine.transcribe(conds.clean[0][: SAMPLE_RATE])
         results = {}
@@ -244,9 +239,9 @@ def evaluate_system(system: System, conds: ConditionSet, conditions: list[str], 
                 hyps.append(engine.transcribe(x).text)
                 busy += time.perf_counter() - t
                 seconds += len(a) / SAMPLE_RATE
-            counts = error_counts(refs, [score_text(h) for h in hyps])
-            results[c] = {"cer": counts["char_errors"] / max(1, counts["chars"]),
-                          "wer": counts["word_errors"] / max(1, counts["words"]),
+            counts = error_counts(refs, hyps)
+            spelled = rates(error_counts(refs, hyps, numbers="spelled"))
+            results[c] = {**rates(counts), "cer_spelled": spelled["cer"], "wer_spelled": spelled["wer"],
                           **counts, "rtf": busy / max(seconds, 1e-9), "audio_seconds": round(seconds, 2),
                           "hypotheses": hyps}
             log(f"{system.name} | {c}: CER {results[c]['cer']:.3f} WER {results[c]['wer']:.3f} "
@@ -274,6 +269,19 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_spelled_table(report: dict) -> str:
+    """CER / WER with numbers spelled out on both sides (speech.text.spell_numbers)."""
+    conditions = report["conditions"]
+    head = ["system"] + [f"{c} CER / WER, numbers spelled" for c in conditions]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in report["systems"]:
+        res = s["conditions"]
+        cells = [s["system"]] + [f"{100 * res[c]['cer_spelled']:.1f} / {100 * res[c]['wer_spelled']:.1f}"
+                                 for c in conditions]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_report(report: dict) -> str:
     far = report["farfield"]
     return "\n".join([
@@ -281,13 +289,15 @@ def markdown_report(report: dict) -> str:
         f"{report['utterances']} utterances, {report['audio_seconds'] / 60:.1f} min per condition; "
         f"CER / WER in %, lower is better. Command: `{report['command']}`", "",
         markdown_table(report), "",
+        markdown_spelled_table(report), "",
         f"- noiseN: household noise ({report['noise_dir']}) mixed at N dB SNR, seed {report['seed']} per utterance "
         "(identical audio for every system; SHA-1 per condition in the JSON). Training mixes the same noise "
         "categories, so none is held out.",
         f"- farfield: synthetic RIR (RT60 {far['rt60']} s), {far['distance']} m (1/r attenuation), noise at "
         f"{far['snr_at_1m']} dB relative to the speech at 1 m.",
         "- CER: characters after removing spaces and punctuation (speech.metrics); WER: words after removing "
-        "punctuation. Digits are not spelled out: a system that writes 5월 for 오월 is charged for it.",
+        "punctuation. First table: the text as written (a system that writes 5월 for 오월 is charged for it); "
+        "second table: digits spelled out on both sides by their Sino-Korean reading (speech.text.spell_numbers).",
         "- RTF: processing seconds / audio seconds on this machine, front end included; peak RSS of the process "
         "while the system loads and runs (earlier systems' memory is freed but may stay in the process).", ""])
 

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.metrics import error_counts
+from speech.metrics import error_counts, rates
 from training.manifest import read_manifest
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
 
@@ -304,9 +304,7 @@ def score(engine, rows, noise: Optional[NoiseBank], snr: float, seed: int) -> di
             wav = (x / max(1.0, float(x.abs().max()))).numpy()
         refs.append(r.get("raw_text") or r["text"])
         hyps.append(engine.transcribe(wav).text)
-    c = error_counts(refs, hyps)
-    return {"cer": round(c["char_errors"] / max(1, c["chars"]), 4),
-            "wer": round(c["word_errors"] / max(1, c["words"]), 4), "utterances": len(rows)}
+    return {**{k: round(v, 4) for k, v in rates(error_counts(refs, hyps)).items()}, "utterances": len(rows)}
 
 
 # -- evaluation during training ----------------------------------------------------------------
@@ -342,7 +340,7 @@ class DevSubset:
         cer = {}
         for c in self.conditions:
             counts = error_counts(self.refs, self.transcribe(model, tokenizer, fe, self.audio[c], device))
-            cer[c] = round(100 * counts["char_errors"] / max(1, counts["chars"]), 2)
+            cer[c] = round(100 * rates(counts)["cer"], 2)
         model.train(was_training)
         noisy = [cer[c] for c in self.conditions if c != "clean"] or list(cer.values())
         return {**cer, "mean": round(float(np.mean(list(cer.values()))), 2), "noisy": round(float(np.mean(noisy)), 2)}

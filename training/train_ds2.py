@@ -39,7 +39,7 @@ from speech.checkpoint import load_release, save_release
 from speech.decoding import greedy_decode
 from speech.features import FeatureConfig, compute_features
 from speech.import_deepspeech import feature_config as study_features
-from speech.metrics import error_counts
+from speech.metrics import error_counts, rate, rates
 from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
 from speech.text import JamoTokenizer, build_syllable_tokenizer, tokenizer_from_dict
 from training.data import (AugmentConfig, Batch, BucketBatchSampler, CompactManifest, SpeechDataset, loader,
@@ -221,10 +221,10 @@ def evaluate(model, data, tokenizer, fcfg, device, amp_dtype) -> dict:
         for row, i in enumerate(batch.index.tolist()):
             hyps.append(tokenizer.decode(greedy_decode(lp[row, :out_len[row]]).ids))
             refs.append(data.dataset.manifest.text(i))
-    c = error_counts(refs, hyps)
+    r = rates(error_counts(refs, hyps))
     model.train()
-    return {"dev_loss": loss_sum / max(1, n), "dev_cer": c["char_errors"] / max(1, c["chars"]),
-            "dev_wer": c["word_errors"] / max(1, c["words"]), "examples": list(zip(refs[:3], hyps[:3]))}
+    return {"dev_loss": rate(loss_sum, n), "dev_cer": r["cer"], "dev_wer": r["wer"],
+            "examples": list(zip(refs[:3], hyps[:3]))}
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
