@@ -23,8 +23,9 @@ MANIFEST = FIXTURES / "ko-speech" / "manifest.jsonl"
 NOISE = FIXTURES / "noise"
 
 # Three clips, batches of at most 5 s: two batches an epoch (seed 1234). Warm-up of one step, so the cosine
-# schedule moves at every step and a resume that lost its place in it would train other weights.
-TINY = ["--train", str(MANIFEST), "--dev", str(MANIFEST), "--rnn-hidden", "32", "--rnn-layers", "1",
+# schedule moves at every step and a resume that lost its place in it would train other weights; two
+# RNN layers, so dropout draws from the torch RNG between them.
+TINY = ["--train", str(MANIFEST), "--dev", str(MANIFEST), "--rnn-hidden", "32", "--rnn-layers", "2",
         "--conv-channels", "4", "--n-mels", "40", "--batch-seconds", "5", "--max-duration", "5",
         "--noise-dir", str(NOISE), "--noise-prob", "1", "--reverb-prob", "0.5", "--device", "cpu",
         "--threads", "1", "--no-amp", "--workers", "0", "--warmup-steps", "1", "--lr", "3e-3"]
