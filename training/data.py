@@ -25,7 +25,7 @@ from scipy.fft import next_fast_len
 
 from speech.audio import SAMPLE_RATE, load_audio
 from training.manifest import iter_manifest
-from training.noise import NoiseBank, mix_at_snr, synthetic_rir
+from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,10 @@ class SpeechDataset(torch.utils.data.Dataset):
 
 def augment_waveform(wav: torch.Tensor, c: AugmentConfig, noise: Optional[NoiseBank],
                      gen: torch.Generator) -> torch.Tensor:
-    """Speed perturbation, room reverberation, household noise at a random SNR and a random gain."""
+    """Speed perturbation, room reverberation, household noise at a random SNR and a random gain,
+    then the one peak rule (training.noise.limit_peak). torchaudio does the resampling and the noise
+    addition; its SpecAugment and SpeedPerturbation transforms draw from the global RNG, which would
+    tie the data to the dropout draws and to the worker, so the draws here come from `gen`."""
     import torchaudio.functional as AF
 
     def u() -> float:
@@ -208,7 +211,23 @@ def augment_waveform(wav: torch.Tensor, c: AugmentConfig, noise: Optional[NoiseB
         wav = mix_at_snr(wav, noise.sample(len(wav), gen), snr)
     if c.gain_db:
         wav = wav * 10 ** ((2 * u() - 1) * c.gain_db / 20)
-    return wav
+    return limit_peak(wav)
+
+
+def load_utterances(rows: list[dict], trim_db: float = 30.0) -> list[np.ndarray]:
+    """Manifest rows -> float32 16 kHz arrays, decoded once; leading/trailing silence quieter than
+    `trim_db` below the peak trimmed so that crops hold speech (0 = no trim; a trim that would leave
+    under 0.25 s keeps the whole clip)."""
+    import librosa
+
+    out = []
+    for r in rows:
+        a = load_audio(r["audio"])
+        if trim_db:
+            t, _ = librosa.effects.trim(a, top_db=trim_db, frame_length=512, hop_length=160)
+            a = t if len(t) >= SAMPLE_RATE // 4 else a
+        out.append(a)
+    return out
 
 
 def fast_convolve(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

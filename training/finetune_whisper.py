@@ -54,7 +54,7 @@ import torch
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.metrics import error_counts, rates
 from training.manifest import read_manifest
-from training.noise import NoiseBank, mix_at_snr, synthetic_rir
+from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 
 CHUNK_SECONDS = 30  # Whisper's input window
 
@@ -251,12 +251,9 @@ class Batcher:
             rir = synthetic_rir(0.2 + 0.6 * self.rng.random(), SAMPLE_RATE, self.gen, "cpu")  # as train_ds2
             x = AF.fftconvolve(x, rir)[: len(x)]
         if self.noise is None or self.rng.random() >= self.cfg.noise_prob:
-            peak = float(x.abs().max())
-            return (x / peak if peak > 1 else x).numpy()
+            return limit_peak(x).numpy()
         snr = self.rng.uniform(self.cfg.snr_min, self.cfg.snr_max)
-        x = mix_at_snr(x, self.noise.sample(len(x), self.gen), snr)
-        peak = float(x.abs().max())
-        return (x / peak if peak > 1 else x).numpy()
+        return mix_at_snr(x, self.noise.sample(len(x), self.gen), snr).numpy()
 
     def batch(self, idx: list[int]):
         wavs = [self.augment(self.audio[i]) for i in idx]
@@ -300,8 +297,7 @@ def score(engine, rows, noise: Optional[NoiseBank], snr: float, seed: int) -> di
     for r in rows:
         wav = load_audio(r["audio"])
         if noise is not None:
-            x = mix_at_snr(torch.from_numpy(wav), noise.sample(len(wav), gen), snr)
-            wav = (x / max(1.0, float(x.abs().max()))).numpy()
+            wav = mix_at_snr(torch.from_numpy(wav), noise.sample(len(wav), gen), snr).numpy()
         refs.append(r.get("raw_text") or r["text"])
         hyps.append(engine.transcribe(wav).text)
     return {**{k: round(v, 4) for k, v in rates(error_counts(refs, hyps)).items()}, "utterances": len(rows)}
@@ -313,7 +309,7 @@ class DevSubset:
     """A fixed dev subset in each condition (training.evaluate_stt's audio), scored greedily."""
 
     def __init__(self, cfg: FinetuneConfig):
-        from training.evaluate_stt import ConditionSet
+        from training.conditions import ConditionSet
 
         rows = read_manifest(cfg.eval_dev)[::cfg.eval_stride]
         self.conditions = cfg.eval_conditions.split(",")

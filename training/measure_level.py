@@ -25,16 +25,11 @@ from speech.audio import SAMPLE_RATE
 from speech.level import normalize_level
 from speech.metrics import error_counts, rates
 from speech.vad import speech_spans
-from training.evaluate_stt import ConditionSet, parse_system
+from training.conditions import ConditionSet, quiet
+from training.systems import parse_system
 from training.manifest import read_manifest
 
 _QUIET = re.compile(r"^quiet(\d+(?:\.\d+)?)$")
-
-
-def quiet(audio: np.ndarray, db: float) -> np.ndarray:
-    """Attenuate by `db` dB and round to 16-bit PCM, as a recorder would store it."""
-    q = np.round(audio * 10 ** (-db / 20) * 32768.0).clip(-32768, 32767)
-    return (q / 32768.0).astype(np.float32)
 
 
 def condition_audio(conds: ConditionSet, name: str) -> list[np.ndarray]:

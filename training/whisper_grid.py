@@ -31,7 +31,7 @@ import soundfile as sf
 
 from speech.audio import SAMPLE_RATE, AudioError, load_audio
 from speech.metrics import error_counts, rate
-from training.evaluate_stt import ConditionSet
+from training.conditions import ConditionSet
 from speech.whisper_engine import TEMPERATURES
 from training.manifest import read_manifest
 
