@@ -53,6 +53,7 @@ import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.metrics import error_counts, rates
+from training.ct2_whisper import convert_to_ct2, load_transformers_whisper
 from training.manifest import read_manifest
 from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 
@@ -123,7 +124,7 @@ class FinetuneConfig:
             raise ValueError("--eval-every needs --eval-dev MANIFEST")
         if self.patience and not self.eval_every:
             raise ValueError("--patience needs --eval-every N")
-        from training.evaluate_stt import parse_condition
+        from training.conditions import parse_condition
 
         for c in self.eval_conditions.split(","):
             if parse_condition(c)[0] != "clean" and self.eval_dev and not self.noise_dir:
@@ -214,8 +215,6 @@ def load_model_and_processor(cfg: FinetuneConfig):
                                          predict_timestamps=False)
         return tiny_random_model(tokenizer), tokenizer, WhisperFeatureExtractor(feature_size=80)
     if (Path(cfg.base) / "model.bin").exists():  # a CTranslate2 folder: real Whisper weights we can read
-        from training.ct2_whisper import load_transformers_whisper
-
         return load_transformers_whisper(cfg.base)
     from transformers import WhisperProcessor
 
@@ -279,16 +278,7 @@ def lr_at(step: int, cfg: FinetuneConfig) -> float:
     return cfg.lr * max(0.0, 1.0 - progress)
 
 
-# -- conversion and scoring --------------------------------------------------------------------
-
-def convert_to_ct2(hf_dir: Path, out_dir: Path, quantization: str = "int8") -> Path:
-    """transformers Whisper folder -> CTranslate2 folder that speech.whisper_engine loads."""
-    from ctranslate2.converters import TransformersConverter
-
-    copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if (hf_dir / f).exists()]
-    TransformersConverter(str(hf_dir), copy_files=copy).convert(str(out_dir), quantization=quantization, force=True)
-    return out_dir
-
+# -- scoring --------------------------------------------------------------------------------------
 
 def score(engine, rows, noise: Optional[NoiseBank], snr: float, seed: int) -> dict:
     """CER/WER of `engine` on rows, clean (noise None) or mixed at a fixed SNR (same noise every run)."""
