@@ -20,7 +20,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from speech.audio import SAMPLE_RATE, load_audio
+from speech.audio import SAMPLE_RATE
+from training.data import load_utterances
 from training.noise import NoiseBank, mix_at_snr, synthetic_rir
 
 _NOISE = re.compile(r"^noise(-?\d+(?:\.\d+)?)$")
@@ -85,7 +86,7 @@ class ConditionSet:
         self.rows = rows
         self.seed = seed
         self.far = far
-        self.clean = [load_audio(r["audio"]) for r in rows]
+        self.clean = load_utterances(rows, trim_db=0)
         self.noise = NoiseBank(noise_dir, categories=noise_categories) if noise_dir else None
         self._cache: dict[str, list[np.ndarray]] = {}
 

@@ -54,6 +54,7 @@ import torch
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.metrics import error_counts, rates
 from training.ct2_whisper import convert_to_ct2, load_transformers_whisper
+from training.data import load_utterances
 from training.manifest import read_manifest
 from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 
@@ -229,7 +230,7 @@ class Batcher:
     """Decoded training audio in memory; batches of log-mel inputs and label ids, noise mixed in."""
 
     def __init__(self, rows, tokenizer, feature_extractor, cfg: FinetuneConfig, noise: Optional[NoiseBank]):
-        self.audio = [load_audio(r["audio"]) for r in rows]
+        self.audio = load_utterances(rows, trim_db=0)
         self.labels = [self._label_ids(tokenizer, r.get("raw_text") or r["text"]) for r in rows]
         self.fe, self.cfg, self.noise = feature_extractor, cfg, noise
         self.gen = torch.Generator().manual_seed(cfg.seed)
