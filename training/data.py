@@ -191,9 +191,10 @@ class SpeechDataset(torch.utils.data.Dataset):
 def augment_waveform(wav: torch.Tensor, c: AugmentConfig, noise: Optional[NoiseBank],
                      gen: torch.Generator) -> torch.Tensor:
     """Speed perturbation, room reverberation, household noise at a random SNR and a random gain,
-    then the one peak rule (training.noise.limit_peak). torchaudio does the resampling and the noise
-    addition; its SpecAugment and SpeedPerturbation transforms draw from the global RNG, which would
-    tie the data to the dropout draws and to the worker, so the draws here come from `gen`."""
+    then the one peak rule (training.noise.limit_peak). torchaudio does the speed change
+    (functional.speed) and the noise addition (functional.add_noise); its SpecAugment and
+    SpeedPerturbation transforms draw from the global RNG, which would tie the data to the dropout
+    draws and to the worker, so the random choices here come from `gen`."""
     import torchaudio.functional as AF
 
     def u() -> float:
@@ -201,8 +202,8 @@ def augment_waveform(wav: torch.Tensor, c: AugmentConfig, noise: Optional[NoiseB
 
     if len(c.speed) > 1 or c.speed[0] != 1.0:
         f = c.speed[int(torch.randint(len(c.speed), (1,), generator=gen))]
-        if f != 1.0:  # play `f` times faster: treat as recorded at f*sr, resample to sr
-            wav = AF.resample(wav, int(round(SAMPLE_RATE * f)), SAMPLE_RATE)
+        if f != 1.0:  # play `f` times faster (torchaudio: recorded at f*sr, resampled to sr)
+            wav = AF.speed(wav, SAMPLE_RATE, f)[0]
     if c.reverb_prob and u() < c.reverb_prob:
         rir = synthetic_rir(0.2 + 0.6 * u(), SAMPLE_RATE, gen, wav.device)
         wav = fast_convolve(wav, rir)
@@ -267,7 +268,9 @@ def collate(items) -> Batch:
 
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """SpecAugment on (B, T, F): frequency and time masks set to 0 (the normalised mean). The mask
-    positions are drawn on the CPU from `gen` and applied with one masked fill on the device."""
+    positions are drawn on the CPU from `gen` and applied with one masked fill on the device.
+    (torchaudio's FrequencyMasking/TimeMasking draw from the global RNG and mask the padded width,
+    not each utterance's own length, so they do not fit here.)"""
     b, t, nf = feats.shape
     mask = torch.zeros(b, t, nf, dtype=torch.bool)
     for i in range(b):

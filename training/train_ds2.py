@@ -11,6 +11,11 @@ tens of MB. Features and SpecAugment run on the training device. Multi-GPU (or m
 with gloo) through `torchrun --nproc_per_node N -m training.train_ds2 ...` (DDP); every rank takes
 its share of the same batch plan.
 
+Stopping (training.stopping.StopCondition, the one place that decides): the first of --epochs,
+--max-steps, --max-minutes (training time, counted over resumes) and --patience dev evaluations
+without a better dev CER. The cosine LR schedule spans the steps or the time budget, so a resumed
+run continues it where it was; --resume also restores the torch, CUDA, numpy and Python RNGs.
+
 Writes to --out: `train.log` (one JSON line per epoch: loss, dev CER/WER, lr, speed), `last.pt`
 (resumable: model, optimizer, scaler, step, epoch and batch within it, training time spent, RNG
 states; written at each epoch's end and every --save-every steps; --resume continues from the next
