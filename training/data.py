@@ -24,6 +24,7 @@ import torch
 from scipy.fft import next_fast_len
 
 from speech.audio import SAMPLE_RATE, load_audio
+from training.flags import flag
 from training.manifest import iter_manifest
 from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 
@@ -31,16 +32,17 @@ from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 @dataclass(frozen=True)
 class AugmentConfig:
     speed: tuple = (0.9, 1.0, 1.1)          # speed perturbation factors, one drawn per utterance
-    noise_dir: Optional[str] = None         # folder with manifest.tsv (path, category, ...) of noise
-    noise_prob: float = 0.6                 # share of utterances mixed with noise
+    noise_dir: Optional[str] = flag(None, "noise folder with manifest.tsv (path, category, ...), e.g. "
+                                          "../shared/data/noise")
+    noise_prob: float = flag(0.6, "share of utterances mixed with noise")
     snr_min: float = 0.0
     snr_max: float = 20.0
-    reverb_prob: float = 0.0                # share given a synthetic room impulse response
+    reverb_prob: float = flag(0.0, "share of utterances given a synthetic room impulse response")
     freq_masks: int = 2
     freq_mask_width: int = 15
     time_masks: int = 4
-    time_mask_ratio: float = 0.05           # each time mask is at most this share of the utterance
-    gain_db: float = 6.0                    # random gain +-
+    time_mask_ratio: float = flag(0.05, "each SpecAugment time mask is at most this share of the utterance")
+    gain_db: float = flag(6.0, "random gain, +- dB")
 
 
 class CompactManifest:
