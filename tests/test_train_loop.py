@@ -283,3 +283,28 @@ def test_generated_parser_keeps_every_old_flag_and_default():
     for f in switches:
         assert by_flag[f].nargs == 0, f   # a switch, taking no value
     assert by_flag["--train"].required and by_flag["--dev"].required
+
+
+def test_ddp_ranks_stop_early_together(tmp_path):
+    """Only rank 0 evaluates; the early-stop count must reach every rank, or rank 1 trains on alone
+    and waits in all-reduce forever. lr 0: the weights stay, only batch-norm statistics move, so the
+    dev CER stops improving within a few epochs (1.25, 1.125, 1.375 here)."""
+    import os
+    import subprocess
+    import sys
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this python")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(FIXTURES.parent.parent), "CUDA_VISIBLE_DEVICES": ""}
+    args = list(TINY)
+    del args[args.index("--threads"):args.index("--threads") + 2]
+    args[args.index("--batch-seconds") + 1] = "9"
+    args[args.index("--rnn-layers") + 1] = "1"
+    p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "training.train_ds2", *args,
+                        "--lr", "0", "--patience", "1", "--epochs", "8", "--out", str(out)],
+                       cwd=FIXTURES.parent.parent, env=env, capture_output=True, text=True, timeout=150)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    log = records(out)
+    assert len(log) < 8 and log[-1]["stopped"] == "no better dev CER in 1 evaluations (early stop)"
