@@ -93,6 +93,22 @@ def test_n_steps_straight_equal_k_steps_resume_and_the_rest(tmp_path, monkeypatc
     assert last_b["stopped"] == f"max_steps {n} reached"
 
 
+def test_a_resume_with_other_limits_says_so(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        preempt_after(m, 1)
+        with pytest.raises(Preempted):
+            train_ds2.main([*TINY, "--max-steps", "4", "--save-every", "1", "--out", str(out)])
+    capsys.readouterr()
+    train_ds2.main([*TINY, "--max-steps", "2", "--out", str(out), "--resume"])
+    printed = capsys.readouterr().out
+    assert "resumed with other limits (max_steps 4 -> 2): the LR schedule now spans 2 steps" in printed
+    train_ds2.main([*TINY, "--max-steps", "2", "--out", str(out), "--resume"])   # same limits: nothing to say,
+    printed = capsys.readouterr().out
+    assert "other limits" not in printed and "nothing to train: max_steps 2 reached" in printed
+    assert checkpoint(out)["step"] == 2                                        # and no step past the limit
+
+
 def test_resume_continues_the_training_clock_and_its_schedule(tmp_path, monkeypatch):
     """A resumed run with --max-minutes keeps the time it already spent: here 29 of 30 s, so it
     stops within about a second, and its learning rate is at the end of the schedule. A clock that

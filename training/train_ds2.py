@@ -361,6 +361,12 @@ def main(argv=None):
             epoch0, batch0 = epoch0 + 1, 0
         set_rng_state(ck["rng"])
         log(f"resumed from {out / 'last.pt'} at epoch {epoch0 + 1}, batch {batch0}, step {step}")
+        before = ck.get("config", {})
+        changed = {k: f"{before[k]} -> {getattr(cfg, k)}" for k in ("epochs", "max_steps", "max_minutes", "patience")
+                   if k in before and before[k] != getattr(cfg, k)}
+        if changed:  # same flags: the schedule of an uninterrupted run; other limits: a new horizon from here
+            log(f"resumed with other limits ({', '.join(f'{k} {v}' for k, v in changed.items())}): "
+                f"the LR schedule now spans {total_steps} steps" + (f" or {cfg.max_minutes:g} min" if cfg.max_minutes else ""))
 
     budget = stop.budget_seconds
     t_train = time.time()
@@ -379,6 +385,9 @@ def main(argv=None):
     first_step, reason = None, None
     now = trained_seconds()
     frac = stop.time_fraction(now)
+    if step and stop.between_steps(step, now):  # resumed after the run had finished: not one step more
+        log(f"nothing to train: {stop.between_steps(step, now)}")
+        epoch0 = cfg.epochs
     for epoch in range(epoch0, cfg.epochs):
         start = batch0 if epoch == epoch0 else 0
         sampler.set_epoch(epoch, start)
