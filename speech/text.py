@@ -25,8 +25,13 @@ The result is the training target: NFC Hangul syllables separated by single spac
 would silently delete words written with digits or Latin letters (``3G``, ``KTX``, ``10시``),
 so preparation scripts call ``unspelled_chars`` first and skip such utterances (and count them).
 
+Scoring text (one normalisation for training, evaluation and fine-tuning; speech.metrics):
 CER (``text_for_cer``) is computed on NFC text with whitespace and punctuation removed, as in
-the study this project follows; digits and Latin letters are kept there, they are errors.
+the study this project follows; WER (``text_for_wer``) on the same text with the spaces kept
+(punctuation becomes a word break). Digits and Latin letters are kept there, they are errors.
+Numbers: references spell them as read (``오월``) where Whisper writes digits (``5월``), so the
+evaluation reports CER twice: as-is, and with numbers spelled out on both sides
+(``spell_numbers``: the Sino-Korean reading, ``5월`` -> ``오월``, ``2024년`` -> ``이천이십사년``).
 
 Tokenizers: CTC blank ``<blank>`` is always index 0 and the word separator ``" "`` index 1.
 
@@ -160,6 +165,66 @@ def text_for_cer(text: str) -> str:
     """NFC text with whitespace and punctuation removed: the string CER is computed on."""
     text = unicodedata.normalize("NFC", text)
     return "".join(ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
+
+
+def text_for_wer(text: str) -> str:
+    """NFC text with punctuation turned into word breaks and single spaces: WER splits it."""
+    text = unicodedata.normalize("NFC", text)
+    return " ".join("".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text).split())
+
+
+# --- numbers as read -----------------------------------------------------------------------
+
+_SINO_DIGITS = "영일이삼사오육칠팔구"
+_SMALL_UNITS = ("", "십", "백", "천")
+_LARGE_UNITS = ("", "만", "억", "조", "경")
+_NUMBER = re.compile(r"[0-9]+(?:,[0-9]{3})*(?:\.[0-9]+)?")
+# Month names that are not the plain reading (6 -> 육월 is written 유월, 10 -> 십월 is 시월).
+_MONTHS = {6: "유", 10: "시"}
+
+
+def sino_korean(n: int) -> str:
+    """The Sino-Korean reading of a non-negative integer: 0 -> 영, 10 -> 십, 15 -> 십오,
+    110 -> 백십, 2024 -> 이천이십사, 10000 -> 만, 12345 -> 만이천삼백사십오, 100000000 -> 일억.
+    일 is dropped before 십, 백 and 천, and before 만 when it stands alone (as it is said)."""
+    if n < 0:
+        raise ValueError(f"sino_korean takes a non-negative integer, got {n}")
+    if n == 0:
+        return _SINO_DIGITS[0]
+    out, k = "", 0
+    while n:
+        n, group = divmod(n, 10000)
+        if group:
+            if k >= len(_LARGE_UNITS):
+                raise ValueError("number too large to read")
+            s = ""
+            for pos in (3, 2, 1, 0):
+                d = group // 10 ** pos % 10
+                if d:
+                    s += ("" if d == 1 and pos else _SINO_DIGITS[d]) + _SMALL_UNITS[pos]
+            if k == 1 and group == 1:
+                s = ""
+            out = s + _LARGE_UNITS[k] + out
+        k += 1
+    return out
+
+
+def spell_numbers(text: str) -> str:
+    """Digits in ``text`` as they are read (Sino-Korean): ``5월`` -> ``오월``, ``1,000원`` -> ``천원``,
+    ``3.5`` -> ``삼점오``, ``6월``/``10월`` -> ``유월``/``시월``. A number with a leading zero
+    (``010``, a phone number) is read digit by digit. Native-Korean readings (``3개`` -> ``세 개``)
+    are out of reach of a rule; they stay errors in both scores."""
+    def read(m: re.Match) -> str:
+        whole, _, frac = m.group(0).replace(",", "").partition(".")
+        if len(whole) > 1 and whole[0] == "0":
+            s = "".join(_SINO_DIGITS[int(d)] for d in whole)
+        elif m.end() < len(m.string) and m.string[m.end()] == "월" and int(whole) in _MONTHS:
+            s = _MONTHS[int(whole)]
+        else:
+            s = sino_korean(int(whole))
+        return s + ("점" + "".join(_SINO_DIGITS[int(d)] for d in frac) if frac else "")
+
+    return _NUMBER.sub(read, unicodedata.normalize("NFC", text))
 
 
 # --- jamo ----------------------------------------------------------------------------------

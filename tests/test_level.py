@@ -13,7 +13,6 @@ from speech.audio import SAMPLE_RATE, SilentAudioError, load_audio
 from speech.level import (FLOOR_CEILING_DBFS, MAX_GAIN_DB, PEAK_DBFS, TARGET_DBFS, frame_levels, level_gain_db,
                           normalize_level)
 from speech.metrics import cer_wer
-from speech.text import text_for_cer
 from speech.vad import speech_spans
 from training.fetch_whisper_base import default_dir
 

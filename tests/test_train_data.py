@@ -3,7 +3,6 @@ a compact manifest, deterministic augmentation, and a run that resumes in the mi
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

@@ -28,7 +28,7 @@ from speech.audio import SAMPLE_RATE, load_audio
 from speech.bundle import load_bundle
 from speech.hub import resolve_model
 from speech.stt import load_engine
-from training.evaluate_stt import RssSampler, peak_rss_mb
+from training.memory import RssSampler, peak_rss_mb
 from training.manifest import read_manifest, write_manifest
 
 

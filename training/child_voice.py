@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from speech.audio import SAMPLE_RATE
+from training.noise import limit_peak
 
 N_FFT, HOP = 1024, 256
 LIFTER = 30          # cepstral coefficients kept (1.9 ms at 16 kHz)
@@ -83,7 +84,7 @@ def child_voice(audio: np.ndarray, f0: float, formant_scale: float, source_f0: f
     out = librosa.istft(Y[:, :t] * np.exp(gain), hop_length=HOP, n_fft=N_FFT, length=len(x))
     rms_in, rms_out = np.sqrt(np.mean(x ** 2)), np.sqrt(np.mean(out ** 2))
     out = out * (rms_in / max(rms_out, 1e-9))
-    return (out / max(1.0, float(np.abs(out).max()) / 0.99)).astype(np.float32)
+    return limit_peak(out).astype(np.float32)
 
 
 def speed_child(audio: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> np.ndarray:

@@ -16,7 +16,6 @@ import io
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from speech.audio import load_audio

@@ -11,7 +11,7 @@ key projection has no bias in Whisper: CTranslate2 stores zeros there), `proj_ou
 the token embedding. float16/bfloat16/float32 weights are copied exactly; int8 weights are
 dequantized (weight / weight_scale), which is not exact.
 
-The way back is `training.finetune_whisper.convert_to_ct2` (ctranslate2's own converter);
+The way back is `convert_to_ct2` (ctranslate2's own converter);
 `tests/test_ct2_whisper.py` checks that CT2 -> HF -> CT2 gives back bit-identical tensors and
 that both engines produce the same greedy transcripts.
 """
@@ -245,6 +245,15 @@ def convert(ct2_dir, out_dir) -> Path:
     tokenizer.save_pretrained(out_dir)
     fe.save_pretrained(out_dir)
     (out_dir / "SOURCE.txt").write_text(f"converted from the CTranslate2 model {Path(ct2_dir).name} by training.ct2_whisper\n")
+    return out_dir
+
+
+def convert_to_ct2(hf_dir: Path, out_dir: Path, quantization: str = "int8") -> Path:
+    """transformers Whisper folder -> CTranslate2 folder that speech.whisper_engine loads."""
+    from ctranslate2.converters import TransformersConverter
+
+    copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if (hf_dir / f).exists()]
+    TransformersConverter(str(hf_dir), copy_files=copy).convert(str(out_dir), quantization=quantization, force=True)
     return out_dir
 
 

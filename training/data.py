@@ -24,23 +24,25 @@ import torch
 from scipy.fft import next_fast_len
 
 from speech.audio import SAMPLE_RATE, load_audio
+from training.flags import flag
 from training.manifest import iter_manifest
-from training.noise import NoiseBank, mix_at_snr, synthetic_rir
+from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     speed: tuple = (0.9, 1.0, 1.1)          # speed perturbation factors, one drawn per utterance
-    noise_dir: Optional[str] = None         # folder with manifest.tsv (path, category, ...) of noise
-    noise_prob: float = 0.6                 # share of utterances mixed with noise
+    noise_dir: Optional[str] = flag(None, "noise folder with manifest.tsv (path, category, ...), e.g. "
+                                          "../shared/data/noise")
+    noise_prob: float = flag(0.6, "share of utterances mixed with noise")
     snr_min: float = 0.0
     snr_max: float = 20.0
-    reverb_prob: float = 0.0                # share given a synthetic room impulse response
+    reverb_prob: float = flag(0.0, "share of utterances given a synthetic room impulse response")
     freq_masks: int = 2
     freq_mask_width: int = 15
     time_masks: int = 4
-    time_mask_ratio: float = 0.05           # each time mask is at most this share of the utterance
-    gain_db: float = 6.0                    # random gain +-
+    time_mask_ratio: float = flag(0.05, "each SpecAugment time mask is at most this share of the utterance")
+    gain_db: float = flag(6.0, "random gain, +- dB")
 
 
 class CompactManifest:
@@ -190,7 +192,11 @@ class SpeechDataset(torch.utils.data.Dataset):
 
 def augment_waveform(wav: torch.Tensor, c: AugmentConfig, noise: Optional[NoiseBank],
                      gen: torch.Generator) -> torch.Tensor:
-    """Speed perturbation, room reverberation, household noise at a random SNR and a random gain."""
+    """Speed perturbation, room reverberation, household noise at a random SNR and a random gain,
+    then the one peak rule (training.noise.limit_peak). torchaudio does the speed change
+    (functional.speed) and the noise addition (functional.add_noise); its SpecAugment and
+    SpeedPerturbation transforms draw from the global RNG, which would tie the data to the dropout
+    draws and to the worker, so the random choices here come from `gen`."""
     import torchaudio.functional as AF
 
     def u() -> float:
@@ -198,8 +204,8 @@ def augment_waveform(wav: torch.Tensor, c: AugmentConfig, noise: Optional[NoiseB
 
     if len(c.speed) > 1 or c.speed[0] != 1.0:
         f = c.speed[int(torch.randint(len(c.speed), (1,), generator=gen))]
-        if f != 1.0:  # play `f` times faster: treat as recorded at f*sr, resample to sr
-            wav = AF.resample(wav, int(round(SAMPLE_RATE * f)), SAMPLE_RATE)
+        if f != 1.0:  # play `f` times faster (torchaudio: recorded at f*sr, resampled to sr)
+            wav = AF.speed(wav, SAMPLE_RATE, f)[0]
     if c.reverb_prob and u() < c.reverb_prob:
         rir = synthetic_rir(0.2 + 0.6 * u(), SAMPLE_RATE, gen, wav.device)
         wav = fast_convolve(wav, rir)
@@ -208,7 +214,23 @@ def augment_waveform(wav: torch.Tensor, c: AugmentConfig, noise: Optional[NoiseB
         wav = mix_at_snr(wav, noise.sample(len(wav), gen), snr)
     if c.gain_db:
         wav = wav * 10 ** ((2 * u() - 1) * c.gain_db / 20)
-    return wav
+    return limit_peak(wav)
+
+
+def load_utterances(rows: list[dict], trim_db: float = 30.0) -> list[np.ndarray]:
+    """Manifest rows -> float32 16 kHz arrays, decoded once; leading/trailing silence quieter than
+    `trim_db` below the peak trimmed so that crops hold speech (0 = no trim; a trim that would leave
+    under 0.25 s keeps the whole clip)."""
+    import librosa
+
+    out = []
+    for r in rows:
+        a = load_audio(r["audio"])
+        if trim_db:
+            t, _ = librosa.effects.trim(a, top_db=trim_db, frame_length=512, hop_length=160)
+            a = t if len(t) >= SAMPLE_RATE // 4 else a
+        out.append(a)
+    return out
 
 
 def fast_convolve(x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -248,7 +270,9 @@ def collate(items) -> Batch:
 
 def spec_augment(feats: torch.Tensor, lengths: torch.Tensor, c: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """SpecAugment on (B, T, F): frequency and time masks set to 0 (the normalised mean). The mask
-    positions are drawn on the CPU from `gen` and applied with one masked fill on the device."""
+    positions are drawn on the CPU from `gen` and applied with one masked fill on the device.
+    (torchaudio's FrequencyMasking/TimeMasking draw from the global RNG and mask the padded width,
+    not each utterance's own length, so they do not fit here.)"""
     b, t, nf = feats.shape
     mask = torch.zeros(b, t, nf, dtype=torch.bool)
     for i in range(b):

@@ -31,9 +31,9 @@ import numpy as np
 from speech.audio import SAMPLE_RATE
 from speech.gender import GenderClassifier
 from speech.pitch import median_f0
-from training.manifest import read_manifest
-from training.noise import NoiseBank
-from training.train_gender import HOUSEHOLD, label_of, load_utterances, noise_part, noisy_copies
+from training.data import load_utterances
+from training.manifest import label_of, read_manifest
+from training.noise import HOUSEHOLD, NoiseBank, noise_part, noisy_copies
 
 CHILD_INDEX = 2   # label_of: female 0, male 1, child 2
 

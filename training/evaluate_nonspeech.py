@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
-from training.evaluate_stt import parse_system
-from training.measure_level import quiet
+from training.conditions import quiet
+from training.systems import parse_system
 
 
 def clips(noise_dir: Path, seconds: float, per_file: int) -> list[tuple[str, str, np.ndarray]]:

@@ -35,7 +35,7 @@ from speech.audio import SAMPLE_RATE, load_audio
 from speech.gender import GenderClassifier
 from speech.pitch import pitch_track
 from speech.speaker import SpeakerEncoder
-from training.tune_diarization import annotation, der_metric, reference
+from training.diarization import annotation, der_metric, reference
 
 STEP = 0.01
 PITCH_THRESHOLD = 165.0

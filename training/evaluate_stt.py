@@ -20,211 +20,29 @@ types at unseen SNR/offsets, not to unseen noise.
 `--denoise` adds, for every system, a second row with a noisereduce (spectral gating) front end.
 
 CER follows the study (speech.metrics: characters after removing spaces and punctuation); WER
-splits on spaces after removing punctuation. RTF = processing seconds / audio seconds (front end
-included); peak RSS is sampled while each system loads and runs.
+splits on spaces after removing punctuation. Both are reported twice: on the text as written, and
+with numbers spelled out on both sides (speech.text.spell_numbers, the Sino-Korean reading:
+Whisper's 5월 scores as the reference's 오월); `cer_spelled`/`wer_spelled` in the JSON.
+RTF = processing seconds / audio seconds (front end included); peak RSS is sampled while each
+system loads and runs (training.memory).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
-import os
-import re
-import resource
 import sys
-import threading
 import time
-import unicodedata
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-import numpy as np
 import torch
 
-from speech.audio import SAMPLE_RATE, load_audio
-from speech.metrics import error_counts
-from speech.stt import DECODERS, ENGINES, load_engine
+from speech.audio import SAMPLE_RATE
+from speech.metrics import error_counts, rates
+from speech.stt import DECODERS, ENGINES
+from training.conditions import CONDITION_HELP, ConditionSet, FarField, audio_sha1, parse_condition
 from training.manifest import read_manifest
-from training.noise import NoiseBank, mix_at_snr, synthetic_rir
-
-_NOISE = re.compile(r"^noise(-?\d+(?:\.\d+)?)$")
-CONDITION_HELP = "clean, noiseN (household noise at N dB SNR, e.g. noise0, noise5, noise10), farfield"
-
-
-# -- conditions ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FarField:
-    rt60: float = 0.5           # seconds of reverberation (a living room)
-    distance: float = 4.0       # metres; amplitude falls as 1/distance relative to 1 m
-    snr_at_1m: float = 30.0     # room noise level relative to the speech at 1 m
-
-
-def parse_condition(name: str) -> tuple[str, Optional[float]]:
-    """'clean' -> ('clean', None); 'noise5' -> ('noise', 5.0); 'farfield' -> ('farfield', None)."""
-    if name in ("clean", "farfield"):
-        return name, None
-    m = _NOISE.match(name)
-    if m:
-        return "noise", float(m.group(1))
-    raise ValueError(f"Unknown condition {name!r}; conditions = {CONDITION_HELP}")
-
-
-def utterance_seed(seed: int, condition: str, utt: str) -> int:
-    """A seed that depends only on (seed, condition, utterance), not on order or on the system."""
-    return (seed * 1_000_003 + zlib.crc32(f"{condition}/{utt}".encode("utf-8"))) % (2 ** 63)
-
-
-def make_condition(audio: np.ndarray, condition: str, gen: torch.Generator,
-                   noise: Optional[NoiseBank], far: FarField = FarField()) -> np.ndarray:
-    """Clean float32 audio -> the condition's version (deterministic for a given generator)."""
-    kind, snr = parse_condition(condition)
-    if kind == "clean":
-        return audio
-    if noise is None:
-        raise ValueError(f"Condition {condition!r} needs --noise-dir")
-    import torchaudio.functional as AF
-
-    wav = torch.from_numpy(audio)
-    if kind == "noise":
-        out = mix_at_snr(wav, noise.sample(len(wav), gen), snr)
-    else:
-        rir = synthetic_rir(far.rt60, SAMPLE_RATE, gen, "cpu")
-        wet = AF.fftconvolve(wav, rir)[: len(wav)] / far.distance
-        # The noise level is fixed relative to the speech at 1 m, so distance lowers the SNR.
-        out = mix_at_snr(wet, noise.sample(len(wav), gen), far.snr_at_1m - 20 * math.log10(far.distance))
-    out = out.numpy().astype(np.float32)
-    peak = float(np.abs(out).max())
-    if peak > 0.99:  # what a recorder's gain control would do; keeps the array a valid signal
-        out *= 0.99 / peak
-    return out
-
-
-def audio_sha1(arrays: list[np.ndarray]) -> str:
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
-    return h.hexdigest()
-
-
-class ConditionSet:
-    """Builds each condition's audio once (lazily) and hands the same arrays to every system."""
-
-    def __init__(self, rows: list[dict], noise_dir: Optional[str], seed: int,
-                 noise_categories: Optional[list] = None, far: FarField = FarField()):
-        self.rows = rows
-        self.seed = seed
-        self.far = far
-        self.clean = [load_audio(r["audio"]) for r in rows]
-        self.noise = NoiseBank(noise_dir, categories=noise_categories) if noise_dir else None
-        self._cache: dict[str, list[np.ndarray]] = {}
-
-    def audio(self, condition: str) -> list[np.ndarray]:
-        if condition not in self._cache:
-            out = []
-            for r, a in zip(self.rows, self.clean):
-                gen = torch.Generator().manual_seed(utterance_seed(self.seed, condition, str(r.get("utt", r["audio"]))))
-                out.append(make_condition(a, condition, gen, self.noise, self.far))
-            self._cache[condition] = out
-        return self._cache[condition]
-
-
-# -- measuring ----------------------------------------------------------------------------------
-
-def rss_mb() -> float:
-    """Resident memory of this process now (Linux /proc; peak-so-far elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except OSError:
-        return peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
-
-
-class RssSampler:
-    """Peak RSS inside a `with` block, sampled every `interval` s (ru_maxrss only ever grows)."""
-
-    def __init__(self, interval: float = 0.02):
-        self.interval = interval
-        self.peak = 0.0
-        self.start = 0.0
-        self._stop = threading.Event()
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss_mb())
-
-    def __enter__(self):
-        self.start = self.peak = rss_mb()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_mb())
-
-
-# -- systems ------------------------------------------------------------------------------------
-
-@dataclass
-class System:
-    engine: str
-    model: Optional[str] = None
-    decoder: str = "greedy"
-    lm: Optional[str] = None
-    denoise: bool = False
-    name: str = ""
-
-    def __post_init__(self):
-        if self.engine not in ENGINES:
-            raise ValueError(f"Unknown engine {self.engine!r}; engines = {list(ENGINES)}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"Unknown decoder {self.decoder!r}; decoders = {list(DECODERS)}")
-        if self.engine != "ds2" and (self.decoder != "greedy" or self.lm):
-            raise ValueError("--decoder/--lm apply to the ds2 engine only")
-        if not self.name:
-            label = self.engine + (f" ({self.decoder}{' + LM ' + self.lm if self.lm else ''})"
-                                   if self.engine == "ds2" else "")
-            self.name = f"{label} {self.model or 'default'}" + (" +denoise" if self.denoise else "")
-
-    def load(self):
-        kwargs = dict(decoder=self.decoder, lm=self.lm) if self.engine == "ds2" else {}
-        return load_engine(self.engine, model=self.model, **kwargs)
-
-
-def parse_system(spec: str, decoder: str = "greedy", lm: Optional[str] = None) -> System:
-    """'ENGINE[:MODEL[:DECODER[:LM]]]', e.g. 'ds2:checkpoints/ds2-ko:beam', 'ds2:checkpoints/ds2-ko:beam:data/lm/lm.bin'
-    or 'whisper:/models/whisper-small'."""
-    engine, _, rest = spec.partition(":")
-    model, dec = rest or None, decoder
-    if rest and ":beam:" in rest:
-        model, _, lm = rest.partition(":beam:")
-        dec = "beam"
-    elif rest and rest.rpartition(":")[2] in DECODERS and ":" in rest:
-        model, _, dec = rest.rpartition(":")
-    return System(engine=engine, model=model, decoder=dec, lm=lm if engine == "ds2" else None)
-
-
-def denoise(audio: np.ndarray) -> np.ndarray:
-    import noisereduce
-
-    return noisereduce.reduce_noise(y=audio, sr=SAMPLE_RATE).astype(np.float32)
-
-
-def score_text(text: str) -> str:
-    """Punctuation removed, spaces kept (for WER; CER removes spaces itself)."""
-    text = unicodedata.normalize("NFC", text)
-    return " ".join("".join(" " if unicodedata.category(c).startswith("P") else c for c in text).split())
+from training.memory import RssSampler
+from training.systems import System, denoise, parse_system
 
 
 def evaluate_system(system: System, conds: ConditionSet, conditions: list[str], log=print) -> dict:
@@ -232,7 +50,7 @@ def evaluate_system(system: System, conds: ConditionSet, conditions: list[str], 
         t0 = time.perf_counter()
         engine = system.load()
         load_s = time.perf_counter() - t0
-        refs = [score_text(r["text"]) for r in conds.rows]
+        refs = [r["text"] for r in conds.rows]
         if conds.clean:  # warm-up (lazy initialisation, allocator) outside the timed runs
             engine.transcribe(conds.clean[0][: SAMPLE_RATE])
         results = {}
@@ -244,9 +62,9 @@ def evaluate_system(system: System, conds: ConditionSet, conditions: list[str], 
                 hyps.append(engine.transcribe(x).text)
                 busy += time.perf_counter() - t
                 seconds += len(a) / SAMPLE_RATE
-            counts = error_counts(refs, [score_text(h) for h in hyps])
-            results[c] = {"cer": counts["char_errors"] / max(1, counts["chars"]),
-                          "wer": counts["word_errors"] / max(1, counts["words"]),
+            counts = error_counts(refs, hyps)
+            spelled = rates(error_counts(refs, hyps, numbers="spelled"))
+            results[c] = {**rates(counts), "cer_spelled": spelled["cer"], "wer_spelled": spelled["wer"],
                           **counts, "rtf": busy / max(seconds, 1e-9), "audio_seconds": round(seconds, 2),
                           "hypotheses": hyps}
             log(f"{system.name} | {c}: CER {results[c]['cer']:.3f} WER {results[c]['wer']:.3f} "
@@ -274,6 +92,19 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown_spelled_table(report: dict) -> str:
+    """CER / WER with numbers spelled out on both sides (speech.text.spell_numbers)."""
+    conditions = report["conditions"]
+    head = ["system"] + [f"{c} CER / WER, numbers spelled" for c in conditions]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in report["systems"]:
+        res = s["conditions"]
+        cells = [s["system"]] + [f"{100 * res[c]['cer_spelled']:.1f} / {100 * res[c]['wer_spelled']:.1f}"
+                                 for c in conditions]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_report(report: dict) -> str:
     far = report["farfield"]
     return "\n".join([
@@ -281,13 +112,15 @@ def markdown_report(report: dict) -> str:
         f"{report['utterances']} utterances, {report['audio_seconds'] / 60:.1f} min per condition; "
         f"CER / WER in %, lower is better. Command: `{report['command']}`", "",
         markdown_table(report), "",
+        markdown_spelled_table(report), "",
         f"- noiseN: household noise ({report['noise_dir']}) mixed at N dB SNR, seed {report['seed']} per utterance "
         "(identical audio for every system; SHA-1 per condition in the JSON). Training mixes the same noise "
         "categories, so none is held out.",
         f"- farfield: synthetic RIR (RT60 {far['rt60']} s), {far['distance']} m (1/r attenuation), noise at "
         f"{far['snr_at_1m']} dB relative to the speech at 1 m.",
         "- CER: characters after removing spaces and punctuation (speech.metrics); WER: words after removing "
-        "punctuation. Digits are not spelled out: a system that writes 5월 for 오월 is charged for it.",
+        "punctuation. First table: the text as written (a system that writes 5월 for 오월 is charged for it); "
+        "second table: digits spelled out on both sides by their Sino-Korean reading (speech.text.spell_numbers).",
         "- RTF: processing seconds / audio seconds on this machine, front end included; peak RSS of the process "
         "while the system loads and runs (earlier systems' memory is freed but may stay in the process).", ""])
 

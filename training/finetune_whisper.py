@@ -52,9 +52,11 @@ import numpy as np
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.metrics import error_counts
+from speech.metrics import error_counts, rates
+from training.ct2_whisper import convert_to_ct2, load_transformers_whisper
+from training.data import load_utterances
 from training.manifest import read_manifest
-from training.noise import NoiseBank, mix_at_snr, synthetic_rir
+from training.noise import NoiseBank, limit_peak, mix_at_snr, synthetic_rir
 
 CHUNK_SECONDS = 30  # Whisper's input window
 
@@ -123,7 +125,7 @@ class FinetuneConfig:
             raise ValueError("--eval-every needs --eval-dev MANIFEST")
         if self.patience and not self.eval_every:
             raise ValueError("--patience needs --eval-every N")
-        from training.evaluate_stt import parse_condition
+        from training.conditions import parse_condition
 
         for c in self.eval_conditions.split(","):
             if parse_condition(c)[0] != "clean" and self.eval_dev and not self.noise_dir:
@@ -214,8 +216,6 @@ def load_model_and_processor(cfg: FinetuneConfig):
                                          predict_timestamps=False)
         return tiny_random_model(tokenizer), tokenizer, WhisperFeatureExtractor(feature_size=80)
     if (Path(cfg.base) / "model.bin").exists():  # a CTranslate2 folder: real Whisper weights we can read
-        from training.ct2_whisper import load_transformers_whisper
-
         return load_transformers_whisper(cfg.base)
     from transformers import WhisperProcessor
 
@@ -230,7 +230,7 @@ class Batcher:
     """Decoded training audio in memory; batches of log-mel inputs and label ids, noise mixed in."""
 
     def __init__(self, rows, tokenizer, feature_extractor, cfg: FinetuneConfig, noise: Optional[NoiseBank]):
-        self.audio = [load_audio(r["audio"]) for r in rows]
+        self.audio = load_utterances(rows, trim_db=0)
         self.labels = [self._label_ids(tokenizer, r.get("raw_text") or r["text"]) for r in rows]
         self.fe, self.cfg, self.noise = feature_extractor, cfg, noise
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -251,12 +251,9 @@ class Batcher:
             rir = synthetic_rir(0.2 + 0.6 * self.rng.random(), SAMPLE_RATE, self.gen, "cpu")  # as train_ds2
             x = AF.fftconvolve(x, rir)[: len(x)]
         if self.noise is None or self.rng.random() >= self.cfg.noise_prob:
-            peak = float(x.abs().max())
-            return (x / peak if peak > 1 else x).numpy()
+            return limit_peak(x).numpy()
         snr = self.rng.uniform(self.cfg.snr_min, self.cfg.snr_max)
-        x = mix_at_snr(x, self.noise.sample(len(x), self.gen), snr)
-        peak = float(x.abs().max())
-        return (x / peak if peak > 1 else x).numpy()
+        return mix_at_snr(x, self.noise.sample(len(x), self.gen), snr).numpy()
 
     def batch(self, idx: list[int]):
         wavs = [self.augment(self.audio[i]) for i in idx]
@@ -282,16 +279,7 @@ def lr_at(step: int, cfg: FinetuneConfig) -> float:
     return cfg.lr * max(0.0, 1.0 - progress)
 
 
-# -- conversion and scoring --------------------------------------------------------------------
-
-def convert_to_ct2(hf_dir: Path, out_dir: Path, quantization: str = "int8") -> Path:
-    """transformers Whisper folder -> CTranslate2 folder that speech.whisper_engine loads."""
-    from ctranslate2.converters import TransformersConverter
-
-    copy = [f for f in ("tokenizer.json", "preprocessor_config.json") if (hf_dir / f).exists()]
-    TransformersConverter(str(hf_dir), copy_files=copy).convert(str(out_dir), quantization=quantization, force=True)
-    return out_dir
-
+# -- scoring --------------------------------------------------------------------------------------
 
 def score(engine, rows, noise: Optional[NoiseBank], snr: float, seed: int) -> dict:
     """CER/WER of `engine` on rows, clean (noise None) or mixed at a fixed SNR (same noise every run)."""
@@ -300,13 +288,10 @@ def score(engine, rows, noise: Optional[NoiseBank], snr: float, seed: int) -> di
     for r in rows:
         wav = load_audio(r["audio"])
         if noise is not None:
-            x = mix_at_snr(torch.from_numpy(wav), noise.sample(len(wav), gen), snr)
-            wav = (x / max(1.0, float(x.abs().max()))).numpy()
+            wav = mix_at_snr(torch.from_numpy(wav), noise.sample(len(wav), gen), snr).numpy()
         refs.append(r.get("raw_text") or r["text"])
         hyps.append(engine.transcribe(wav).text)
-    c = error_counts(refs, hyps)
-    return {"cer": round(c["char_errors"] / max(1, c["chars"]), 4),
-            "wer": round(c["word_errors"] / max(1, c["words"]), 4), "utterances": len(rows)}
+    return {**{k: round(v, 4) for k, v in rates(error_counts(refs, hyps)).items()}, "utterances": len(rows)}
 
 
 # -- evaluation during training ----------------------------------------------------------------
@@ -315,7 +300,7 @@ class DevSubset:
     """A fixed dev subset in each condition (training.evaluate_stt's audio), scored greedily."""
 
     def __init__(self, cfg: FinetuneConfig):
-        from training.evaluate_stt import ConditionSet
+        from training.conditions import ConditionSet
 
         rows = read_manifest(cfg.eval_dev)[::cfg.eval_stride]
         self.conditions = cfg.eval_conditions.split(",")
@@ -342,7 +327,7 @@ class DevSubset:
         cer = {}
         for c in self.conditions:
             counts = error_counts(self.refs, self.transcribe(model, tokenizer, fe, self.audio[c], device))
-            cer[c] = round(100 * counts["char_errors"] / max(1, counts["chars"]), 2)
+            cer[c] = round(100 * rates(counts)["cer"], 2)
         model.train(was_training)
         noisy = [cer[c] for c in self.conditions if c != "clean"] or list(cer.values())
         return {**cer, "mean": round(float(np.mean(list(cer.values()))), 2), "noisy": round(float(np.mean(noisy)), 2)}

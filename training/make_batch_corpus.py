@@ -21,8 +21,7 @@ import soundfile as sf
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
-from training.noise import NoiseBank, mix_at_snr
-from training.train_gender import HOUSEHOLD
+from training.noise import HOUSEHOLD, NoiseBank, mix_at_snr
 
 
 def speakers(data: Path) -> dict:
@@ -99,7 +98,6 @@ def main(argv=None):
             wav, fs, ms = build(cache[f], cache[m], args.minutes * 60, rng)
             speech = torch.from_numpy(wav)
             noisy = mix_at_snr(speech, bank.sample(len(wav), gen), 15.0).numpy()
-            noisy /= max(1.0, float(np.abs(noisy).max()) / 0.95)
             name = f"family{i:02d}.ogg"
             sf.write(str(out / name), noisy, SAMPLE_RATE, format="OGG", subtype="OPUS",
                      compression_level=0.9)

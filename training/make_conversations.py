@@ -47,8 +47,8 @@ import torch
 
 from speech.audio import SAMPLE_RATE
 from training.manifest import normalize_gender, read_manifest
-from training.noise import NoiseBank, mix_at_snr
-from training.train_gender import HOUSEHOLD, load_utterances, noise_part
+from training.data import load_utterances
+from training.noise import HOUSEHOLD, NoiseBank, limit_peak, mix_at_snr, noise_part
 from training.tv_mix import add_tv, tv_sound
 
 TV_LEVEL_DB = -15.0
@@ -168,8 +168,7 @@ def main(argv=None):
             for tag, snr in (("household", 10.0), ("household5", 5.0)):
                 variants[tag] = mix_at_snr(with_tv, noise, snr)
             for tag, x in variants.items():
-                x = x.numpy()
-                x = x / max(1.0, float(np.abs(x).max()) / 0.95)
+                x = limit_peak(x.numpy())
                 sf.write(str(out / f"{name}.{tag}.flac"), x, SAMPLE_RATE, subtype="PCM_16")
             fs, ms = speech_seconds(segs, "female"), speech_seconds(segs, "male")
             truth.write(json.dumps({
@@ -202,8 +201,7 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out):
                         "tv": mix_at_snr(torch.from_numpy(add_tv(wav, tv, TV_ROOM_LEVEL_DB)), noise, 10.0)}
             name = f"conv{i:02d}"
             for tag, x in variants.items():
-                x = x.numpy()
-                x = x / max(1.0, float(np.abs(x).max()) / 0.95)
+                x = limit_peak(x.numpy())
                 sf.write(str(out / f"{name}.{tag}.flac"), x, SAMPLE_RATE, subtype="PCM_16")
             gender = {s: by[s]["gender"] for s in chosen}
             segs = [(s, e, gender[spk], spk) for s, e, spk in segs]

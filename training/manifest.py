@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 
+from speech.models.gender import CHILD, LABELS
 from speech.text import normalize_transcript, text_for_cer, unspelled_chars
+
+GENDER_LABELS = LABELS + (CHILD,)   # class indices of the gender models: female 0, male 1, child 2
 
 REQUIRED_KEYS = ("audio", "text", "raw_text", "duration", "speaker", "gender", "age", "corpus", "utt")
 GENDERS = ("female", "male")
@@ -87,6 +90,24 @@ def normalize_gender(value) -> str | None:
     if v in ("남", "남성", "남자", "m", "male", "man"):
         return "male"
     return None
+
+
+def label_name(row: dict) -> str:
+    """female / male from the manifest's gender, or `child` for synthetic children."""
+    if str(row.get("gender") or "").strip().lower() == CHILD:
+        return CHILD
+    g = normalize_gender(row.get("gender"))
+    if g is None:
+        raise ValueError(f"utterance {row.get('utt')} has no usable gender ({row.get('gender')!r})")
+    return g
+
+
+def label_of(row: dict, labels: tuple = GENDER_LABELS) -> int:
+    """Class index; female and male keep indices 0 and 1 whether or not a model has `child`."""
+    g = label_name(row)
+    if g not in labels:
+        raise ValueError(f"utterance {row.get('utt')} is {g!r}; this model's labels are {list(labels)}")
+    return labels.index(g)
 
 
 def filter_duration(rows: Iterable[dict], min_s: float | None = None, max_s: float | None = None) -> list[dict]:

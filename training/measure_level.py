@@ -23,18 +23,13 @@ import torch
 
 from speech.audio import SAMPLE_RATE
 from speech.level import normalize_level
-from speech.metrics import error_counts
+from speech.metrics import error_counts, rates
 from speech.vad import speech_spans
-from training.evaluate_stt import ConditionSet, parse_system, score_text
+from training.conditions import ConditionSet, quiet
+from training.systems import parse_system
 from training.manifest import read_manifest
 
 _QUIET = re.compile(r"^quiet(\d+(?:\.\d+)?)$")
-
-
-def quiet(audio: np.ndarray, db: float) -> np.ndarray:
-    """Attenuate by `db` dB and round to 16-bit PCM, as a recorder would store it."""
-    q = np.round(audio * 10 ** (-db / 20) * 32768.0).clip(-32768, 32767)
-    return (q / 32768.0).astype(np.float32)
 
 
 def condition_audio(conds: ConditionSet, name: str) -> list[np.ndarray]:
@@ -60,7 +55,7 @@ def main(argv=None) -> dict:
     rows = read_manifest(a.manifest)[::a.every]
     conds = ConditionSet(rows, a.noise_dir, a.seed)
     conditions = [c.strip() for c in a.conditions.split(",") if c.strip()]
-    refs = [score_text(r["text"]) for r in rows]
+    refs = [r["text"] for r in rows]
     report = {"manifest": a.manifest, "utterances": len(rows), "conditions": conditions,
               "command": "python -m training.measure_level " + " ".join(argv), "vad": {}, "systems": []}
     audio = {c: condition_audio(conds, c) for c in conditions}
@@ -79,8 +74,7 @@ def main(argv=None) -> dict:
             for mode in ("raw", "levelled"):
                 engine.level_input = mode == "levelled"
                 hyps = [engine.transcribe((SAMPLE_RATE, x)).text for x in audio[c]]
-                n = error_counts(refs, [score_text(h) for h in hyps])
-                cer = n["char_errors"] / max(1, n["chars"])
+                cer = rates(error_counts(refs, hyps))["cer"]
                 entry["conditions"][c][mode] = {"cer": cer, "empty": sum(not h for h in hyps)}
                 print(f"{system.name} | {c} | {mode}: CER {cer:.4f}", file=sys.stderr, flush=True)
         report["systems"].append(entry)

@@ -11,6 +11,11 @@ tens of MB. Features and SpecAugment run on the training device. Multi-GPU (or m
 with gloo) through `torchrun --nproc_per_node N -m training.train_ds2 ...` (DDP); every rank takes
 its share of the same batch plan.
 
+Stopping (training.stopping.StopCondition, the one place that decides): the first of --epochs,
+--max-steps, --max-minutes (training time, counted over resumes) and --patience dev evaluations
+without a better dev CER. The cosine LR schedule spans the steps or the time budget, so a resumed
+run continues it where it was; --resume also restores the torch, CUDA, numpy and Python RNGs.
+
 Writes to --out: `train.log` (one JSON line per epoch: loss, dev CER/WER, lr, speed), `last.pt`
 (resumable: model, optimizer, scaler, step, epoch and batch within it, training time spent, RNG
 states; written at each epoch's end and every --save-every steps; --resume continues from the next
@@ -25,7 +30,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
 
@@ -34,16 +39,17 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from speech.audio import SAMPLE_RATE
 from speech.bundle import load_bundle, save_release
 from speech.decoding import greedy_decode
 from speech.features import FeatureConfig, compute_features
 from speech.import_deepspeech import feature_config as study_features
-from speech.metrics import error_counts
+from speech.metrics import error_counts, rate, rates
 from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
 from speech.text import JamoTokenizer, build_syllable_tokenizer
 from training.data import (AugmentConfig, Batch, BucketBatchSampler, CompactManifest, SpeechDataset, loader,
                            spec_augment)
+from training.flags import add_flags, flag
+from training.stopping import StopCondition, rng_state, set_rng_state
 
 # Model sizes a recipe can name. "small" is the shipped ds2-ko's family; "study" is
 # deepspeech.pytorch's default (5 x bidirectional LSTM-1024 on the study's 161-bin spectrogram).
@@ -56,42 +62,48 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    train: str
-    dev: str
+    """Every setting of a run; the flags are generated from it (training.flags), defaults live here."""
+    train: str = flag(MISSING, "training manifest (JSONL)")
+    dev: str = flag(MISSING, "dev manifest (JSONL)")
     out: str = "runs/ds2"
-    unit: str = "jamo"                      # "jamo" or "syllable"
+    unit: str = flag("jamo", choices=["jamo", "syllable"])
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    frontend: str = "light"
-    conv_channels: int = 32
-    rnn_type: str = "gru"
-    rnn_hidden: int = 320
-    rnn_layers: int = 4
-    bidirectional: bool = True
+    frontend: str = flag("light", choices=["light", "ds2"], preset=True)
+    conv_channels: int = flag(32, preset=True)
+    rnn_type: str = flag("gru", choices=["gru", "lstm"], preset=True)
+    rnn_hidden: int = flag(320, preset=True)
+    rnn_layers: int = flag(4, preset=True)
+    bidirectional: bool = flag(True, name="--unidirectional")
     lookahead: int = 0
     dropout: float = 0.15
-    optimizer: str = "adamw"                # "adamw" or "sgd"
+    optimizer: str = flag("adamw", choices=["adamw", "sgd"])
     lr: float = 1.5e-3
     weight_decay: float = 1e-2
     warmup_steps: int = 300
     epochs: int = 30
-    max_steps: int = 0                      # stop after this many steps (0 = no limit; for tests)
-    max_minutes: float = 0.0                # wall-clock budget; the LR schedule spans it (0 = none)
-    batch_seconds: float = 160.0            # audio seconds per batch (length bucketing)
+    max_steps: int = flag(0, "stop after this many steps (0 = no limit)")
+    max_minutes: float = flag(0.0, "stop after this much training time (over resumes); the LR schedule "
+                                   "is stretched over it")
+    patience: int = flag(0, "stop after this many dev evaluations without a better dev CER (0 = never)")
+    batch_seconds: float = flag(160.0, "audio seconds per batch (length bucketing)")
     grad_clip: float = 5.0
-    amp: bool = True                        # mixed precision on CUDA: bfloat16 where supported, else float16 + GradScaler
-    compile: bool = False                   # torch.compile the model (CUDA; measure before turning on)
-    workers: int = 2                        # DataLoader worker processes per rank (0 = in the training process)
-    save_every: int = 0                     # steps between mid-epoch checkpoints (0 = at epoch ends only)
+    amp: bool = flag(True, "mixed precision on CUDA: bfloat16 where supported, else float16 + GradScaler",
+                     name="--no-amp")
+    compile: bool = flag(False, "torch.compile the model (CUDA; measure before turning on)")
+    workers: int = flag(2, "DataLoader worker processes per rank (0 = in the training process)")
+    save_every: int = flag(0, "steps between mid-epoch checkpoints (0 = at epoch ends only)")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_duration: float = 20.0
     seed: int = 1234
     device: str = "auto"
-    threads: int = 0                        # CPU threads (0 = torch's default)
-    eval_every: int = 1                     # epochs between dev evaluations
-    save_dtype: str = "float16"             # release weights dtype ("float16" halves the size)
-    name: str = "ds2-ko"
-    resume: bool = False
-    init_from: Optional[str] = None         # release folder to start from (same dimensions and tokenizer)
+    threads: int = flag(0, "CPU threads (0 = torch's default)")
+    eval_every: int = flag(1, "epochs between dev evaluations")
+    save_dtype: str = flag("float16", "release weights dtype (float16 halves the size)",
+                           choices=["float16", "float32"])
+    name: str = flag("ds2-ko", "model name written into the release config")
+    resume: bool = flag(False, "continue from OUT/last.pt")
+    init_from: Optional[str] = flag(None, "release folder whose weights start the training "
+                                          "(same dimensions and tokenizer)")
 
     def __post_init__(self):
         if self.unit not in ("jamo", "syllable"):
@@ -116,77 +128,47 @@ class TrainConfig:
                        lookahead=self.lookahead, dropout=self.dropout)
 
 
-def parse_args(argv=None) -> TrainConfig:
+# Augmentation flags: generated from AugmentConfig, except the two that take lists.
+AUGMENT_SPECIAL = ("speed", "snr_min", "snr_max")
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True, help="training manifest (JSONL)")
-    p.add_argument("--dev", required=True, help="dev manifest (JSONL)")
-    p.add_argument("--out", default="runs/ds2")
-    p.add_argument("--name", default="ds2-ko", help="model name written into the release config")
-    p.add_argument("--unit", default="jamo", choices=["jamo", "syllable"])
+    add_flags(p, TrainConfig)
     p.add_argument("--preset", default="small", choices=sorted(PRESETS),
-                   help="model size and features; the flags below override it")
+                   help="model size and features; the flags above override it")
     p.add_argument("--feature-kind", default=None, choices=["logmel", "linear"])
     p.add_argument("--n-mels", type=int, default=None)
-    p.add_argument("--frontend", default=None, choices=["light", "ds2"])
-    p.add_argument("--conv-channels", type=int, default=None)
-    p.add_argument("--rnn-type", default=None, choices=["gru", "lstm"])
-    p.add_argument("--rnn-hidden", type=int, default=None)
-    p.add_argument("--rnn-layers", type=int, default=None)
-    p.add_argument("--unidirectional", action="store_true")
-    p.add_argument("--lookahead", type=int, default=0)
-    p.add_argument("--dropout", type=float, default=0.15)
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    p.add_argument("--lr", type=float, default=1.5e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-2)
-    p.add_argument("--warmup-steps", type=int, default=300)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--max-steps", type=int, default=0)
-    p.add_argument("--max-minutes", type=float, default=0.0,
-                   help="stop after this much training time; the LR schedule is stretched over it")
-    p.add_argument("--batch-seconds", type=float, default=160.0)
-    p.add_argument("--grad-clip", type=float, default=5.0)
-    p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per rank")
-    p.add_argument("--save-every", type=int, default=0, help="steps between mid-epoch checkpoints")
-    p.add_argument("--speed", default="0.9,1.0,1.1", help="speed factors, comma-separated ('1' disables)")
-    p.add_argument("--noise-dir", default=None, help="noise folder with manifest.tsv (e.g. ../shared/data/noise)")
-    p.add_argument("--noise-prob", type=float, default=0.6)
-    p.add_argument("--snr", default="0,20", help="SNR range in dB for noise mixing, 'min,max'")
-    p.add_argument("--reverb-prob", type=float, default=0.0)
-    p.add_argument("--freq-masks", type=int, default=2)
-    p.add_argument("--time-masks", type=int, default=4)
-    p.add_argument("--max-duration", type=float, default=20.0)
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--save-dtype", default="float16", choices=["float16", "float32"])
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--init-from", default=None, help="release folder whose weights start the training")
-    a = p.parse_args(argv)
-    snr = [float(x) for x in a.snr.split(",")]
+    aug = AugmentConfig()
+    add_flags(p, AugmentConfig, skip=AUGMENT_SPECIAL)
+    p.add_argument("--speed", default=",".join(map(str, aug.speed)),
+                   help="speed factors, comma-separated ('1' disables)")
+    p.add_argument("--snr", default=f"{aug.snr_min:g},{aug.snr_max:g}",
+                   help="SNR range in dB for noise mixing, 'min,max'")
+    return p
+
+
+def parse_args(argv=None) -> TrainConfig:
+    p = build_parser()
+    a = vars(p.parse_args(argv))
+    snr = [float(x) for x in a.pop("snr").split(",")]
     if len(snr) != 2 or snr[0] > snr[1]:
         p.error("--snr must be 'min,max' with min <= max")
-    aug = AugmentConfig(speed=tuple(float(x) for x in a.speed.split(",")), noise_dir=a.noise_dir,
-                        noise_prob=a.noise_prob if a.noise_dir else 0.0, snr_min=snr[0], snr_max=snr[1],
-                        reverb_prob=a.reverb_prob, freq_masks=a.freq_masks, time_masks=a.time_masks)
-    model = dict(PRESETS[a.preset])
+    aug = {f.name: a.pop(f.name) for f in fields(AugmentConfig) if f.name not in AUGMENT_SPECIAL}
+    aug.update(speed=tuple(float(x) for x in a.pop("speed").split(",")), snr_min=snr[0], snr_max=snr[1])
+    if not aug["noise_dir"]:
+        aug["noise_prob"] = 0.0
+    model = dict(PRESETS[a.pop("preset")])
     feats = model.pop("features", FeatureConfig())
-    if a.feature_kind or a.n_mels:
-        feats = replace(feats, **{k: v for k, v in (("kind", a.feature_kind), ("n_mels", a.n_mels)) if v})
-    model.update({k: getattr(a, k) for k in ("frontend", "conv_channels", "rnn_type", "rnn_hidden", "rnn_layers")
-                  if getattr(a, k) is not None})
+    kind, n_mels = a.pop("feature_kind"), a.pop("n_mels")
+    if kind or n_mels:
+        feats = replace(feats, **{k: v for k, v in (("kind", kind), ("n_mels", n_mels)) if v})
+    for k in (f.name for f in fields(TrainConfig) if f.metadata.get("preset")):
+        v = a.pop(k)  # a flag given overrides the preset; neither: the dataclass default
+        if v is not None or k in model:
+            a[k] = v if v is not None else model[k]
     try:
-        return TrainConfig(train=a.train, dev=a.dev, out=a.out, name=a.name, unit=a.unit, features=feats,
-                           **model, bidirectional=not a.unidirectional,
-                           lookahead=a.lookahead, dropout=a.dropout, optimizer=a.optimizer, lr=a.lr,
-                           weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, epochs=a.epochs,
-                           max_steps=a.max_steps, max_minutes=a.max_minutes, batch_seconds=a.batch_seconds, grad_clip=a.grad_clip,
-                           amp=not a.no_amp, compile=a.compile, workers=a.workers, save_every=a.save_every,
-                           augment=aug, max_duration=a.max_duration, seed=a.seed,
-                           device=a.device, threads=a.threads, eval_every=a.eval_every,
-                           save_dtype=a.save_dtype, resume=a.resume, init_from=a.init_from)
+        return TrainConfig(**a, features=feats, augment=AugmentConfig(**aug))
     except ValueError as e:
         p.error(str(e))
 
@@ -221,10 +203,10 @@ def evaluate(model, data, tokenizer, fcfg, device, amp_dtype) -> dict:
         for row, i in enumerate(batch.index.tolist()):
             hyps.append(tokenizer.decode(greedy_decode(lp[row, :out_len[row]]).ids))
             refs.append(data.dataset.manifest.text(i))
-    c = error_counts(refs, hyps)
+    r = rates(error_counts(refs, hyps))
     model.train()
-    return {"dev_loss": loss_sum / max(1, n), "dev_cer": c["char_errors"] / max(1, c["chars"]),
-            "dev_wer": c["word_errors"] / max(1, c["words"]), "examples": list(zip(refs[:3], hyps[:3]))}
+    return {"dev_loss": rate(loss_sum, n), "dev_cer": r["cer"], "dev_wer": r["wer"],
+            "examples": list(zip(refs[:3], hyps[:3]))}
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
@@ -235,20 +217,6 @@ def lr_at(step: int, total: int, cfg: TrainConfig, time_fraction: float = 0.0) -
     p = max((step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps), time_fraction)
     p = min(1.0, p)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
-
-
-def rng_state() -> dict:
-    """The training process's RNG state (dropout draws); data randomness is seeded by plan position."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]][:torch.cuda.device_count()])
 
 
 def release_config(cfg: TrainConfig, dims: DS2Dims, tokenizer, metrics: dict, train_ds: CompactManifest,
@@ -288,11 +256,12 @@ def to_jsonable(x):
 
 
 def save_checkpoint(path: Path, model, opt, scaler, step: int, epoch: int, batch: int, trained_seconds: float,
-                    best: dict, cfg: TrainConfig) -> None:
+                    best: dict, cfg: TrainConfig, stop: Optional[StopCondition] = None) -> None:
     """`epoch` (0-based) and `batch`: where the run stands (batches of that epoch done on this rank)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                 "step": step, "epoch": epoch, "batch": batch, "trained_seconds": trained_seconds, "best": best,
+                "stop": stop.state_dict() if stop else None,
                 "config": to_jsonable(asdict(cfg)), "rng": rng_state()}, tmp)
     os.replace(tmp, path)
 
@@ -319,6 +288,7 @@ def main(argv=None):
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
     out = Path(cfg.out)
     main_proc = rank == 0
     if main_proc:
@@ -371,9 +341,11 @@ def main(argv=None):
     dev_loader = loader(SpeechDataset(dev_set, tokenizer), dev_sampler, min(cfg.workers, 1), pin)
 
     steps_per_epoch = len(sampler)
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
+    # The one stop condition; with the training clock (`spent`, restored on resume) it also sets
+    # the LR schedule's horizon, so a resumed run follows the schedule of an uninterrupted one.
+    stop = StopCondition(max_steps=cfg.max_steps, epochs=cfg.epochs, budget_seconds=cfg.max_minutes * 60,
+                         patience=cfg.patience)
+    total_steps = stop.schedule_steps(steps_per_epoch)
     step, epoch0, batch0, spent, best = 0, 0, 0, 0.0, {"dev_cer": float("inf")}
     if cfg.resume and (out / "last.pt").exists():
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
@@ -381,14 +353,21 @@ def main(argv=None):
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         step, epoch0, best = ck["step"], ck["epoch"], ck["best"]
+        stop.load_state_dict(ck.get("stop") or {"stale": 0, "best": best["dev_cer"]})
         batch0, spent = ck.get("batch", steps_per_epoch), ck.get("trained_seconds", 0.0)
         sampler.set_epoch(epoch0)
         if batch0 >= len(sampler):  # that epoch was finished
             epoch0, batch0 = epoch0 + 1, 0
         set_rng_state(ck["rng"])
         log(f"resumed from {out / 'last.pt'} at epoch {epoch0 + 1}, batch {batch0}, step {step}")
+        before = ck.get("config", {})
+        changed = {k: f"{before[k]} -> {getattr(cfg, k)}" for k in ("epochs", "max_steps", "max_minutes", "patience")
+                   if k in before and before[k] != getattr(cfg, k)}
+        if changed:  # same flags: the schedule of an uninterrupted run; other limits: a new horizon from here
+            log(f"resumed with other limits ({', '.join(f'{k} {v}' for k, v in changed.items())}): "
+                f"the LR schedule now spans {total_steps} steps" + (f" or {cfg.max_minutes:g} min" if cfg.max_minutes else ""))
 
-    budget = cfg.max_minutes * 60
+    budget = stop.budget_seconds
     t_train = time.time()
 
     def trained_seconds() -> float:
@@ -401,13 +380,13 @@ def main(argv=None):
             s = float(t)
         return s
 
-    def finished(step: int, frac: float) -> bool:
-        """The one stop condition: the step cap or the time budget (checked between steps)."""
-        return bool(cfg.max_steps and step >= cfg.max_steps) or frac >= 1.0
-
     model.train()
-    first_step = None
-    frac = trained_seconds() / budget if budget else 0.0
+    first_step, reason = None, None
+    now = trained_seconds()
+    frac = stop.time_fraction(now)
+    if step and stop.between_steps(step, now):  # resumed after the run had finished: not one step more
+        log(f"nothing to train: {stop.between_steps(step, now)}")
+        epoch0 = cfg.epochs
     for epoch in range(epoch0, cfg.epochs):
         start = batch0 if epoch == epoch0 else 0
         sampler.set_epoch(epoch, start)
@@ -419,7 +398,7 @@ def main(argv=None):
         while b < n_epoch:
             # An epoch that starts takes at least one step (the budget may overrun by that step),
             # so no epoch is empty and the last one logged is the last one trained and evaluated.
-            if n_batches and finished(step, frac):
+            if n_batches and stop.between_steps(step, now):
                 break
             t_wait = time.time()
             batch = next(batches)
@@ -446,9 +425,9 @@ def main(argv=None):
                 first_step = time.time() - t_launch
                 log(f"first step {first_step:.1f} s after start")
             now = trained_seconds()  # every rank calls it the same number of times (an all-reduce)
-            frac = now / budget if budget else 0.0
+            frac = stop.time_fraction(now)
             if main_proc and cfg.save_every and step % cfg.save_every == 0 and b < n_epoch:
-                save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg)
+                save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg, stop)
         del batches
         elapsed = time.time() - t_epoch
         record = {"epoch": epoch + 1, "step": step, "train_loss": float(loss_sum) / max(1, n_batches),
@@ -461,10 +440,11 @@ def main(argv=None):
             record["steady_audio_sec_per_sec"] = (seen - steady[1]) * world / max(took, 1e-9)
             record["steady_data_wait_share"] = round((wait - steady[2]) / max(took, 1e-9), 3)
         now = trained_seconds()
-        last_epoch = epoch + 1 == cfg.epochs or finished(step, frac)
+        last_epoch = stop.after_epoch(epoch + 1, step, now) is not None
         if main_proc and ((epoch + 1) % cfg.eval_every == 0 or last_epoch):
             ev = evaluate(model, dev_loader, tokenizer, cfg.features, device, amp_dtype)
             record.update({k: v for k, v in ev.items() if k != "examples"})
+            stop.evaluated(ev["dev_cer"])
             log(f"epoch {epoch + 1}: loss {record['train_loss']:.3f} dev_loss {ev['dev_loss']:.2f} "
                 f"dev CER {ev['dev_cer']:.3f} WER {ev['dev_wer']:.3f} | {record['audio_sec_per_sec']:.0f} audio s/s"
                 f" | {ev['examples'][0][0]} => {ev['examples'][0][1]}")
@@ -475,11 +455,19 @@ def main(argv=None):
                              release_config(cfg, dims, tokenizer, metrics, train_set, dev_set, step, epoch + 1,
                                             n_params, command),
                              dtype=torch.float16 if cfg.save_dtype == "float16" else None)
+        if distributed and stop.patience:  # only rank 0 evaluates: every rank takes its early-stop count
+            stale = torch.tensor([stop.stale])
+            dist.broadcast(stale, 0, group=clock_group)
+            stop.stale = int(stale)
+        reason = stop.after_epoch(epoch + 1, step, now)
+        if reason:
+            record["stopped"] = reason
         if main_proc:
             with open(out / "train.log", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg)
-        if last_epoch:
+            save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg, stop)
+        if reason:
+            log(f"stopping: {reason}")
             break
     log(f"best dev CER {best['dev_cer']:.4f} at epoch {best.get('epoch')}; release in {out / 'release'}")
     if distributed:

@@ -36,18 +36,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from speech.audio import SAMPLE_RATE, load_audio
+from speech.audio import SAMPLE_RATE
 from speech.bundle import load_bundle, save_bundle, save_release
 from speech.features import FeatureConfig, batched_features, compute_features
 from speech.models.gender import CHILD, LABELS, MODEL_TYPE, GenderDims, GenderNet
-from training.manifest import normalize_gender, read_manifest
-from training.noise import NoiseBank, mix_at_snr, synthetic_rir
+from training.data import load_utterances
+from training.manifest import label_name, label_of, read_manifest
+from training.noise import HOUSEHOLD, NoiseBank, limit_peak, mix_at_snr, noise_part, noisy_copies, synthetic_rir
 
 # Spectral shape carries gender (formants, tilt): normalise level only ("global"), not per bin.
 # A 32 ms window resolves the harmonics of low voices better than 25 ms.
 GENDER_FEATURES = FeatureConfig(n_fft=512, win_length=512, hop_length=160, n_mels=64, normalize="global")
-HOUSEHOLD = ["air_conditioner", "dishwasher", "street", "vacuum_cleaner", "kitchen_dishes",
-             "kitchen_tap", "exercise_bike", "baby_cry"]
 
 
 @dataclass(frozen=True)
@@ -102,52 +101,8 @@ class TrainConfig:
 
 # -- data ---------------------------------------------------------------------------------------
 
-def label_name(row: dict) -> str:
-    """female / male from the manifest's gender, or `child` for synthetic children."""
-    if str(row.get("gender") or "").strip().lower() == CHILD:
-        return CHILD
-    g = normalize_gender(row.get("gender"))
-    if g is None:
-        raise ValueError(f"utterance {row.get('utt')} has no usable gender ({row.get('gender')!r})")
-    return g
-
-
-def label_of(row: dict, labels: tuple = LABELS + (CHILD,)) -> int:
-    """Class index; female and male keep indices 0 and 1 whether or not a model has `child`."""
-    g = label_name(row)
-    if g not in labels:
-        raise ValueError(f"utterance {row.get('utt')} is {g!r}; this model's labels are {list(labels)}")
-    return labels.index(g)
-
-
 def labels_for(rows: list[dict]) -> tuple:
     return LABELS + (CHILD,) if any(label_name(r) == CHILD for r in rows) else LABELS
-
-
-def load_utterances(rows: list[dict], trim_db: float = 30.0) -> list[np.ndarray]:
-    """Decode once; trim leading/trailing silence so that crops hold speech."""
-    import librosa
-
-    out = []
-    for r in rows:
-        a = load_audio(r["audio"])
-        if trim_db:
-            t, _ = librosa.effects.trim(a, top_db=trim_db, frame_length=512, hop_length=160)
-            a = t if len(t) >= SAMPLE_RATE // 4 else a
-        out.append(a)
-    return out
-
-
-def noise_part(bank: NoiseBank, part: str, fraction: float = 0.7) -> NoiseBank:
-    """Keep the training ('train': first `fraction`) or held-out ('test': the rest) part of every clip."""
-    if part not in ("train", "test"):
-        raise ValueError("part must be 'train' or 'test'")
-    clips = []
-    for c in bank.clips:
-        cut = int(len(c) * fraction)
-        clips.append(c[:cut] if part == "train" else c[cut:])
-    bank.clips = clips
-    return bank
 
 
 def speaker_folds(rows: list[dict], n: int) -> list[set]:
@@ -198,20 +153,11 @@ def make_batch(cfg: TrainConfig, audio, labels, sampler, bank, gen: torch.Genera
             x = fftconvolve(x, rir)[:len(x)]
         if bank is not None and rng.random() < cfg.noise_prob:
             x = mix_at_snr(x, bank.sample(len(x), gen), rng.uniform(cfg.snr_min, cfg.snr_max))
-        x = x * 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20)
-        x = x / max(1.0, float(x.abs().max()))
+        x = limit_peak(x * 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20))
         wav[b, :len(x)] = x
         lengths[b] = len(x)
         y[b] = labels[i]
     return wav, lengths, y
-
-
-def noisy_copies(audio, bank: Optional[NoiseBank], snr: Optional[float], seed: int):
-    """Fixed noisy variants for evaluation (same noise per utterance for a given seed)."""
-    if snr is None or bank is None:
-        return audio
-    gen = torch.Generator().manual_seed(seed)
-    return [mix_at_snr(torch.from_numpy(a), bank.sample(len(a), gen), snr).numpy() for a in audio]
 
 
 @torch.inference_mode()

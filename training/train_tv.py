@@ -31,8 +31,8 @@ from speech.audio import SAMPLE_RATE
 from speech.bundle import save_release
 from speech.tv import FEATURES, MODEL_TYPE, TVDetector, cluster_features
 from training.manifest import read_manifest
-from training.noise import NoiseBank, mix_at_snr
-from training.train_gender import HOUSEHOLD, load_utterances, noise_part
+from training.data import load_utterances
+from training.noise import HOUSEHOLD, NoiseBank, mix_at_snr, noise_part
 from training.tv_mix import TVChain, apply_chain, room, tv_programme
 
 FAMILY_CONDITIONS = ("clean", "noise", "room", "room+noise")

@@ -24,25 +24,7 @@ from speech.audio import load_audio
 from speech.diarize import DiarizationSettings, assign, embed_regions
 from speech.speaker import SpeakerEncoder
 from speech.vad import speech_spans
-
-
-def annotation(segments):
-    from pyannote.core import Annotation, Segment
-
-    ann = Annotation()
-    for i, (s, e, spk) in enumerate(segments):
-        ann[Segment(s, e), i] = spk
-    return ann
-
-
-def der_metric():
-    from pyannote.metrics.diarization import DiarizationErrorRate
-
-    return DiarizationErrorRate(collar=0.25, skip_overlap=True)
-
-
-def reference(truth: dict):
-    return annotation([(s, e, x[3] if len(x) > 3 else x[2]) for x in truth["segments"] for s, e in [x[:2]]])
+from training.diarization import annotation, der_metric, fit_lda, reference
 
 
 def main(argv=None):
@@ -79,8 +61,6 @@ def main(argv=None):
             cache.append((t, v, spans, emb, wins, owner))
             print(f"embedded {t['name']}.{v}: {len(wins)} windows", flush=True)
     if args.folds:
-        from training.fit_speaker_lda import fit_lda
-
         names = [t["name"] for t in truths]
         fold_of = {n: i % args.folds for i, n in enumerate(names)}
         proj = {}

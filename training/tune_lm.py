@@ -17,7 +17,7 @@ from pathlib import Path
 from speech.audio import load_audio
 from speech.beam import BeamSearchDecoder
 from speech.decoding import GreedyDecoder
-from speech.metrics import error_counts
+from speech.metrics import error_counts, rates
 from speech.stt import DS2Engine
 from training.manifest import read_manifest
 
@@ -26,8 +26,7 @@ def score(decoder, tokenizer, log_probs, rows) -> dict:
     t0 = time.perf_counter()
     hyps = [tokenizer.decode(decoder.decode(lp).ids) for lp in log_probs]
     seconds = time.perf_counter() - t0
-    c = error_counts([r["text"] for r in rows], hyps)
-    return {"cer": c["char_errors"] / max(1, c["chars"]), "wer": c["word_errors"] / max(1, c["words"]),
+    return {**rates(error_counts([r["text"] for r in rows], hyps)),
             "decode_seconds": seconds, "examples": hyps[:2]}
 
 

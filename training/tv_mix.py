@@ -25,9 +25,11 @@ import random
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 from scipy.signal import butter, fftconvolve, sosfilt
 
 from speech.audio import SAMPLE_RATE
+from training.noise import add_at_snr
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,6 @@ def tv_sound(n: int, utts: list[np.ndarray], rng: random.Random, music_prob: flo
 
 def add_tv(conversation: np.ndarray, tv: np.ndarray, level_db: float) -> np.ndarray:
     """conversation + tv scaled so that its mean power is `level_db` relative to the conversation's."""
-    pc = float(np.mean(conversation.astype(np.float64) ** 2))
-    pt = max(1e-12, float(np.mean(tv.astype(np.float64) ** 2)))
-    return (conversation + tv * np.sqrt(pc * 10 ** (level_db / 10) / pt)).astype(np.float32)
+    mixed = add_at_snr(torch.from_numpy(np.asarray(conversation, np.float32)), torch.from_numpy(np.asarray(tv, np.float32)),
+                       -level_db)
+    return mixed.numpy().astype(np.float32)   # no peak rule yet: noise goes on top (mix_at_snr)

@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from speech.audio import SAMPLE_RATE, AudioError, load_audio
-from speech.metrics import error_counts
-from training.evaluate_stt import ConditionSet, score_text
+from speech.metrics import error_counts, rate
+from training.conditions import ConditionSet
 from speech.whisper_engine import TEMPERATURES
 from training.manifest import read_manifest
 
@@ -119,8 +118,8 @@ def measure(setting: Setting, speech_sets: dict, noise: dict, threads: int, log)
             refs.append(ref)
             seconds += len(audio) / SAMPLE_RATE
         busy += t_set
-        c = error_counts([score_text(r) for r in refs], [score_text(h) for h in hyps])
-        result["sets"][name] = {**c, "cer": c["char_errors"] / max(1, c["chars"]), "seconds": round(t_set, 2),
+        c = error_counts(refs, hyps)
+        result["sets"][name] = {**c, "cer": rate(c["char_errors"], c["chars"]), "seconds": round(t_set, 2),
                                 "hypotheses": hyps}
         log(f"{setting.name} | {name}: CER {result['sets'][name]['cer']:.3f} ({t_set:.1f} s)")
     for name, audio in noise.items():
@@ -133,7 +132,7 @@ def measure(setting: Setting, speech_sets: dict, noise: dict, threads: int, log)
         seconds += len(audio) / SAMPLE_RATE
         result["non_speech"][name] = text
     pooled = [result["sets"][k] for k in speech_sets]
-    result["cer"] = sum(s["char_errors"] for s in pooled) / max(1, sum(s["chars"] for s in pooled))
+    result["cer"] = rate(sum(s["char_errors"] for s in pooled), sum(s["chars"] for s in pooled))
     result["non_speech_chars"] = sum(len(t) for t in result["non_speech"].values())
     result["rtf"] = busy / max(seconds, 1e-9)
     result["cpu_rtf"] = (time.process_time() - cpu0) / max(seconds, 1e-9)

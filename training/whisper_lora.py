@@ -5,7 +5,7 @@ its CTranslate2 base and write a CTranslate2 model that `speech.whisper_engine` 
         --adapter runs/whisper-base-lora/best --out runs/whisper-base-lora/ct2
 
 The base is read with training.ct2_whisper (no download), the adapter with peft, the merged
-model is written with ctranslate2's converter (training.finetune_whisper.convert_to_ct2), so the
+model is written with ctranslate2's converter (training.ct2_whisper.convert_to_ct2), so the
 serving side needs neither transformers nor peft.
 """
 from __future__ import annotations
@@ -16,8 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from training.ct2_whisper import load_transformers_whisper
-from training.finetune_whisper import convert_to_ct2
+from training.ct2_whisper import convert_to_ct2, load_transformers_whisper
 
 
 def merge(base, adapter, out, quantization: str = "int8") -> Path:

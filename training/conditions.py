@@ -1,0 +1,106 @@
+"""The evaluation conditions: the same clean, noisy and far-field audio for every system and
+every script that scores one (evaluate_stt, whisper_grid, measure_level, finetune_whisper's dev
+subset).
+
+Conditions: `clean`; `noiseN` = household noise mixed at N dB SNR; `farfield` = a synthetic room
+(training.noise.synthetic_rir), distance attenuation and a little noise whose level is fixed
+relative to the speech at 1 m. Every condition is built from a fixed seed per utterance, so every
+system hears identical audio. `quiet` (a quiet home recording) is the clean audio turned down and
+stored as 16-bit PCM.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from speech.audio import SAMPLE_RATE
+from training.data import load_utterances
+from training.noise import NoiseBank, mix_at_snr, synthetic_rir
+
+_NOISE = re.compile(r"^noise(-?\d+(?:\.\d+)?)$")
+CONDITION_HELP = "clean, noiseN (household noise at N dB SNR, e.g. noise0, noise5, noise10), farfield"
+
+
+@dataclass(frozen=True)
+class FarField:
+    rt60: float = 0.5           # seconds of reverberation (a living room)
+    distance: float = 4.0       # metres; amplitude falls as 1/distance relative to 1 m
+    snr_at_1m: float = 30.0     # room noise level relative to the speech at 1 m
+
+
+def parse_condition(name: str) -> tuple[str, Optional[float]]:
+    """'clean' -> ('clean', None); 'noise5' -> ('noise', 5.0); 'farfield' -> ('farfield', None)."""
+    if name in ("clean", "farfield"):
+        return name, None
+    m = _NOISE.match(name)
+    if m:
+        return "noise", float(m.group(1))
+    raise ValueError(f"Unknown condition {name!r}; conditions = {CONDITION_HELP}")
+
+
+def utterance_seed(seed: int, condition: str, utt: str) -> int:
+    """A seed that depends only on (seed, condition, utterance), not on order or on the system."""
+    return (seed * 1_000_003 + zlib.crc32(f"{condition}/{utt}".encode("utf-8"))) % (2 ** 63)
+
+
+def make_condition(audio: np.ndarray, condition: str, gen: torch.Generator,
+                   noise: Optional[NoiseBank], far: FarField = FarField()) -> np.ndarray:
+    """Clean float32 audio -> the condition's version (deterministic for a given generator)."""
+    kind, snr = parse_condition(condition)
+    if kind == "clean":
+        return audio
+    if noise is None:
+        raise ValueError(f"Condition {condition!r} needs --noise-dir")
+    import torchaudio.functional as AF
+
+    wav = torch.from_numpy(audio)
+    if kind == "noise":
+        out = mix_at_snr(wav, noise.sample(len(wav), gen), snr)
+    else:
+        rir = synthetic_rir(far.rt60, SAMPLE_RATE, gen, "cpu")
+        wet = AF.fftconvolve(wav, rir)[: len(wav)] / far.distance
+        # The noise level is fixed relative to the speech at 1 m, so distance lowers the SNR.
+        out = mix_at_snr(wet, noise.sample(len(wav), gen), far.snr_at_1m - 20 * math.log10(far.distance))
+    return out.numpy().astype(np.float32)   # mix_at_snr applied the one peak rule (training.noise)
+
+
+def audio_sha1(arrays: list[np.ndarray]) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+class ConditionSet:
+    """Builds each condition's audio once (lazily) and hands the same arrays to every system."""
+
+    def __init__(self, rows: list[dict], noise_dir: Optional[str], seed: int,
+                 noise_categories: Optional[list] = None, far: FarField = FarField()):
+        self.rows = rows
+        self.seed = seed
+        self.far = far
+        self.clean = load_utterances(rows, trim_db=0)
+        self.noise = NoiseBank(noise_dir, categories=noise_categories) if noise_dir else None
+        self._cache: dict[str, list[np.ndarray]] = {}
+
+    def audio(self, condition: str) -> list[np.ndarray]:
+        if condition not in self._cache:
+            out = []
+            for r, a in zip(self.rows, self.clean):
+                gen = torch.Generator().manual_seed(utterance_seed(self.seed, condition, str(r.get("utt", r["audio"]))))
+                out.append(make_condition(a, condition, gen, self.noise, self.far))
+            self._cache[condition] = out
+        return self._cache[condition]
+
+
+def quiet(audio: np.ndarray, db: float) -> np.ndarray:
+    """Attenuate by `db` dB and round to 16-bit PCM, as a recorder would store it."""
+    q = np.round(audio * 10 ** (-db / 20) * 32768.0).clip(-32768, 32767)
+    return (q / 32768.0).astype(np.float32)

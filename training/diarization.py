@@ -1,0 +1,57 @@
+"""Diarization scoring and the speaker-embedding LDA fit, shared by tune_diarization,
+evaluate_speakers and fit_speaker_lda: the reference and hypothesis as pyannote annotations,
+the DER (0.25 s collar, overlap skipped), and the LDA of window embeddings of train speakers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def annotation(segments):
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation()
+    for i, (s, e, spk) in enumerate(segments):
+        ann[Segment(s, e), i] = spk
+    return ann
+
+
+def der_metric():
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    return DiarizationErrorRate(collar=0.25, skip_overlap=True)
+
+
+def reference(truth: dict):
+    return annotation([(s, e, x[3] if len(x) > 3 else x[2]) for x in truth["segments"] for s, e in [x[:2]]])
+
+
+def window_labels(truth: dict, wins) -> list:
+    out = []
+    for s, e in wins:
+        c = (s + e) / 2
+        who = {x[3] for x in truth["segments"] if x[0] <= c <= x[1]}
+        out.append(next(iter(who)) if len(who) == 1 else None)
+    return out
+
+
+def fit_lda(truths: list, cache: Path, variants: list, dims: int):
+    """-> (mean (E,), matrix (E, K), windows, speakers) from cached window embeddings of these conversations."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    xs, ys = [], []
+    for t in truths:
+        for v in variants:
+            z = np.load(cache / f"{t['name']}.{v}.npz")
+            for e, lab in zip(z["emb"], window_labels(t, [tuple(w) for w in z["wins"]])):
+                if lab:
+                    xs.append(e)
+                    ys.append(lab)
+    x, y = np.array(xs, dtype=np.float64), np.array(ys)
+    k = min(dims, len(set(y)) - 1)
+    lda = LinearDiscriminantAnalysis(n_components=k).fit(x, y)
+    mean, matrix = lda.xbar_.astype(np.float32), lda.scalings_[:, :k].astype(np.float32)
+    assert np.allclose((x[:5] - mean) @ matrix, lda.transform(x[:5]), atol=1e-3)
+    return mean, matrix, len(y), len(set(y))

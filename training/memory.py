@@ -1,0 +1,48 @@
+"""Resident memory of this process: now, its peak so far, and the peak inside a block
+(`RssSampler`), for the evaluation and benchmark scripts."""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import threading
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc; peak-so-far elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except OSError:
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
+
+
+class RssSampler:
+    """Peak RSS inside a `with` block, sampled every `interval` s (ru_maxrss only ever grows)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.peak = 0.0
+        self.start = 0.0
+        self._stop = threading.Event()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, rss_mb())
+
+    def __enter__(self):
+        self.start = self.peak = rss_mb()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
