@@ -55,7 +55,9 @@ echo "$budget" > "$out/budget"
 
 data="$out/data"; exp="$out/exp/gender-cpu"; release="$out/gender-ko"
 train="$data/train.jsonl"; dev="$data/dev.jsonl"
-if [[ "$budget" == small ]]; then train="$data/train-small.jsonl"; dev="$data/dev-small.jsonl"; fi
+if [[ "$budget" == small ]]; then
+    train="$data/train-small.jsonl"; dev="$data/dev-small.jsonl"; noise_src="$NOISE"; NOISE="$data/noise"
+fi
 
 log() { echo "$(date -u +%H:%M:%S) [gender-ko $budget] $*"; }
 run_stage() {
@@ -71,6 +73,7 @@ if run_stage 0 prepare; then
     if [[ "$budget" == small ]]; then
         "$PY" recipes/subset_manifest.py "$data/train.jsonl" "$train" --speakers-per-gender 2 --per-speaker 2
         "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev" --speakers-per-gender 1 --per-speaker 2
+        "$PY" recipes/subset_manifest.py "$noise_src" "$data/noise" --max-duration 35
     fi
     done_stage 0 prepare
 fi
