@@ -24,7 +24,7 @@ set -euo pipefail
 stage=0
 stop_stage=7
 budget=full
-out=runs/recipes/ds2-ko
+out=""                                      # default: runs/recipes/ds2-ko in the repository
 nproc=2
 device=auto
 threads=1
@@ -47,8 +47,9 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$budget" == full || "$budget" == small ]] || { echo "error: --budget full|small, not '$budget'" >&2; exit 2; }
 
-out="$(realpath -m "$out")"
+[[ -n "$out" ]] && out="$(realpath -m "$out")"             # relative to where the recipe was started
 cd "$(dirname "$0")/../.."                                  # the repository root: python -m training.X
+out="$(realpath -m --relative-base="$PWD" "${out:-runs/recipes/ds2-ko}")"   # inside the repository: relative
 PY="${PYTHON:-$HOME/.cache/korean-speech/venv/bin/python}"
 [[ -x "$PY" ]] || PY=python3
 CORPUS="${CORPUS:-../shared/data/ko-speech}"

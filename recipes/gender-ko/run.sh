@@ -21,7 +21,7 @@ set -euo pipefail
 stage=0
 stop_stage=4
 budget=full
-out=runs/recipes/gender-ko
+out=""                                      # default: runs/recipes/gender-ko in the repository
 threads=0
 force=no
 install=no
@@ -40,8 +40,9 @@ while [[ $# -gt 0 ]]; do
 done
 [[ "$budget" == full || "$budget" == small ]] || { echo "error: --budget full|small, not '$budget'" >&2; exit 2; }
 
-out="$(realpath -m "$out")"
+[[ -n "$out" ]] && out="$(realpath -m "$out")"             # relative to where the recipe was started
 cd "$(dirname "$0")/../.."                                  # the repository root: python -m training.X
+out="$(realpath -m --relative-base="$PWD" "${out:-runs/recipes/gender-ko}")"   # inside the repository: relative
 PY="${PYTHON:-$HOME/.cache/korean-speech/venv/bin/python}"
 [[ -x "$PY" ]] || PY=python3
 CORPUS="${CORPUS:-../shared/data/ko-speech}"
