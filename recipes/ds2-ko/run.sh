@@ -46,6 +46,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ "$budget" == full || "$budget" == small ]] || { echo "error: --budget full|small, not '$budget'" >&2; exit 2; }
+[[ "$install" == no || "$budget" == full ]] || { echo "error: a --budget small release is for CI; --install takes full only" >&2; exit 2; }
 
 [[ -n "$out" ]] && out="$(realpath -m "$out")"             # relative to where the recipe was started
 cd "$(dirname "$0")/../.."                                  # the repository root: python -m training.X
