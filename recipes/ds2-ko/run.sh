@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# Regenerate checkpoints/ds2-ko: DeepSpeech2 (jamo CTC, GRU 256 x 4) with its jamo 6-gram KenLM.
+#
+#   recipes/ds2-ko/run.sh [--stage N] [--stop-stage M] [--budget full|small] [--out DIR]
+#                         [--nproc N] [--device auto|cpu|cuda] [--threads N] [--force] [--install]
+#
+# Stages (each one a small script of training/; see recipes/README.md for what each one took):
+#   0 prepare    speaker-disjoint train/dev manifests of ../shared/data/ko-speech
+#   1 lm-text    LM text: konlpy, Debian's Korean docs, train transcripts, NSMC reviews; dev excluded
+#   2 lm         KenLM binaries (training/build_kenlm.sh), then the jamo 6-gram lm.bin
+#   3 train      from scratch: 100 minutes, two DDP processes on a 2-core CPU
+#   4 continue   the stage-3 release continued for 7 minutes (the shipped run: an H200)
+#   5 package    release + LM + decoder settings -> OUT/ds2-ko
+#   6 evaluate   dev CER/WER greedy and beam + LM, clean / noise / far-field; recorded in config.json
+#   7 benchmark  load time, RTF, training throughput, memory
+#   8 install    copy OUT/ds2-ko into checkpoints/ds2-ko, keeping its card (only with --install)
+#
+# --budget small: the same stages and model shape on 8 short utterances, a few steps, a 3-gram LM
+# of the train transcripts and one evaluation condition; it runs in a couple of minutes on 2 cores
+# and is what tests/test_recipes.py runs. Finished stages leave OUT/.done/STAGE and are skipped
+# when run again (--force reruns them). Nothing outside OUT is written unless --install is given.
+set -euo pipefail
+
+stage=0
+stop_stage=7
+budget=full
+out=""                                      # default: runs/recipes/ds2-ko in the repository
+nproc=2
+device=auto
+threads=1
+force=no
+install=no
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --stage) stage="$2"; shift 2 ;;
+        --stop-stage) stop_stage="$2"; shift 2 ;;
+        --budget) budget="$2"; shift 2 ;;
+        --out) out="$2"; shift 2 ;;
+        --nproc) nproc="$2"; shift 2 ;;
+        --device) device="$2"; shift 2 ;;
+        --threads) threads="$2"; shift 2 ;;
+        --force) force=yes; shift ;;
+        --install) install=yes; stop_stage=8; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[[ "$budget" == full || "$budget" == small ]] || { echo "error: --budget full|small, not '$budget'" >&2; exit 2; }
+[[ "$install" == no || "$budget" == full ]] || { echo "error: a --budget small release is for CI; --install takes full only" >&2; exit 2; }
+
+[[ -n "$out" ]] && out="$(realpath -m "$out")"             # relative to where the recipe was started
+cd "$(dirname "$0")/../.."                                  # the repository root: python -m training.X
+out="$(realpath -m --relative-base="$PWD" "${out:-runs/recipes/ds2-ko}")"   # inside the repository: relative
+PY="${PYTHON:-$HOME/.cache/korean-speech/venv/bin/python}"
+[[ -x "$PY" ]] || PY=python3
+CORPUS="${CORPUS:-../shared/data/ko-speech}"
+NOISE="${NOISE:-../shared/data/noise}"
+NSMC="${NSMC:-../shared/data/text/nsmc-reviews.txt.xz}"
+LM_WEIGHT="${LM_WEIGHT:-2.0}"                               # tuned by training.tune_lm (results/ds2-lm-nsmc.md)
+WORD_SCORE="${WORD_SCORE:-0}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}"
+
+mkdir -p "$out/.done" "$out/results"
+if [[ -f "$out/budget" && "$(cat "$out/budget")" != "$budget" ]]; then
+    echo "error: $out was made with --budget $(cat "$out/budget"); use another --out" >&2; exit 2
+fi
+echo "$budget" > "$out/budget"
+
+data="$out/data"; exp="$out/exp"; lm="$out/lm"; release="$out/ds2-ko"
+train="$data/train.jsonl"; dev="$data/dev.jsonl"
+if [[ "$budget" == small ]]; then
+    train="$data/train-small.jsonl"; dev="$data/dev-small.jsonl"; noise_src="$NOISE"; NOISE="$data/noise"
+fi
+# The model's shape is the same in both budgets: dims, features and tokenizer of checkpoints/ds2-ko.
+model_flags=(--unit jamo --rnn-hidden 256 --rnn-layers 4 --dropout 0.2)
+
+log() { echo "$(date -u +%H:%M:%S) [ds2-ko $budget] $*"; }
+# run_stage N NAME: true when stage N is in range and not done yet (then the caller runs it).
+run_stage() {
+    local n="$1" name="$2"
+    (( stage <= n && n <= stop_stage )) || return 1
+    if [[ -f "$out/.done/$name" && "$force" == no ]]; then log "stage $n $name: done before, skipped"; return 1; fi
+    log "stage $n $name: start"; SECONDS=0; return 0
+}
+done_stage() { touch "$out/.done/$2"; log "stage $1 $2: done in ${SECONDS}s"; }
+
+if run_stage 0 prepare; then
+    "$PY" -m training.prepare_ko_speech --data "$CORPUS" --out-dir "$data"
+    if [[ "$budget" == small ]]; then
+        "$PY" recipes/subset_manifest.py "$data/train.jsonl" "$train" --speakers-per-gender 2 --per-speaker 2
+        "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev" --speakers-per-gender 1 --per-speaker 2
+        "$PY" recipes/subset_manifest.py "$noise_src" "$data/noise" --max-duration 35
+    fi
+    done_stage 0 prepare
+fi
+
+if run_stage 1 lm-text; then
+    mkdir -p "$lm"
+    if [[ "$budget" == full ]]; then
+        "$PY" -m training.lm_corpus --out "$lm/corpus.txt" --konlpy auto --deb auto \
+            --manifest "$train" --exclude-manifest "$dev"
+        "$PY" -m training.lm_corpus --out "$lm/nsmc.txt" --text "$NSMC" --exclude-manifest "$dev"
+    else
+        "$PY" -m training.lm_corpus --out "$lm/corpus.txt" --manifest "$train" --exclude-manifest "$dev"
+    fi
+    done_stage 1 lm-text
+fi
+
+if run_stage 2 lm; then
+    PYTHON="$PY" bash training/build_kenlm.sh
+    if [[ "$budget" == full ]]; then
+        "$PY" -m training.build_lm --text "$lm/corpus.txt" "$lm/nsmc.txt" --unit jamo --order 6 \
+            --prune 0 0 0 1 1 2 --quantize 8 --memory 2G --out "$lm/jamo/lm.bin"
+    else
+        "$PY" -m training.build_lm --text "$lm/corpus.txt" --unit jamo --order 3 --memory 100M \
+            --out "$lm/jamo/lm.bin"
+    fi
+    done_stage 2 lm
+fi
+
+if run_stage 3 train; then
+    rm -rf "$exp/main1"
+    if [[ "$budget" == full ]]; then
+        OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --standalone --nproc_per_node "$nproc" \
+            -m training.train_ds2 --train "$train" --dev "$dev" "${model_flags[@]}" \
+            --batch-seconds 40 --lr 2e-3 --warmup-steps 200 --threads 1 \
+            --noise-dir "$NOISE" --noise-prob 0.3 --snr 0,20 --reverb-prob 0.1 --epochs 1000 \
+            --max-minutes 100 --eval-every 5 --out "$exp/main1"
+    else
+        "$PY" -m training.train_ds2 --train "$train" --dev "$dev" "${model_flags[@]}" \
+            --batch-seconds 8 --max-duration 8 --lr 2e-3 --warmup-steps 1 --threads "$threads" --workers 0 \
+            --noise-dir "$NOISE" --noise-prob 0.3 --snr 0,20 --reverb-prob 0.1 --epochs 1 \
+            --max-steps 2 --eval-every 1 --device cpu --out "$exp/main1"
+    fi
+    done_stage 3 train
+fi
+
+if run_stage 4 continue; then
+    rm -rf "$exp/gA"
+    if [[ "$budget" == full ]]; then
+        "$PY" -m training.train_ds2 --train "$train" --dev "$dev" "${model_flags[@]}" \
+            --noise-dir "$NOISE" --snr 0,20 --epochs 1000 --max-minutes 7 --eval-every 2 \
+            --threads 4 --init-from "$exp/main1/release" --batch-seconds 40 --lr 1e-3 \
+            --warmup-steps 100 --noise-prob 0.3 --reverb-prob 0.1 --device "$device" --out "$exp/gA"
+    else
+        "$PY" -m training.train_ds2 --train "$train" --dev "$dev" "${model_flags[@]}" \
+            --noise-dir "$NOISE" --snr 0,20 --epochs 1 --max-steps 1 --eval-every 1 \
+            --threads "$threads" --workers 0 --init-from "$exp/main1/release" --batch-seconds 8 --max-duration 8 \
+            --lr 1e-3 --warmup-steps 1 --noise-prob 0.3 --reverb-prob 0.1 --device cpu --out "$exp/gA"
+    fi
+    done_stage 4 continue
+fi
+
+if run_stage 5 package; then
+    rm -rf "$release"
+    "$PY" -m training.package_ds2 --release "$exp/gA/release" --out "$release" \
+        --lm "$lm/jamo/lm.bin" --lm-weight "$LM_WEIGHT" --word-score "$WORD_SCORE"
+    done_stage 5 package
+fi
+
+if run_stage 6 evaluate; then
+    if [[ "$budget" == full ]]; then
+        eval_flags=(--every 3 --conditions clean,noise10,noise5,noise0,farfield)
+    else
+        eval_flags=(--limit 2 --conditions clean)
+    fi
+    "$PY" -m training.evaluate_stt --manifest "$dev" "${eval_flags[@]}" --system "ds2:$release" \
+        --system "ds2:$release:beam" --noise-dir "$NOISE" --threads "$threads" --out "$out/results/dev-ds2"
+    # The evaluation goes into the release's config.json, as in the shipped one.
+    "$PY" -m training.package_ds2 --release "$release" --out "$release" --lm "$lm/jamo/lm.bin" \
+        --lm-weight "$LM_WEIGHT" --word-score "$WORD_SCORE" --metrics "$out/results/dev-ds2.json"
+    done_stage 6 evaluate
+fi
+
+if run_stage 7 benchmark; then
+    if [[ "$budget" == full ]]; then
+        bench_flags=(--train-steps 3)
+    else
+        bench_flags=(--lengths 10 --repeats 1 --train-steps 0)
+    fi
+    "$PY" -m training.benchmark --model "$release" --manifest "$dev" --train-manifest "$train" \
+        --threads "$threads" "${bench_flags[@]}" --out "$out/results/benchmark"
+    done_stage 7 benchmark
+fi
+
+if (( stage <= 8 && 8 <= stop_stage )); then
+    if [[ "$install" == yes ]]; then
+        log "stage 8 install: $release -> checkpoints/ds2-ko (the model card README.md is kept)"
+        cp "$release"/config.json "$release"/model.safetensors "$release"/lm.bin "$release"/lm.json checkpoints/ds2-ko/
+    else
+        log "stage 8 install: skipped (pass --install to overwrite checkpoints/ds2-ko)"
+    fi
+fi
+log "finished stages $stage..$stop_stage; release: $release"

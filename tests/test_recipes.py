@@ -1,0 +1,123 @@
+"""The recipes (recipes/*/run.sh) regenerate the shipped releases: both run end to end on the small
+budget into a temporary folder, and what they write loads through the library's own loaders,
+with the shipped releases' shape, and answers on a real clip.
+
+The small budget trains for a few steps only, so the transcript itself is not checked; the release
+must carry weights of its own (not a copy of checkpoints/), the recipe's LM behind the beam
+decoder, and the evaluation, calibration and benchmark each stage writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speech.audio import load_audio
+from speech.features import FeatureConfig
+from speech.gender import GenderClassifier
+from speech.stt import load_engine
+from training import build_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+CLIP = ROOT / "tests" / "fixtures" / "ko-speech" / "lmy02037.flac"     # a train speaker's clip, 2.3 s
+
+pytestmark = [
+    pytest.mark.skipif(not (SHARED / "ko-speech" / "manifest.tsv").exists() or not (SHARED / "noise").is_dir(),
+                       reason=f"the recipes train on the project corpus, not on this machine ({SHARED})"),
+    pytest.mark.skipif(not (Path(build_lm.DEFAULT_KENLM_BIN) / "lmplz").exists(),
+                       reason=f"KenLM lmplz not in {build_lm.DEFAULT_KENLM_BIN}; run training/build_kenlm.sh"),
+    pytest.mark.usefixtures("one_thread"),
+]
+
+
+def run_recipe(name: str, out: Path) -> str:
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["bash", str(ROOT / "recipes" / name / "run.sh"), "--budget", "small", "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def ds2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe") / "ds2-ko"
+    return out, run_recipe("ds2-ko", out)
+
+
+@pytest.fixture(scope="module")
+def gender(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe") / "gender-ko"
+    return out, run_recipe("gender-ko", out)
+
+
+def config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+
+
+def test_ds2_recipe_writes_a_release_of_the_shipped_shape(ds2):
+    out, log = ds2
+    for n, name in enumerate(["prepare", "lm-text", "lm", "train", "continue", "package", "evaluate", "benchmark"]):
+        assert f"stage {n} {name}: done" in log
+        assert (out / ".done" / name).exists()
+    mine, shipped = config(out / "ds2-ko"), config(ROOT / "checkpoints" / "ds2-ko")
+    for key in ("model_type", "name", "dims", "tokenizer", "parameters"):
+        assert mine[key] == shipped[key], key
+    assert FeatureConfig.from_dict(mine["features"]) == FeatureConfig.from_dict(shipped["features"])
+    assert mine["decoder"] == {**shipped["decoder"]}          # lm.bin at the shipped weights 2.0 / 0
+    lm = json.loads((out / "ds2-ko" / "lm.json").read_text(encoding="utf-8"))
+    assert (lm["unit"], lm["order"]) == ("jamo", 3)
+    # The continue stage started from the train stage's release, as the shipped run did.
+    assert mine["training"]["config"]["init_from"] == str(out / "exp" / "main1" / "release")
+    # The evaluation stage measured both decoders and recorded them in the release.
+    systems = mine["evaluation"]["systems"]
+    assert len(systems) == 2 and all(0.0 <= s["clean"]["cer"] <= 2.0 for s in systems.values())
+    bench = json.loads((out / "results" / "benchmark.json").read_text(encoding="utf-8"))
+    assert bench and (out / "results" / "benchmark.md").exists()
+
+
+def test_ds2_recipe_release_loads_and_transcribes_a_real_clip(ds2):
+    out, _ = ds2
+    engine = load_engine("ds2", model=str(out / "ds2-ko"), decoder="beam")
+    assert engine.decoder_name == "beam+lm" and engine.model_name == "ds2-ko"
+    result = engine.transcribe(str(CLIP))
+    assert isinstance(result.text, str) and abs(result.duration - 2.3) < 0.05 and result.rtf > 0
+    audio = load_audio(str(CLIP))
+    lp = engine.log_probs([audio])[0]
+    assert lp.shape[1] == 69 and torch.allclose(lp.exp().sum(1), torch.ones(len(lp)), atol=1e-3)
+    # Weights of its own: the shipped model hears the same clip differently.
+    shipped = load_engine("ds2").log_probs([audio])[0]
+    assert lp.shape == shipped.shape and not torch.allclose(lp, shipped, atol=1e-2)
+
+
+def test_gender_recipe_writes_a_calibrated_release_that_classifies_a_real_clip(gender):
+    out, log = gender
+    for n, name in enumerate(["prepare", "train", "calibrate", "package", "evaluate"]):
+        assert f"stage {n} {name}: done" in log
+    mine, shipped = config(out / "gender-ko"), config(ROOT / "checkpoints" / "gender-ko")
+    for key in ("model_type", "name", "dims", "labels"):
+        assert mine[key] == shipped[key], key
+    assert FeatureConfig.from_dict(mine["features"]) == FeatureConfig.from_dict(shipped["features"])
+    assert mine["provenance"]["steps"] == 4
+    # The calibrate stage refitted the temperature on the 4 dev utterances (x 8 conditions) and
+    # wrote it into the release.
+    fit = json.loads(next(line for line in log.splitlines() if line.startswith('{"temperature"')))
+    assert fit["items"] == 4 * 8
+    assert mine["calibration"]["method"] == "temperature"
+    assert mine["calibration"]["fitted_on"] == shipped["calibration"]["fitted_on"]
+    assert mine["calibration"]["temperature"] == pytest.approx(fit["temperature"], abs=1e-4)
+    report = json.loads((out / "results" / "gender_eval.json").read_text(encoding="utf-8"))
+    assert report
+
+    clf = GenderClassifier.load(str(out / "gender-ko"))
+    result = clf.predict(str(CLIP))
+    assert result.label in ("female", "male")
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    shipped_result = GenderClassifier.load().predict(str(CLIP))
+    assert not np.allclose(list(result.probabilities.values()), list(shipped_result.probabilities.values()))
