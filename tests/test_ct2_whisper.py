@@ -14,8 +14,7 @@ from training.fetch_whisper_base import default_dir
 
 FIX = Path(__file__).parent / "fixtures" / "examples"
 BASE = Path(os.environ.get("KOREAN_SPEECH_WHISPER_BASE", default_dir()))
-needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(),
-                                reason=f"Whisper base absent: run `python -m training.fetch_whisper_base` (looked in {BASE})")
+needs_base = pytest.mark.whisper_base(BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
 
 
 @needs_base

@@ -14,7 +14,7 @@ BASE = fwb.default_dir()
 PKGS = fwb.CACHE / "pkgs"
 WHEELS = {p: next(iter(sorted(PKGS.glob(f"{p.replace('-', '_')}-{fwb.VERSION}-*.whl"))), None) for p in fwb.PACKAGES}
 needs_wheels = pytest.mark.skipif(not all(WHEELS.values()), reason=f"run setup.sh first (no wheels in {PKGS})")
-needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(), reason=f"run setup.sh first (no {BASE})")
+needs_base = pytest.mark.whisper_base(BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
 
 
 def flip_one_byte(path: Path, offset: int) -> None:

@@ -24,7 +24,7 @@ CLIPS = [FIX / "gender" / "ava00021.flac",            # four speech regions
          FIX / "examples" / "ko_male_emh00003.flac"]
 VACUUM = FIX / "noise" / "vacuum_6s.flac"
 BASE = Path(os.environ.get("KOREAN_SPEECH_WHISPER_BASE", default_dir()))
-needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(), reason=f"Whisper base absent (looked in {BASE})")
+needs_base = pytest.mark.whisper_base(BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
 
 
 def quiet_copy(path: Path, tmp_path: Path, db: float = 30.0) -> Path:
