@@ -24,6 +24,7 @@ from tests.needs import whisper_base_present
 from training.fetch_whisper_base import default_dir
 
 WHISPER_BASE = default_dir() / "model.bin"
+pytestmark = pytest.mark.slow   # starts the app (every model loaded) in a child process
 
 FEMALE = EXAMPLES / "ko_female_ava00013.flac"
 MALE = EXAMPLES / "ko_male_emh00003.flac"

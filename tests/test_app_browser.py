@@ -18,6 +18,8 @@ from playwright.sync_api import sync_playwright
 from tests.app_server import ARTIFACTS, EXAMPLES, MAX_SECONDS, app_url
 from tests.needs import require_whisper_base, whisper_base_present
 
+pytestmark = pytest.mark.slow   # a real Chromium against the app server
+
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never `playwright install`
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -40,6 +40,7 @@ def seconds(h, m, s, ms) -> float:
     return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
 
 
+@pytest.mark.slow
 def test_jsonl_reports_good_files_and_fails_on_a_missing_one(tmp_path):
     missing = tmp_path / "missing.wav"
     p = run_cli("transcribe", str(FEMALE), str(missing), str(MALE), "--format", "jsonl", "--no-progress")
@@ -69,6 +70,7 @@ def cues(text: str, pattern: re.Pattern) -> list[re.Match]:
     return matches
 
 
+@pytest.mark.slow
 def test_srt_is_well_formed_and_matches_the_transcript(capsys):
     """Cues sized for reading (at most 7 s, two lines; tests/test_formats.py), inside the
     transcript's segments, holding its words in order."""

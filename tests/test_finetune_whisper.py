@@ -17,6 +17,7 @@ BASE = default_dir()
 needs_tokenizer = pytest.mark.whisper_base(BASE, "tokenizer.json")   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1
 
 
+@pytest.mark.slow
 @needs_tokenizer
 def test_tiny_random_finetune_converts_and_transcribes(tmp_path):
     manifest = tmp_path / "train.jsonl"

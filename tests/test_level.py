@@ -81,6 +81,7 @@ def test_quiet_speech_gives_the_same_vad_regions(tmp_path):
             assert abs(s0 - s1) <= 0.1 and abs(e0 - e1) <= 0.1, (path.name, loud, quiet)
 
 
+@pytest.mark.slow
 @needs_base
 def test_quiet_speech_same_whisper_transcript(tmp_path, one_thread):
     from speech.whisper_engine import WhisperEngine

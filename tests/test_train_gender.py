@@ -59,6 +59,7 @@ def log_events(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "train.log").read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow
 def test_train_gender_writes_a_calibrated_release_the_library_loads(trained):
     out = trained / "run"
     events = log_events(out)
@@ -88,6 +89,7 @@ def test_train_gender_writes_a_calibrated_release_the_library_loads(trained):
     assert torch.allclose(clf.probabilities(logits), torch.softmax(logits / t, dim=-1), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluate_gender_tables_against_the_pitch_baseline(trained, tmp_path):
     dev = trained / "dev.jsonl"
     out = tmp_path / "eval"
