@@ -99,6 +99,7 @@ def test_silence_and_noise_only(clf, capsys, tmp_path):
     assert out == "" and "No speech" in err
 
 
+@pytest.mark.slow
 def test_long_file_cli(clf, tmp_path, capsys):
     """About 4 minutes (16 turns, household noise at 10 dB), through the CLI, with a progress callback."""
     from speech.cli import main

@@ -159,7 +159,6 @@ def test_tune_lm_grid_and_held_out_scores(tmp_path):
 
 # -- benchmark -------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_benchmark_times_the_release_on_recordings_of_the_asked_lengths(tmp_path):
     from training import benchmark
 
