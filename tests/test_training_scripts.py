@@ -38,8 +38,8 @@ def write_manifest(path: Path, clips) -> Path:
 
 # -- make_conversations ----------------------------------------------------------------------------
 
-def best_match(piece: np.ndarray, sources: dict) -> str:
-    """Which source clip `piece` was cut from: the highest normalised cross-correlation."""
+def best_match(piece: np.ndarray, sources: dict) -> tuple[str, dict]:
+    """Which source clip `piece` was cut from (the highest normalised cross-correlation), and every score."""
     scores = {}
     for name, src in sources.items():
         if len(src) < len(piece):
