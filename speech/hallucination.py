@@ -39,8 +39,10 @@ SIGN_OFFS = [
 ]
 # Broadcaster outros with a reporter's name: 'MBC 뉴스 김철수입니다'.
 _NEWS_OUTRO = r"(?:mbc|kbs|sbs|ytn|jtbc|연합)?뉴스[가-힣]{2,4}(?:기자)?입니다"
+# Subtitle credits with a name: '한글자막 by 한효정' (subtitles in Whisper's training data, never speech).
+_CREDIT = r"(?:한글)?자막(?:제공|제작)?by(?:[가-힣]{2,4}|[a-z]{2,12})"
 _SIGN_OFF = re.compile(
-    "(?:" + "|".join([_NEWS_OUTRO] + sorted(map(re.escape, SIGN_OFFS), key=len, reverse=True)) + ")+")
+    "(?:" + "|".join([_NEWS_OUTRO, _CREDIT] + sorted(map(re.escape, SIGN_OFFS), key=len, reverse=True)) + ")+")
 # Phrases that real speech says too: dropped only when the segment is also weakly supported.
 _COMMON = {"감사합니다", "고맙습니다", "뉴스", "자막"}
 

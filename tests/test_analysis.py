@@ -15,7 +15,6 @@ import soundfile as sf
 from speech.analysis import analyze, viterbi
 from speech.audio import SAMPLE_RATE, NoSpeechError, load_audio
 from speech.gender import GenderClassifier
-from speech.hub import default_model
 from speech.plots import hangul_font, timeline_figure
 
 FIX = Path(__file__).parent / "fixtures"
@@ -100,6 +99,7 @@ def test_silence_and_noise_only(clf, capsys, tmp_path):
     assert out == "" and "No speech" in err
 
 
+@pytest.mark.slow
 def test_long_file_cli(clf, tmp_path, capsys):
     """About 4 minutes (16 turns, household noise at 10 dB), through the CLI, with a progress callback."""
     from speech.cli import main
@@ -113,7 +113,7 @@ def test_long_file_cli(clf, tmp_path, capsys):
     assert seen[-1] == 1.0 and all(a <= b + 1e-9 for a, b in zip(seen, seen[1:]))
     assert genders(rep.turns) == labels
     assert abs(rep.genders["female"]["share"] - share) < 0.03
-    assert rep.rtf < 0.2          # the target (0.05) is measured by training/evaluate_analysis.py
+    # speed is measured, not asserted: training/benchmark_analysis.py -> results/analysis_benchmark.md
     png = tmp_path / "timeline.png"
     assert main(["analyze", str(path), "--format", "rttm", "--plot", str(png), "--no-progress"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(rep.segments)
@@ -149,7 +149,6 @@ def test_timeline_figure_hangul(clf, tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 10_000
 
 
-@pytest.mark.skipif(not (default_model("stt") / "model.safetensors").exists(), reason="no embedded STT model")
 def test_transcribed_turns(clf):
     from speech.stt import load_engine
 

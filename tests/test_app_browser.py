@@ -16,9 +16,10 @@ import soundfile as sf
 from playwright.sync_api import sync_playwright
 
 from tests.app_server import ARTIFACTS, EXAMPLES, MAX_SECONDS, app_url
-from training.fetch_whisper_base import default_dir
+from tests.needs import require_whisper_base, whisper_base_present
 
-WHISPER_BASE = default_dir() / "model.bin"
+pytestmark = pytest.mark.slow   # a real Chromium against the app server
+
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's; never `playwright install`
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -150,7 +151,7 @@ def test_record_on_every_tab(pw, url, mic_wav):
         assert HANGUL.search(text), text
         info = page.inner_text("#stt_info")
         assert "0:0" in info, info  # the duration
-        if WHISPER_BASE.exists():   # the best engine answers: Whisper base, named with its measured CER
+        if whisper_base_present():   # the best engine answers: Whisper base, named with its measured CER
             assert "Whisper base (OpenAI, 74M) · CER" in info and "어둠" in text, (info, text)
         else:
             assert "DeepSpeech2" in info, info
@@ -185,8 +186,7 @@ def test_record_on_every_tab(pw, url, mic_wav):
 
 def test_compare_engines_side_by_side(pw, url):
     """Whisper preselected; tick 'both engines', upload, and read both transcripts with their times."""
-    if not WHISPER_BASE.exists():
-        pytest.skip("no Whisper model on this machine: run setup.sh")
+    require_whisper_base()   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
     browser = _browser(pw)
     try:
         page = _open(browser, url, None)

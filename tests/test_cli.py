@@ -13,9 +13,8 @@ import soundfile as sf
 
 from speech import cli
 from speech.stt import load_engine
-from training.fetch_whisper_base import default_dir
+from tests.needs import whisper_base_present
 
-WHISPER_BASE = default_dir() / "model.bin"
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = Path(__file__).parent / "fixtures" / "examples"
@@ -41,6 +40,7 @@ def seconds(h, m, s, ms) -> float:
     return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
 
 
+@pytest.mark.slow
 def test_jsonl_reports_good_files_and_fails_on_a_missing_one(tmp_path):
     missing = tmp_path / "missing.wav"
     p = run_cli("transcribe", str(FEMALE), str(missing), str(MALE), "--format", "jsonl", "--no-progress")
@@ -51,7 +51,7 @@ def test_jsonl_reports_good_files_and_fails_on_a_missing_one(tmp_path):
         assert set(d) >= {"path", "text", "duration", "segments", "engine", "model", "decoder", "rtf"}
         assert d["text"] and d["decoder"] and d["model"] and d["rtf"] > 0
         # no --engine: the best engine answers (DeepSpeech2 only where there is no Whisper at all)
-        assert (d["engine"], d["decoder"]) == (("whisper", "beam5") if WHISPER_BASE.exists() else ("ds2", "greedy"))
+        assert (d["engine"], d["decoder"]) == (("whisper", "beam5") if whisper_base_present() else ("ds2", "greedy"))
         assert d["duration"] == pytest.approx(sf.info(str(f)).duration, abs=1e-3)
         assert d["segments"]
         for s in d["segments"]:
@@ -70,6 +70,7 @@ def cues(text: str, pattern: re.Pattern) -> list[re.Match]:
     return matches
 
 
+@pytest.mark.slow
 def test_srt_is_well_formed_and_matches_the_transcript(capsys):
     """Cues sized for reading (at most 7 s, two lines; tests/test_formats.py), inside the
     transcript's segments, holding its words in order."""

@@ -13,10 +13,10 @@ from training.fetch_whisper_base import default_dir
 
 FIX = Path(__file__).parent / "fixtures" / "examples"
 BASE = default_dir()   # setup.sh's Whisper base (KOREAN_SPEECH_CACHE moves it)
-needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(),
-                                reason=f"Whisper base absent: run `python -m training.fetch_whisper_base` (looked in {BASE})")
+needs_base = pytest.mark.whisper_base(BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
 
 
+@pytest.mark.slow
 @needs_base
 def test_ct2_to_transformers_and_back_is_bit_exact(tmp_path, one_thread):
     """CT2 (float16) -> transformers (float32) -> ctranslate2's own converter at float16 gives back
@@ -41,6 +41,7 @@ def test_ct2_to_transformers_and_back_is_bit_exact(tmp_path, one_thread):
         assert cb[key] == ca[key], key
 
 
+@pytest.mark.slow
 @needs_base
 def test_same_greedy_transcript_and_encoder_output_as_ctranslate2(one_thread):
     r = compare(BASE, [FIX / "ko_male_emh00003.flac"])
@@ -58,6 +59,7 @@ def test_model_bin_is_checked(tmp_path):
         read_model_bin(bad)
 
 
+@pytest.mark.slow
 @needs_base
 def test_lora_adapter_merges_back_into_ctranslate2(tmp_path, one_thread):
     """The shipping path: a peft adapter on the converted base, merged and written by

@@ -21,8 +21,8 @@ EXAMPLES = ROOT / "tests" / "fixtures" / "examples"
 MALE = EXAMPLES / "ko_male_emh00003.flac"
 FEMALE = EXAMPLES / "ko_female_ava00013.flac"
 BASE = default_dir()
-needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(),
-                                reason=f"Whisper base absent: run setup.sh (looked in {BASE})")
+needs_base = pytest.mark.whisper_base(BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
+pytestmark = pytest.mark.slow   # each of its tests took 32-98 s on 2 busy cores (load ~11)
 REPO, _, PINNED = HUB_DEFAULT.partition("@")
 
 RESOLVE = """

@@ -1,6 +1,6 @@
 """training/fetch_whisper_base.py refuses wheels and a model.bin whose SHA-256 is not the pinned one.
 
-Uses the wheels and the model that setup.sh fetched (skipped when absent); nothing is downloaded:
+Uses the wheels and the model that setup.sh fetched (no wheels: skipped; no model: fails, tests/needs.py); nothing is downloaded:
 every test gives fetch() a folder that already holds the wheels.
 """
 import shutil
@@ -14,7 +14,7 @@ BASE = fwb.default_dir()
 PKGS = fwb.CACHE / "pkgs"
 WHEELS = {p: next(iter(sorted(PKGS.glob(f"{p.replace('-', '_')}-{fwb.VERSION}-*.whl"))), None) for p in fwb.PACKAGES}
 needs_wheels = pytest.mark.skipif(not all(WHEELS.values()), reason=f"run setup.sh first (no wheels in {PKGS})")
-needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(), reason=f"run setup.sh first (no {BASE})")
+needs_base = pytest.mark.whisper_base(BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
 
 
 def flip_one_byte(path: Path, offset: int) -> None:

@@ -14,11 +14,10 @@ from training.finetune_whisper import FinetuneConfig, main
 FIX = Path(__file__).parent / "fixtures"
 CLIP = FIX / "examples" / "ko_male_emh00003.flac"
 BASE = default_dir()
-needs_tokenizer = pytest.mark.skipif(
-    not (BASE / "tokenizer.json").exists(),
-    reason=f"Whisper tokenizer absent: run `python -m training.fetch_whisper_base` (looked in {BASE})")
+needs_tokenizer = pytest.mark.whisper_base(BASE, "tokenizer.json")   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1
 
 
+@pytest.mark.slow
 @needs_tokenizer
 def test_tiny_random_finetune_converts_and_transcribes(tmp_path):
     manifest = tmp_path / "train.jsonl"

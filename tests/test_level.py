@@ -22,7 +22,7 @@ CLIPS = [FIX / "gender" / "ava00021.flac",            # four speech regions
          FIX / "examples" / "ko_male_emh00003.flac"]
 VACUUM = FIX / "noise" / "vacuum_6s.flac"
 BASE = default_dir()   # setup.sh's Whisper base (KOREAN_SPEECH_CACHE moves it)
-needs_base = pytest.mark.skipif(not (BASE / "model.bin").exists(), reason=f"Whisper base absent (looked in {BASE})")
+needs_base = pytest.mark.whisper_base(BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1 (tests/needs.py)
 
 
 def quiet_copy(path: Path, tmp_path: Path, db: float = 30.0) -> Path:
@@ -79,6 +79,7 @@ def test_quiet_speech_gives_the_same_vad_regions(tmp_path):
             assert abs(s0 - s1) <= 0.1 and abs(e0 - e1) <= 0.1, (path.name, loud, quiet)
 
 
+@pytest.mark.slow
 @needs_base
 def test_quiet_speech_same_whisper_transcript(tmp_path, one_thread):
     from speech.whisper_engine import WhisperEngine

@@ -119,8 +119,7 @@ def test_beam_decoder_without_lm(tmp_path):
 def test_beam_decoder_uses_the_shipped_lm_when_there_is_one():
     pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is not installed")
     lm = load_bundle(DEFAULT, weights=False).decoder.lm
-    if not lm or not (DEFAULT / lm).exists():
-        pytest.skip("the default model ships no language model")
+    assert lm and (DEFAULT / lm).exists(), "the default model ships its language model (checkpoints/ds2-ko/lm.bin)"
     t = load_engine("ds2", decoder="beam", beam_size=8).transcribe(CLIP)
     check_transcript(t, sf.info(str(CLIP)).duration)
     assert t.decoder == "beam+lm"

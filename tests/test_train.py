@@ -134,6 +134,7 @@ def test_invalid_combinations_are_argparse_errors(args, words, capsys, tmp_path)
     assert not (tmp_path / "x").exists()  # nothing was started
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
@@ -157,6 +158,7 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert t.duration == pytest.approx(sf.info(str(CLIP)).duration, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_ddp_time_budget_stops_all_ranks_together(tmp_path):
     """With --max-minutes every rank must stop at the same step (the ranks share the largest
     clock); a rank that stopped alone would leave the other waiting in all-reduce forever."""
@@ -178,8 +180,7 @@ def test_ddp_time_budget_stops_all_ranks_together(tmp_path):
     # One step per epoch and no empty epoch logged, also when the budget runs out at an epoch's top
     # (every record is a trained epoch; none is a bare evaluation).
     assert [r["step"] for r in trained] == list(range(1, len(trained) + 1))
-    assert all(r.get("final_evaluation") and r["step"] == len(trained) for r in records if "train_loss" not in r)
-    assert len(records) - len(trained) <= 1
+    assert records == trained
     # Only the last weights were evaluated (--eval-every is out of reach), and they were.
     assert [("dev_cer" in r) for r in records] == [False] * (len(records) - 1) + [True]
     assert last_checkpoint(out)["step"] == records[-1]["step"]

@@ -103,7 +103,7 @@ def test_an_empty_transcript_becomes_no_speech(ds2):
     assert result.text and result.text == ds2.transcribe(MALE).text
 
 
-@pytest.mark.skipif(not (WHISPER_BASE / "model.bin").exists(), reason="Whisper base is not installed (setup.sh)")
+@pytest.mark.whisper_base(WHISPER_BASE)   # fails when absent, unless SPEECH_TEST_NO_WHISPER=1
 def test_whisper_hears_no_speech_in_noise():
     whisper = load_engine("whisper", model=str(WHISPER_BASE))
     assert whisper.transcribe(NOISE).text == ""          # the engine level: an empty transcript

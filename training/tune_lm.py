@@ -17,6 +17,7 @@ from pathlib import Path
 from speech.audio import load_audio
 from speech.beam import BeamSearchDecoder
 from speech.decoding import GreedyDecoder
+from speech.level import normalize_level
 from speech.metrics import error_counts, rates
 from speech.stt import DS2Engine
 from training.manifest import read_manifest
@@ -45,7 +46,9 @@ def main(argv=None):
     engine = DS2Engine(model=a.model)
     rows = read_manifest(a.manifest)
     tune_spk = set(a.tune_speakers.split(","))
-    log_probs = engine.log_probs([load_audio(r["audio"]) for r in rows])
+    # the input the engine's transcribe decodes (levelled where the release says so), not the raw file
+    audio = [load_audio(r["audio"]) for r in rows]
+    log_probs = engine.log_probs([normalize_level(a) for a in audio] if engine.level_input else audio)
     parts = {"tune": [i for i, r in enumerate(rows) if r["speaker"] in tune_spk],
              "test": [i for i, r in enumerate(rows) if r["speaker"] not in tune_spk]}
     if not parts["tune"] or not parts["test"]:
