@@ -7,7 +7,8 @@ smoothing pass, over the speech regions of one recording.
 1. Every speech region is raised to -30 dBFS (the encoder's training level; quiet speech counts as
    much as loud) and cut into `window`-second windows every `hop` seconds (a region shorter than a
    window is one window); each window gets one embedding.
-2. Embeddings go through the release's LDA projection (fitted on train speakers), and runs of
+2. Embeddings go through the release's projection (a within-speaker whitening fitted on train
+   speakers in clean, noisy and TV conversations: training/fit_speaker_lda.py), and runs of
    `block` windows inside a region (about 3 s) are averaged. Average-linkage agglomerative
    clustering of the blocks on cosine distance, cut at `threshold` (the number of speakers
    follows), or into `speakers` clusters. Clusters with less than `min_speaker` seconds are
@@ -28,10 +29,11 @@ import torch
 from .audio import SAMPLE_RATE
 from .speaker import SpeakerEncoder, raise_level
 
-# Tuned on synthetic conversations of TRAIN speakers (training/tune_diarization.py --folds 2,
-# results/diarization_tuning.md), in the space of the release's LDA projection; dev speakers are
+# Tuned on synthetic conversations of TRAIN speakers (training/tune_diarization.py --fit wccn:
+# each conversation scored through a projection fitted without its speakers,
+# results/diarization_tuning.md), in the space of the release's projection; dev speakers are
 # held out for results/diarization_eval.md.
-THRESHOLD = 0.5
+THRESHOLD = 0.75
 
 
 @dataclass(frozen=True)
