@@ -1,10 +1,18 @@
-"""Fit the LDA projection of speaker embeddings on TRAIN speakers and add it to the speaker release.
+"""Fit the projection of speaker embeddings (LDA or within-speaker whitening) on TRAIN speakers and
+add it to the speaker release.
 
     python -m training.make_conversations --manifest data/ko-speech/train.jsonl --speakers 2-4 \
-        --out data/13/conv-train --n 8 --seed 1
-    python -m training.tune_diarization --conversations data/13/conv-train --cache data/13/cache-train ...
-    python -m training.fit_speaker_lda --conversations data/13/conv-train --cache data/13/cache-train \
-        --release checkpoints/speaker-resemblyzer
+        --out data/13/conv-train --n 16 --seed 1                              # scored in tuning
+    python -m training.make_conversations --manifest data/ko-speech/train.jsonl --speakers 2-4 \
+        --out data/13/conv-train-fitnoise --n 16 --seed 1 --noise-part train  # fitted on
+    python -m training.tune_diarization --conversations data/13/conv-train --cache data/13/cache-train \
+        --fit wccn --fit-conversations data/13/conv-train-fitnoise --fit-cache data/13/cache-fitnoise ...
+    python -m training.fit_speaker_lda --conversations data/13/conv-train-fitnoise --cache data/13/cache-fitnoise \
+        --variants clean,noise,tv,household --kind wccn --release checkpoints/speaker-resemblyzer
+
+The conversations the projection is fitted on carry the TRAIN part of each household noise clip
+(`--noise-part train`); the scored ones (train for tuning, dev for results) the held-out part, so
+neither the speakers nor the noise of a scored recording were seen by the fit.
 
 resemblyzer's embeddings of different Korean speakers are close (cosine 0.6-0.75 between two
 speakers on whole utterances); a linear discriminant analysis on window embeddings of train

@@ -13,10 +13,14 @@ all files of the chosen variants. Dev speakers are never seen here.
 Half-and-half folds still let the projection see the scored conversation's speakers (a train
 speaker talks in several conversations). `--fit wccn` (or `lda`) is the honest version: each
 conversation is scored through a projection fitted on the other conversations' windows WITHOUT
-its own speakers, as dev speakers are unseen by the shipped one:
+its own speakers, as dev speakers are unseen by the shipped one. `--fit-conversations` fits on
+other copies of the same conversations whose noise comes from the train part of each noise clip
+(make_conversations --noise-part train), as the shipped projection is fitted, so the scored
+conversation's noise is unseen too:
 
     python -m training.tune_diarization --conversations data/13/conv-train --cache data/13/cache-train \
-        --variants clean,noise,tv --fit wccn --fit-variants clean,noise,tv,household \
+        --variants clean,noise,tv --fit wccn --fit-conversations data/13/conv-train-fitnoise \
+        --fit-cache data/13/cache-fitnoise --fit-variants clean,noise,tv,household \
         --thresholds 0.6,0.65,0.7,0.75,0.8,0.85 --switch-penalties 0.3 --blocks 3
 
 Speech regions are found as the analysis finds them (speech.analysis.find_speech, regions too
@@ -72,6 +76,10 @@ def main(argv=None):
     p.add_argument("--fit", choices=["release", "lda", "wccn"], default="release",
                    help="lda/wccn: per conversation, a projection fitted without its speakers (needs --cache)")
     p.add_argument("--fit-variants", default="clean,noise,tv,household", help="variants the projection is fitted on")
+    p.add_argument("--fit-conversations", default=None,
+                   help="--fit: fit on these conversations (same speakers, other noise: make_conversations "
+                        "--noise-part train) instead of the scored ones")
+    p.add_argument("--fit-cache", default=None, help="cache of --fit-conversations (default: --cache)")
     p.add_argument("--dims", type=int, default=20, help="--fit lda: dimensions")
     p.add_argument("--shrink", type=float, default=3.0, help="--fit wccn: identity added, in mean eigenvalues")
     p.add_argument("--blocks", default="0,3")
@@ -85,32 +93,40 @@ def main(argv=None):
     min_samples = GenderClassifier.load().min_samples
     base = DiarizationSettings()
     fit_variants = args.fit_variants.split(",") if args.fit != "release" else []
-    cache = []
-    for t in truths:
-        for v in dict.fromkeys(args.variants.split(",") + fit_variants):
-            f = Path(args.cache) / f"{t['name']}.{v}.npz" if args.cache else None
-            if f is not None and f.exists():
-                z = np.load(f)
-                spans, emb, wins, owner = [tuple(x) for x in z["spans"]], z["emb"], [tuple(x) for x in z["wins"]], z["owner"]
-            else:
-                audio = load_audio(folder / f"{t['name']}.{v}.flac")
-                spans = [(s, e) for s, e in find_speech(audio) if (e - s) * SAMPLE_RATE >= min_samples]
-                emb, wins, owner = embed_regions(audio, spans, enc, base.window, base.hop)
-                if f is not None:
-                    f.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(f, spans=np.array(spans), emb=emb, wins=np.array(wins), owner=owner)
+    fit_folder = Path(args.fit_conversations) if args.fit_conversations else folder
+    fit_cache = Path(args.fit_cache or args.cache) if args.cache else None
+    fit_truths = ([json.loads(x) for x in open(fit_folder / "truth.jsonl", encoding="utf-8")][:args.limit]
+                  if args.fit_conversations else truths)
+    todo = [(folder, Path(args.cache) if args.cache else None, t, v) for t in truths for v in args.variants.split(",")]
+    todo += [(fit_folder, fit_cache, t, v) for t in fit_truths for v in fit_variants]
+    cache, seen = [], set()
+    for src, cdir, t, v in todo:
+        if (src, t["name"], v) in seen:
+            continue
+        seen.add((src, t["name"], v))
+        f = cdir / f"{t['name']}.{v}.npz" if cdir else None
+        if f is not None and f.exists():
+            z = np.load(f)
+            spans, emb, wins, owner = [tuple(x) for x in z["spans"]], z["emb"], [tuple(x) for x in z["wins"]], z["owner"]
+        else:
+            audio = load_audio(src / f"{t['name']}.{v}.flac")
+            spans = [(s, e) for s, e in find_speech(audio) if (e - s) * SAMPLE_RATE >= min_samples]
+            emb, wins, owner = embed_regions(audio, spans, enc, base.window, base.hop)
+            if f is not None:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(f, spans=np.array(spans), emb=emb, wins=np.array(wins), owner=owner)
+        if src == folder and v in args.variants.split(","):
             cache.append((t, v, spans, emb, wins, owner))
-            print(f"embedded {t['name']}.{v}: {len(wins)} windows", flush=True)
-    cache = [c for c in cache if c[1] in args.variants.split(",")]
+        print(f"embedded {src.name}/{t['name']}.{v}: {len(wins)} windows", flush=True)
     if args.fit != "release":
         from training.fit_speaker_lda import fit_lda, fit_wccn
 
         proj = {}
         for t in truths:
-            others = [u for u in truths if u["name"] != t["name"]]
-            fitted = (fit_wccn(others, Path(args.cache), fit_variants, args.shrink, exclude=set(t["speakers"]))
+            others = [u for u in fit_truths if u["name"] != t["name"]]
+            fitted = (fit_wccn(others, fit_cache, fit_variants, args.shrink, exclude=set(t["speakers"]))
                       if args.fit == "wccn" else
-                      fit_lda(others, Path(args.cache), fit_variants, args.dims, exclude=set(t["speakers"])))
+                      fit_lda(others, fit_cache, fit_variants, args.dims, exclude=set(t["speakers"])))
             proj[t["name"]] = fitted[:2]
 
         def project(t, emb):
