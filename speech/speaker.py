@@ -44,8 +44,8 @@ def raise_level(wav: np.ndarray, target_dbfs: float) -> np.ndarray:
 
 
 class SpeakerEncoder:
-    """The network and its front end; with `projection` (an LDA fitted on this project's TRAIN
-    speakers, training/fit_speaker_lda.py), `project` maps embeddings to a space where Korean
+    """The network and its front end; with `projection` (a within-speaker whitening or an LDA fitted
+    on this project's TRAIN speakers, training/fit_speaker_lda.py), `project` maps embeddings to a space where Korean
     speakers lie further apart. The encoder's own embeddings stay resemblyzer's."""
 
     def __init__(self, model: SpeakerNet, features: FeatureConfig, config: dict, folder: Optional[Path] = None,

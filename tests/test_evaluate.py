@@ -15,6 +15,7 @@ from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
 from speech.stt import load_engine
 from speech.text import JamoTokenizer
 from training import evaluate_stt as ev
+from training.memory import RssSampler, rss_mb
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ko-speech"
 MANIFEST = FIXTURES / "manifest.jsonl"
@@ -147,10 +148,10 @@ def test_each_system_can_have_its_own_lm(release, tmp_path):
 def test_rss_sampler_sees_a_passing_peak():
     """The peak RSS the tables report is sampled while the work runs: 300 MB held for a moment and
     freed before the block ends is in the peak, though RSS before and after the block is lower."""
-    with ev.RssSampler() as mem:
+    with RssSampler() as mem:
         block = np.ones(300 * 2 ** 20 // 8)   # written, so resident
         time.sleep(0.3)
         del block
-        after = ev.rss_mb()
+        after = rss_mb()
     assert after < mem.start + 100                         # freed: the end alone would not show it
     assert mem.peak - mem.start > 250, (mem.start, mem.peak)

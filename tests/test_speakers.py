@@ -87,6 +87,30 @@ def test_encoder_release_and_embeddings(enc):
     assert np.allclose(one[0], many[1], atol=1e-5)
 
 
+def test_projection_separates_speakers(enc):
+    """The release's projection (within-speaker whitening fitted on TRAIN speakers,
+    training/fit_speaker_lda.py --kind wccn) puts every same-speaker pair of these utterances
+    above every pair of different speakers; resemblyzer's own embeddings do not (a man and a woman
+    of the dev set are closer there than two sentences of one speaker)."""
+    cfg = json.loads((enc.folder / "config.json").read_text())
+    assert cfg["projection"]["kind"] == "wccn" and enc.projection[1].shape == (256, 256)
+    clips = [(FIX / "ko-speech" / "kih00023.flac", "kih"), (FIX / "ko-speech" / "kih00024.flac", "kih"),
+             (FIX / "ko-speech" / "lmy02037.flac", "lmy"), (G / "ava00021.flac", "ava"),
+             (EX / "ko_female_ava00013.flac", "ava"), (G / "avc00010.flac", "avc"), (G / "emf00002.flac", "emf"),
+             (G / "emh00305.flac", "emh"), (EX / "ko_male_emh00003.flac", "emh")]
+    raw = np.stack([enc.embed_utterance(load_audio(f)) for f, _ in clips])
+
+    def margin(e):
+        sim = e @ e.T
+        pairs = [(i, j) for i in range(len(clips)) for j in range(i + 1, len(clips))]
+        same = [sim[i, j] for i, j in pairs if clips[i][1] == clips[j][1]]
+        other = [sim[i, j] for i, j in pairs if clips[i][1] != clips[j][1]]
+        return min(same) - max(other)
+
+    assert margin(enc.project(raw)) > 0.02
+    assert margin(raw) < 0
+
+
 def test_clusters_held_out_speakers(enc):
     audio, truth = montage(TURNS)
     spans = speech_spans(audio, max_span=30.0)

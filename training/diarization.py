@@ -1,6 +1,7 @@
 """Diarization scoring and the speaker-embedding LDA fit, shared by tune_diarization,
 evaluate_speakers and fit_speaker_lda: the reference and hypothesis as pyannote annotations,
-the DER (0.25 s collar, overlap skipped), and the LDA of window embeddings of train speakers.
+the DER (0.25 s collar, overlap skipped), and the projections (LDA, within-speaker whitening) of
+window embeddings of train speakers.
 """
 from __future__ import annotations
 
@@ -37,19 +38,39 @@ def window_labels(truth: dict, wins) -> list:
     return out
 
 
-def fit_lda(truths: list, cache: Path, variants: list, dims: int):
-    """-> (mean (E,), matrix (E, K), windows, speakers) from cached window embeddings of these conversations."""
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
+def labelled_windows(truths: list, cache: Path, variants: list, exclude=()):
+    """-> (x (N, E) float64, speaker (N,)): cached window embeddings where exactly one speaker
+    talks, without the speakers in `exclude`."""
     xs, ys = [], []
     for t in truths:
         for v in variants:
             z = np.load(cache / f"{t['name']}.{v}.npz")
             for e, lab in zip(z["emb"], window_labels(t, [tuple(w) for w in z["wins"]])):
-                if lab:
+                if lab and lab not in exclude:
                     xs.append(e)
                     ys.append(lab)
-    x, y = np.array(xs, dtype=np.float64), np.array(ys)
+    return np.array(xs, dtype=np.float64), np.array(ys)
+
+
+def fit_wccn(truths: list, cache: Path, variants: list, shrink: float, exclude=()):
+    """Within-speaker whitening -> (mean (E,), matrix (E, E), windows, speakers): matrix =
+    (Sw + shrink * mean eigenvalue(Sw) * I)^(-1/2), Sw the within-speaker scatter of the windows."""
+    x, y = labelled_windows(truths, cache, variants, exclude)
+    xc = x.copy()
+    for s in set(y):
+        xc[y == s] -= x[y == s].mean(0)
+    sw = xc.T @ xc / len(x)
+    sw += shrink * np.trace(sw) / len(sw) * np.eye(len(sw))
+    w, v = np.linalg.eigh(sw)
+    matrix = (v / np.sqrt(w)) @ v.T
+    return x.mean(0).astype(np.float32), matrix.astype(np.float32), len(y), len(set(y))
+
+
+def fit_lda(truths: list, cache: Path, variants: list, dims: int, exclude=()):
+    """-> (mean (E,), matrix (E, K), windows, speakers) from cached window embeddings of these conversations."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    x, y = labelled_windows(truths, cache, variants, exclude)
     k = min(dims, len(set(y)) - 1)
     lda = LinearDiscriminantAnalysis(n_components=k).fit(x, y)
     mean, matrix = lda.xbar_.astype(np.float32), lda.scalings_[:, :k].astype(np.float32)

@@ -131,6 +131,9 @@ def main(argv=None):
     p.add_argument("--turns", type=int, default=16)
     p.add_argument("--overlap-prob", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-part", choices=["test", "train"], default="test",
+                   help="part of each noise clip (training/train_gender.noise_part): 'train' for conversations "
+                        "that fit something (the speaker projection), so the scored ones keep unseen noise")
     p.add_argument("--tv-level", type=float, default=TV_LEVEL_DB, help="TV level relative to the conversation (dB)")
     p.add_argument("--speakers", default=None, metavar="N or A-B",
                    help="adult speakers per conversation (e.g. 2-4); default: one mother, one father")
@@ -148,7 +151,7 @@ def main(argv=None):
     males = sorted(s for s, v in by.items() if v["gender"] == "male" and v["note"] != "teen")
     if not females or not males:
         raise ValueError(f"{args.manifest} needs adult speakers of both genders; has {sorted(by)}")
-    bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "test")
+    bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), args.noise_part)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.speakers:

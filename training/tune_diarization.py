@@ -9,22 +9,40 @@ setting in the grid then only re-clusters. Embeddings go through the release's p
 LDA of training/fit_speaker_lda.py, fitted on these same train conversations: run the grid with
 --folds 2 to fit on half the conversations and score on the other half). Scored with pyannote.metrics' DER (collar 0.25 s, overlap excluded), summed over
 all files of the chosen variants. Dev speakers are never seen here.
+
+Half-and-half folds still let the projection see the scored conversation's speakers (a train
+speaker talks in several conversations). `--fit wccn` (or `lda`) is the honest version: each
+conversation is scored through a projection fitted on the other conversations' windows WITHOUT
+its own speakers, as dev speakers are unseen by the shipped one. `--fit-conversations` fits on
+other copies of the same conversations whose noise comes from the train part of each noise clip
+(make_conversations --noise-part train), as the shipped projection is fitted, so the scored
+conversation's noise is unseen too:
+
+    python -m training.tune_diarization --conversations data/13/conv-train --cache data/13/cache-train \
+        --variants clean,noise,tv --fit wccn --fit-conversations data/13/conv-train-fitnoise \
+        --fit-cache data/13/cache-fitnoise --fit-variants clean,noise,tv,household \
+        --thresholds 0.6,0.65,0.7,0.75,0.8,0.85 --switch-penalties 0.3 --blocks 3
+
+Speech regions are found as the analysis finds them (speech.analysis.find_speech, regions too
+short for the gender classifier dropped), so the scores match training/evaluate_speakers.py.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
-from speech.audio import load_audio
+from speech.analysis import find_speech
+from speech.audio import SAMPLE_RATE, load_audio
 from speech.diarize import DiarizationSettings, assign, embed_regions
+from speech.gender import GenderClassifier
 from speech.speaker import SpeakerEncoder
-from speech.vad import speech_spans
-from training.diarization import annotation, der_metric, fit_lda, reference
+from training.diarization import annotation, der_metric, fit_lda, fit_wccn, reference
 
 
 def main(argv=None):
@@ -37,30 +55,66 @@ def main(argv=None):
     p.add_argument("--cache", default=None, help="folder for speech regions and window embeddings (reused)")
     p.add_argument("--folds", type=int, default=0,
                    help="fit the LDA on the other folds' conversations (needs --cache) instead of the release's")
+    p.add_argument("--fit", choices=["release", "lda", "wccn"], default="release",
+                   help="lda/wccn: per conversation, a projection fitted without its speakers (needs --cache)")
+    p.add_argument("--fit-variants", default="clean,noise,tv,household", help="variants the projection is fitted on")
+    p.add_argument("--fit-conversations", default=None,
+                   help="--fit: fit on these conversations (same speakers, other noise: make_conversations "
+                        "--noise-part train) instead of the scored ones")
+    p.add_argument("--fit-cache", default=None, help="cache of --fit-conversations (default: --cache)")
+    p.add_argument("--dims", type=int, default=20, help="--fit lda: dimensions")
+    p.add_argument("--shrink", type=float, default=3.0, help="--fit wccn: identity added, in mean eigenvalues")
     p.add_argument("--blocks", default="0,3")
     p.add_argument("--out", default="results/diarization_tuning")
     args = p.parse_args(argv)
     folder = Path(args.conversations)
     truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
+    if (args.folds or args.fit != "release") and not args.cache:
+        raise ValueError("--folds and --fit need --cache (the projections are fitted on cached embeddings)")
     enc = SpeakerEncoder.load()
+    min_samples = GenderClassifier.load().min_samples
     base = DiarizationSettings()
-    cache = []
-    for t in truths:
-        for v in args.variants.split(","):
-            f = Path(args.cache) / f"{t['name']}.{v}.npz" if args.cache else None
-            if f is not None and f.exists():
-                z = np.load(f)
-                spans, emb, wins, owner = [tuple(x) for x in z["spans"]], z["emb"], [tuple(x) for x in z["wins"]], z["owner"]
-            else:
-                audio = load_audio(folder / f"{t['name']}.{v}.flac")
-                spans = [(s, e) for s, e in speech_spans(audio, max_span=30.0) if e - s >= 0.15]
-                emb, wins, owner = embed_regions(audio, spans, enc, base.window, base.hop)
-                if f is not None:
-                    f.parent.mkdir(parents=True, exist_ok=True)
-                    np.savez(f, spans=np.array(spans), emb=emb, wins=np.array(wins), owner=owner)
+    fit_variants = args.fit_variants.split(",") if args.fit != "release" else []
+    fit_folder = Path(args.fit_conversations) if args.fit_conversations else folder
+    fit_cache = Path(args.fit_cache or args.cache) if args.cache else None
+    fit_truths = ([json.loads(x) for x in open(fit_folder / "truth.jsonl", encoding="utf-8")][:args.limit]
+                  if args.fit_conversations else truths)
+    todo = [(folder, Path(args.cache) if args.cache else None, t, v) for t in truths for v in args.variants.split(",")]
+    todo += [(fit_folder, fit_cache, t, v) for t in fit_truths for v in fit_variants]
+    cache, seen = [], set()
+    for src, cdir, t, v in todo:
+        if (src, t["name"], v) in seen:
+            continue
+        seen.add((src, t["name"], v))
+        f = cdir / f"{t['name']}.{v}.npz" if cdir else None
+        if f is not None and f.exists():
+            z = np.load(f)
+            spans, emb, wins, owner = [tuple(x) for x in z["spans"]], z["emb"], [tuple(x) for x in z["wins"]], z["owner"]
+        else:
+            audio = load_audio(src / f"{t['name']}.{v}.flac")
+            spans = [(s, e) for s, e in find_speech(audio) if (e - s) * SAMPLE_RATE >= min_samples]
+            emb, wins, owner = embed_regions(audio, spans, enc, base.window, base.hop)
+            if f is not None:
+                f.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(f, spans=np.array(spans), emb=emb, wins=np.array(wins), owner=owner)
+        if src == folder and v in args.variants.split(","):
             cache.append((t, v, spans, emb, wins, owner))
-            print(f"embedded {t['name']}.{v}: {len(wins)} windows", flush=True)
-    if args.folds:
+        print(f"embedded {src.name}/{t['name']}.{v}: {len(wins)} windows", flush=True)
+    if args.fit != "release":
+        proj = {}
+        for t in truths:
+            others = [u for u in fit_truths if u["name"] != t["name"]]
+            fitted = (fit_wccn(others, fit_cache, fit_variants, args.shrink, exclude=set(t["speakers"]))
+                      if args.fit == "wccn" else
+                      fit_lda(others, fit_cache, fit_variants, args.dims, exclude=set(t["speakers"])))
+            proj[t["name"]] = fitted[:2]
+
+        def project(t, emb):
+            mean, matrix = proj[t["name"]]
+            x = (emb - mean) @ matrix
+            return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+        cache = [(t, v, spans, project(t, emb), wins, owner) for t, v, spans, emb, wins, owner in cache]
+    elif args.folds:
         names = [t["name"] for t in truths]
         fold_of = {n: i % args.folds for i, n in enumerate(names)}
         proj = {}
@@ -99,10 +153,12 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"conversations": str(folder), "files": len(cache),
+                                                    "fit": args.fit, "fit_variants": fit_variants,
                                                     "base": asdict(base), "best": best, "grid": grid}, indent=2) + "\n")
     vs = args.variants.split(",")
     lines = ["# Diarization tuning on TRAIN speakers", "",
-             f"`python -m training.tune_diarization --conversations {folder}` ({len(truths)} conversations of 2-4 "
+             f"`python -m training.tune_diarization {' '.join(sys.argv[1:] if argv is None else argv)}` "
+             f"({len(truths)} conversations of 2-4 "
              f"train speakers x {len(vs)} variants). DER by pyannote.metrics (collar 0.25 s, overlap excluded); "
              "'count ok' = share of files where the number of speakers found is right.", "",
              "| threshold | switch penalty | block | " + " | ".join(f"DER {v} (%) | count ok {v}" for v in vs) + " | mean DER (%) |",
@@ -112,7 +168,9 @@ def main(argv=None):
                      " | ".join(f"{r[f'der_{v}']:.2f} | {r[f'count_ok_{v}']:.2f}" for v in vs) + f" | {r['der_mean']:.2f} |")
     lines += ["", f"Lowest mean DER: threshold {best['threshold']}, switch penalty {best['switch_penalty']}, "
                   f"block {best['block']} ({best['der_mean']:.2f}%)."
-              + (f" LDA fitted per fold ({args.folds} folds: each conversation scored with the LDA of the others)."
+              + (f" {args.fit.upper()} fitted per conversation on the other conversations' windows without its "
+                 f"speakers (variants {args.fit_variants})." if args.fit != "release" else
+                 f" LDA fitted per fold ({args.folds} folds: each conversation scored with the LDA of the others)."
                  if args.folds else " Embeddings through the release's projection.")]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("best", best)
