@@ -21,76 +21,31 @@
 # when run again (--force reruns them). Nothing outside OUT is written unless --install is given.
 set -euo pipefail
 
-stage=0
+recipe=ds2-ko
 stop_stage=7
-budget=full
-out=""                                      # default: runs/recipes/ds2-ko in the repository
+install_stage=8
 nproc=2
 device=auto
 threads=1
-force=no
-install=no
-while [[ $# -gt 0 ]]; do
+recipe_option() {
     case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop-stage) stop_stage="$2"; shift 2 ;;
-        --budget) budget="$2"; shift 2 ;;
-        --out) out="$2"; shift 2 ;;
-        --nproc) nproc="$2"; shift 2 ;;
-        --device) device="$2"; shift 2 ;;
-        --threads) threads="$2"; shift 2 ;;
-        --force) force=yes; shift ;;
-        --install) install=yes; stop_stage=8; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
+        --nproc) nproc="$2" ;;
+        --device) device="$2" ;;
+        *) return 1 ;;
     esac
-done
-[[ "$budget" == full || "$budget" == small ]] || { echo "error: --budget full|small, not '$budget'" >&2; exit 2; }
-[[ "$install" == no || "$budget" == full ]] || { echo "error: a --budget small release is for CI; --install takes full only" >&2; exit 2; }
-
-[[ -n "$out" ]] && out="$(realpath -m "$out")"             # relative to where the recipe was started
-cd "$(dirname "$0")/../.."                                  # the repository root: python -m training.X
-out="$(realpath -m --relative-base="$PWD" "${out:-runs/recipes/ds2-ko}")"   # inside the repository: relative
-PY="${PYTHON:-$HOME/.cache/korean-speech/venv/bin/python}"
-[[ -x "$PY" ]] || PY=python3
-CORPUS="${CORPUS:-../shared/data/ko-speech}"
-NOISE="${NOISE:-../shared/data/noise}"
+}
+source "$(dirname "$0")/../common.sh"
 NSMC="${NSMC:-../shared/data/text/nsmc-reviews.txt.xz}"
 LM_WEIGHT="${LM_WEIGHT:-2.0}"                               # tuned by training.tune_lm (results/ds2-lm-nsmc.md)
 WORD_SCORE="${WORD_SCORE:-0}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$threads}"
 
-mkdir -p "$out/.done" "$out/results"
-if [[ -f "$out/budget" && "$(cat "$out/budget")" != "$budget" ]]; then
-    echo "error: $out was made with --budget $(cat "$out/budget"); use another --out" >&2; exit 2
-fi
-echo "$budget" > "$out/budget"
-
-data="$out/data"; exp="$out/exp"; lm="$out/lm"; release="$out/ds2-ko"
-train="$data/train.jsonl"; dev="$data/dev.jsonl"
-if [[ "$budget" == small ]]; then
-    train="$data/train-small.jsonl"; dev="$data/dev-small.jsonl"; noise_src="$NOISE"; NOISE="$data/noise"
-fi
+exp="$out/exp"; lm="$out/lm"; release="$out/ds2-ko"
 # The model's shape is the same in both budgets: dims, features and tokenizer of checkpoints/ds2-ko.
 model_flags=(--unit jamo --rnn-hidden 256 --rnn-layers 4 --dropout 0.2)
 
-log() { echo "$(date -u +%H:%M:%S) [ds2-ko $budget] $*"; }
-# run_stage N NAME: true when stage N is in range and not done yet (then the caller runs it).
-run_stage() {
-    local n="$1" name="$2"
-    (( stage <= n && n <= stop_stage )) || return 1
-    if [[ -f "$out/.done/$name" && "$force" == no ]]; then log "stage $n $name: done before, skipped"; return 1; fi
-    log "stage $n $name: start"; SECONDS=0; return 0
-}
-done_stage() { touch "$out/.done/$2"; log "stage $1 $2: done in ${SECONDS}s"; }
-
 if run_stage 0 prepare; then
-    "$PY" -m training.prepare_ko_speech --data "$CORPUS" --out-dir "$data"
-    if [[ "$budget" == small ]]; then
-        "$PY" recipes/subset_manifest.py "$data/train.jsonl" "$train" --speakers-per-gender 2 --per-speaker 2
-        "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev" --speakers-per-gender 1 --per-speaker 2
-        "$PY" recipes/subset_manifest.py "$noise_src" "$data/noise" --max-duration 35
-    fi
+    stage_prepare
     done_stage 0 prepare
 fi
 

@@ -18,65 +18,16 @@
 # outside OUT is written unless --install is given.
 set -euo pipefail
 
-stage=0
+recipe=gender-ko
 stop_stage=4
-budget=full
-out=""                                      # default: runs/recipes/gender-ko in the repository
+install_stage=5
 threads=0
-force=no
-install=no
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        --stage) stage="$2"; shift 2 ;;
-        --stop-stage) stop_stage="$2"; shift 2 ;;
-        --budget) budget="$2"; shift 2 ;;
-        --out) out="$2"; shift 2 ;;
-        --threads) threads="$2"; shift 2 ;;
-        --force) force=yes; shift ;;
-        --install) install=yes; stop_stage=5; shift ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
-    esac
-done
-[[ "$budget" == full || "$budget" == small ]] || { echo "error: --budget full|small, not '$budget'" >&2; exit 2; }
-[[ "$install" == no || "$budget" == full ]] || { echo "error: a --budget small release is for CI; --install takes full only" >&2; exit 2; }
+source "$(dirname "$0")/../common.sh"
 
-[[ -n "$out" ]] && out="$(realpath -m "$out")"             # relative to where the recipe was started
-cd "$(dirname "$0")/../.."                                  # the repository root: python -m training.X
-out="$(realpath -m --relative-base="$PWD" "${out:-runs/recipes/gender-ko}")"   # inside the repository: relative
-PY="${PYTHON:-$HOME/.cache/korean-speech/venv/bin/python}"
-[[ -x "$PY" ]] || PY=python3
-CORPUS="${CORPUS:-../shared/data/ko-speech}"
-NOISE="${NOISE:-../shared/data/noise}"
-
-mkdir -p "$out/.done" "$out/results"
-if [[ -f "$out/budget" && "$(cat "$out/budget")" != "$budget" ]]; then
-    echo "error: $out was made with --budget $(cat "$out/budget"); use another --out" >&2; exit 2
-fi
-echo "$budget" > "$out/budget"
-
-data="$out/data"; exp="$out/exp/gender-cpu"; release="$out/gender-ko"
-train="$data/train.jsonl"; dev="$data/dev.jsonl"
-if [[ "$budget" == small ]]; then
-    train="$data/train-small.jsonl"; dev="$data/dev-small.jsonl"; noise_src="$NOISE"; NOISE="$data/noise"
-fi
-
-log() { echo "$(date -u +%H:%M:%S) [gender-ko $budget] $*"; }
-run_stage() {
-    local n="$1" name="$2"
-    (( stage <= n && n <= stop_stage )) || return 1
-    if [[ -f "$out/.done/$name" && "$force" == no ]]; then log "stage $n $name: done before, skipped"; return 1; fi
-    log "stage $n $name: start"; SECONDS=0; return 0
-}
-done_stage() { touch "$out/.done/$2"; log "stage $1 $2: done in ${SECONDS}s"; }
+exp="$out/exp/gender-cpu"; release="$out/gender-ko"
 
 if run_stage 0 prepare; then
-    "$PY" -m training.prepare_ko_speech --data "$CORPUS" --out-dir "$data"
-    if [[ "$budget" == small ]]; then
-        "$PY" recipes/subset_manifest.py "$data/train.jsonl" "$train" --speakers-per-gender 2 --per-speaker 2
-        "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev" --speakers-per-gender 1 --per-speaker 2
-        "$PY" recipes/subset_manifest.py "$noise_src" "$data/noise" --max-duration 35
-    fi
+    stage_prepare
     done_stage 0 prepare
 fi
 
