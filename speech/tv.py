@@ -17,12 +17,6 @@ often over music; a family member talks into the room directly. Measured over th
   between 2.5 and 7.8 kHz, and its steepest rise between 60 and 500 Hz: a loudspeaker's filters
   cut sharply where speech rolls off gently.
 
-Household noise fills the dips between syllables and colours the spectrum the same way a TV does
-(a man in 10 dB vacuum-cleaner noise read as a TV). So the recording's noise floor is measured
-first (`noise_floor`: the quietest 15 % of up to 4,000 frames spread over the whole recording):
-its power spectrum is subtracted from the cluster's long-term spectrum before the band and edge
-cues (at most 13 dB per bin), and level steps count only between frames 6 dB above that floor.
-
 A logistic regression over these (standardised) gives `tv_probability`; its coefficients, the
 decision threshold and their provenance live in `checkpoints/tv-ko/config.json` (written by
 `training/train_tv.py`, which also measures it).
@@ -65,32 +59,7 @@ def _edge(ltas: np.ndarray, freqs: np.ndarray, lo: float, hi: float, falling: bo
     return float(-step.min() if falling else step.max())
 
 
-FLOOR_FRAMES = 4000       # frames sampled over the recording for its noise floor
-FLOOR_QUANTILE = 15.0     # the quietest this many percent of them are the floor
-MAX_SUBTRACT = 0.05       # spectral subtraction leaves at least this share of a bin's power (-13 dB)
-ABOVE_FLOOR_DB = 6.0      # level steps count between frames at least this far above the floor
-
-
-def _frames(x: np.ndarray, starts: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """(T, F) power spectra of N_FFT-sample frames starting at `starts`."""
-    idx = np.arange(N_FFT)[None, :] + starts[:, None]
-    return np.abs(np.fft.rfft(x[idx] * window, axis=1)) ** 2
-
-
-def noise_floor(audio: np.ndarray) -> np.ndarray:
-    """(F,) mean power spectrum of the quietest frames of the whole recording: its noise floor
-    (household noise, hum, or a TV that never stops). Zeros for digital silence."""
-    x = np.asarray(audio, dtype=np.float32)
-    if len(x) < N_FFT:
-        return np.zeros(N_FFT // 2 + 1)
-    starts = np.unique(np.linspace(0, len(x) - N_FFT, min(FLOOR_FRAMES, 1 + (len(x) - N_FFT) // HOP)).astype(int))
-    p = _frames(x, starts, np.hanning(N_FFT).astype(np.float32))
-    level = 10 * np.log10(p.sum(1) + 1e-10)
-    return p[level <= np.percentile(level, FLOOR_QUANTILE)].mean(0)
-
-
-def cluster_features(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = SAMPLE_RATE,
-                     floor: Optional[np.ndarray] = None) -> dict:
+def cluster_features(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = SAMPLE_RATE) -> dict:
     """The cues above for the (start, end)-second spans of one 16 kHz recording."""
     if sr != SAMPLE_RATE:
         raise ValueError(f"tv features need {SAMPLE_RATE} Hz audio, got {sr}")
@@ -99,36 +68,32 @@ def cluster_features(audio: np.ndarray, spans: list[tuple[float, float]], sr: in
     if not spans:
         raise ValueError("no span of at least 32 ms inside the audio")
     window = np.hanning(N_FFT).astype(np.float32)
-    floor = noise_floor(audio) if floor is None else floor
-    floor_db = 10 * np.log10(floor.sum() + 1e-10)
-    powers, levels, deltas, pairs = [], [], [], []
+    powers, levels, deltas = [], [], []
     for s, e in spans:
         x = audio[int(s * sr):int(e * sr)].astype(np.float32)
-        p = _frames(x, HOP * np.arange(1 + (len(x) - N_FFT) // HOP), window)   # (T, F)
+        n = 1 + (len(x) - N_FFT) // HOP
+        idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n)[:, None]
+        p = np.abs(np.fft.rfft(x[idx] * window, axis=1)) ** 2         # (T, F)
         level = 10 * np.log10(p.sum(1) + 1e-10)
         powers.append(p)
         levels.append(level)
         deltas.append(np.diff(level))
-        pairs.append(np.minimum(level[1:], level[:-1]))
     p, level = np.concatenate(powers), np.concatenate(levels)
     delta = np.concatenate(deltas) if sum(len(d) for d in deltas) else np.zeros(1)
-    lower = np.concatenate(pairs) if sum(len(d) for d in pairs) else np.full(1, level.max())
     freqs = np.fft.rfftfreq(N_FFT, 1 / sr)
     loud = level >= np.median(level)
-    # steps within 40 dB of the loudest frames, between frames above the noise floor: the noise
-    # floor's flicker is not an offset, and noise filling the dips must not look like reverberation
-    active = (lower > level.max() - 40) & (lower > floor_db + ABOVE_FLOOR_DB)
-    d = delta[active] if active.sum() >= 20 else delta
+    mid = p[loud][:, _band(freqs, 300, 3000)].sum() + 1e-10
+    # only steps within 40 dB of the loudest frames: the noise floor's flicker is not an offset
+    active = (level[1:] > level.max() - 40) | (level[:-1] > level.max() - 40) if len(level) > 1 else np.ones(1, bool)
+    d = delta[active[:len(delta)]] if active.any() else delta
     fall, rise = np.percentile(d, 5), np.percentile(d, 95)
     total = sum(e - s for s, e in spans)
-    raw = p[loud].mean(0)
-    ltas = np.maximum(raw - floor, MAX_SUBTRACT * raw) + 1e-10     # the speech without the room's noise
-    mid = ltas[_band(freqs, 300, 3000)].sum()
+    ltas = p[loud].mean(0) + 1e-10
     return {
         "hf_edge_db": _edge(ltas, freqs, 2500, 7800, falling=True),
         "lf_edge_db": _edge(ltas, freqs, 60, 500, falling=False),
-        "hf_db": float(10 * np.log10(ltas[_band(freqs, 4000, 7800)].sum() / mid + 1e-10)),
-        "lf_db": float(10 * np.log10(ltas[_band(freqs, 50, 150)].sum() / mid + 1e-10)),
+        "hf_db": float(10 * np.log10(p[loud][:, _band(freqs, 4000, 7800)].sum() / mid + 1e-10)),
+        "lf_db": float(10 * np.log10(p[loud][:, _band(freqs, 50, 150)].sum() / mid + 1e-10)),
         "dyn_db": float(np.percentile(level, 95) - np.percentile(level, 10)),
         "fall_db": float(fall),
         "asym_db": float(rise + fall),

@@ -11,8 +11,8 @@ A *cluster* is what diarization hands over: one voice's spans inside a recording
   in half, compression, loudspeaker band limit, room), `clean` or with household `noise` on top
   (0-20 dB SNR against the TV); its spans are only the pieces the family leaves free (`interrupted`:
   0.5-4 s of TV alone between 1-6 s of family talk), as diarization would hand them over.
-Noise is every clip of --noise (`--noise-categories all`: household noise of all kinds, white and
-pink noise too). Clusters for fitting come from the train speakers and the first 70 % of every noise clip; the
+Noise: the household categories of training/train_gender.py (`--noise-categories all` adds every
+other clip of --noise, white and pink noise too). Clusters for fitting come from the train speakers and the first 70 % of every noise clip; the
 measurement uses only dev speakers and the last 30 % of the noise clips. The decision threshold is
 the lowest one that calls at most `--max-family-fpr` of the *training* family clusters TV (a family
 member dropped from the shares costs more than a TV counted in them). Writes the detector to
@@ -146,7 +146,7 @@ def main(argv=None) -> dict:
     p.add_argument("--max-family-fpr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dump", default="", help="write every cluster's features here (JSONL)")
-    p.add_argument("--noise-categories", choices=("all", "household"), default="all",
+    p.add_argument("--noise-categories", choices=("all", "household"), default="household",
                    help="noise under family and TV clusters: every clip of --noise (white and pink noise "
                         "too), or the household categories of training/train_gender.py")
     args = p.parse_args(argv)
