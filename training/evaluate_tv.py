@@ -131,11 +131,12 @@ def markdown(res: dict) -> str:
              f"`{res['command']}`", "",
              f"Threshold {res['threshold']:.3f}; never TV under {res['min_tv_seconds']:g} s of speech. Family clusters: each "
              "speaker's true segments; TV cluster: the programme's speech outside every family segment.", "",
-             "| variant | family clusters | false TV | highest family probability | TV clusters | TV detected (missed) | TV probabilities |",
+             "| variant | family clusters | false TV | highest family probability | TV clusters | TV detected (missed) | TV probability (its speech) |",
              "|---|---|---|---|---|---|---|"]
     for v, d in res["summary"].items():
         fmax = "-" if d["family_max_probability"] is None else f"{d['family_max_probability']:.2f}"
-        probs = ", ".join(f"{x:.2f}" for x in d["tv_probability"]) or "-"
+        probs = ", ".join(f"{r['probability']:.2f} ({r['seconds']:.0f} s)" for r in res["clusters"]
+                          if r["variant"] == v and r["tv"]) or "-"
         tv = f"{d['tv_detected']} ({d['tv_clusters'] - d['tv_detected']})" if d["tv_clusters"] else "-"
         lines.append(f"| {v} | {d['family_clusters']} | {d['false_tv']} | {fmax} | {d['tv_clusters']} | {tv} | {probs} |")
     if any("analysis" in d for d in res["summary"].values()):
