@@ -126,3 +126,13 @@ def test_distillation_constrains_only_the_adult_split():
     assert float(distill_loss(flipped, teacher, y, adult)) > 0.5
     only_children = torch.tensor([2, 2, 2])
     assert float(distill_loss(flipped, teacher, only_children, adult)) == 0.0
+
+
+def test_default_model_is_the_child_release_calibrated_without_dev_speakers():
+    """gender-child-ko answers by default; its temperature was fitted on utterances of training
+    speakers held out of training, never on the dev speakers its evaluation reports."""
+    clf = GenderClassifier.load()
+    assert clf.labels == ("female", "male", CHILD) and clf.folder.resolve() == CHILD_RELEASE.resolve()
+    prov = clf.config["provenance"]
+    calib = {u.split(".")[0][:3] for u in prov["calibration_utterances"]}
+    assert calib and calib <= set(prov["train_speakers"]) and not calib & set(prov["dev_speakers"])
