@@ -11,7 +11,10 @@ time: training sees the first `noise_train_fraction` of every clip, evaluation o
 
 Writes to --out: `train.log` (JSON lines), `last.pt` (resumable training state) and `release/`
 (safetensors + config.json with dims, features, labels, temperature, provenance).
-The temperature is fitted on the dev speakers (clean and noisy) after training.
+The temperature is fitted after training on the dev speakers (clean and noisy), or, with
+`--calib-holdout F`, on a share F of every train speaker's utterances held out of training (with
+their synthetic copies), so that dev stays a pure test set. `--distill RELEASE` keeps a
+female/male release's odds on adult crops while a `child` class is learnt (gender-child-ko's card).
 
 A third class, `child`: `--extra-train` / `--extra-dev` add manifests of training/child_voice.py
 (rows with gender `child`, and pitch-raised adult copies that keep their label); the labels become
