@@ -601,7 +601,7 @@ def build_demo(models: Models) -> gr.Blocks:
                         g_btn = gr.Button("성별 분류 · Classify", variant="primary", elem_id="gender_btn")
                         _examples(g_audio, SHORT_EXAMPLES)
                     with gr.Column(scale=3):
-                        g_label = gr.Label(label="성별 · Gender", num_top_classes=2, elem_id="gender_label")
+                        g_label = gr.Label(label="성별 · Gender", num_top_classes=3, elem_id="gender_label")
                         g_info = gr.Markdown(elem_id="gender_info")
                 g_plot = gr.Plot(label="스펙트로그램과 음높이 · Spectrogram and pitch", show_label=False,
                                  elem_id="gender_plot")
