@@ -7,7 +7,7 @@ folder or a Hugging Face Hub repo id (owner/name[@revision]), and unset means th
   SPEECH_LM                    KenLM for beam search (default: the LM shipped with the model, if any)
   SPEECH_WHISPER_MODEL         CTranslate2 Whisper model, the engine that answers by default (default:
                                Whisper base, pinned on the Hub, or the copy setup.sh assembles)
-  SPEECH_GENDER_MODEL          gender classifier (default: checkpoints/gender-ko)
+  SPEECH_GENDER_MODEL          gender classifier (default: checkpoints/gender-child-ko: female, male, child)
   SPEECH_SPEAKER_MODEL         speaker encoder for who-spoke (default: checkpoints/speaker-resemblyzer)
   SPEECH_MAX_SECONDS           longest input for speech to text and gender (default 300)
   SPEECH_MAX_ANALYSIS_SECONDS  longest input for conversation analysis (default 3600)
@@ -601,7 +601,7 @@ def build_demo(models: Models) -> gr.Blocks:
                         g_btn = gr.Button("성별 분류 · Classify", variant="primary", elem_id="gender_btn")
                         _examples(g_audio, SHORT_EXAMPLES)
                     with gr.Column(scale=3):
-                        g_label = gr.Label(label="성별 · Gender", num_top_classes=2, elem_id="gender_label")
+                        g_label = gr.Label(label="성별 · Gender", num_top_classes=3, elem_id="gender_label")
                         g_info = gr.Markdown(elem_id="gender_info")
                 g_plot = gr.Plot(label="스펙트로그램과 음높이 · Spectrogram and pitch", show_label=False,
                                  elem_id="gender_plot")

@@ -22,7 +22,7 @@ if not CHECKPOINTS.is_dir():  # installed with pip: the same release folders are
     CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 DEFAULTS = {
     "stt": CHECKPOINTS / "ds2-ko",
-    "gender": CHECKPOINTS / "gender-ko",
+    "gender": CHECKPOINTS / "gender-child-ko",
     "speaker": CHECKPOINTS / "speaker-resemblyzer",
     "tv": CHECKPOINTS / "tv-ko",
 }

@@ -72,7 +72,7 @@ def test_folder_to_table_with_exports_and_a_bad_file(reference):
     bad = by.pop("house-b/broken.wav")
     assert "could not be read" in bad["error"] and bad["duration"] == "" and bad["speech_seconds"] == ""
     for r in by.values():
-        assert r["error"] == "" and r["gender_model"].startswith("gender-ko@")
+        assert r["error"] == "" and r["gender_model"].startswith("gender-child-ko@")
         assert 0 < float(r["speech_seconds"]) <= float(r["duration"])
         assert float(r["female_seconds"]) + float(r["male_seconds"]) == pytest.approx(float(r["speech_seconds"]), abs=2e-3)
     assert by["house-a/ko_female_ava00013.flac"]["gender"] == "female"

@@ -14,7 +14,7 @@ from speech.bundle import load_release, save_release
 from speech.gender import CHILD, GenderClassifier
 from speech.pitch import median_f0
 from training.child_voice import child_voice, speed_child
-from training.train_gender import init_from
+from training.train_gender import distill_loss, holdout_split, init_from
 
 FIX = Path(__file__).parent / "fixtures" / "gender"
 ADULTS = [(FIX / "avc00010.flac", "female"), (FIX / "ava00021.flac", "female"),
@@ -95,3 +95,44 @@ def test_two_class_release_still_loads(tmp_path):
     net = GenderNet(GenderDims.from_dict({**config["dims"], "labels": ["female", "male", "child"]}))
     init_from(net, str(tmp_path))
     assert torch.equal(net.head.weight[:2], state["head.weight"])
+
+
+def test_calibration_holdout_takes_whole_utterances_of_train_speakers():
+    """The temperature is fitted on train-speaker utterances held out of training, each with all
+    of its synthetic copies (a copy of a held-out utterance left in training would leak it)."""
+    rows = []
+    for spk, n in (("nea", 20), ("kih", 10)):
+        for i in range(n):
+            utt = f"{spk}{i:05d}"
+            rows += [{"utt": utt, "speaker": spk, "gender": "female"},
+                     {"utt": utt + ".child0", "speaker": "child-" + spk, "gender": "child", "source_speaker": spk},
+                     {"utt": utt + ".female0", "speaker": spk, "gender": "female", "source_speaker": spk}]
+    kept, held = holdout_split(rows, 0.1, seed=0)
+    assert len(kept) + len(held) == len(rows) and not {r["utt"] for r in kept} & {r["utt"] for r in held}
+    held_src = {r["utt"].split(".")[0] for r in held}
+    assert len(held) == 3 * len(held_src) and len(held_src) == 2 + 1          # 10 % of 20 and of 10
+    assert not held_src & {r["utt"].split(".")[0] for r in kept}
+    assert holdout_split(rows, 0.1, seed=0) == (kept, held)                    # reproducible
+
+
+def test_distillation_constrains_only_the_adult_split():
+    """Learning `child` may move the child logit freely; adults keep the teacher's female:male odds."""
+    teacher = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 2.0]])
+    y = torch.tensor([0, 1, 2])                                                # female, male, child
+    adult = torch.tensor([0, 1])
+    same = torch.cat([teacher + 4.0, torch.tensor([[-3.0], [5.0], [9.0]])], 1)   # shifted, any child logit
+    assert float(distill_loss(same, teacher, y, adult)) < 1e-6
+    flipped = torch.cat([teacher.flip(1), torch.zeros(3, 1)], 1)
+    assert float(distill_loss(flipped, teacher, y, adult)) > 0.5
+    only_children = torch.tensor([2, 2, 2])
+    assert float(distill_loss(flipped, teacher, only_children, adult)) == 0.0
+
+
+def test_default_model_is_the_child_release_calibrated_without_dev_speakers():
+    """gender-child-ko answers by default; its temperature was fitted on utterances of training
+    speakers held out of training, never on the dev speakers its evaluation reports."""
+    clf = GenderClassifier.load()
+    assert clf.labels == ("female", "male", CHILD) and clf.folder.resolve() == CHILD_RELEASE.resolve()
+    prov = clf.config["provenance"]
+    calib = {u.split(".")[0][:3] for u in prov["calibration_utterances"]}
+    assert calib and calib <= set(prov["train_speakers"]) and not calib & set(prov["dev_speakers"])

@@ -96,3 +96,18 @@ def test_tv_sound_and_level():
     tv_part = mixed - conv
     level = 10 * np.log10(np.mean(tv_part.astype(np.float64) ** 2) / np.mean(conv.astype(np.float64) ** 2))
     assert abs(level + 15.0) < 0.1
+
+
+def test_conversation_clusters_leave_family_speech_out_of_the_tv():
+    """training/evaluate_tv.py: the TV's cluster is its programme minus every family segment (what
+    diarization can give it); family clusters are per speaker; no TV cluster without a TV."""
+    from training.evaluate_tv import clusters, subtract
+
+    assert subtract([(0.0, 10.0)], [(2.0, 3.0), (2.5, 6.0), (9.9, 12.0)]) == [(0.0, 2.0), (6.0, 9.9)]
+    assert subtract([(0.0, 1.0)], [(0.1, 0.85)]) == []                     # pieces under 0.3 s dropped
+    truth = {"segments": [[1.0, 4.0, "female", "ava"], [5.0, 7.0, "male", "emf"], [8.0, 9.0, "female", "ava"]],
+             "tv_segments": [[0.0, 6.0], [6.5, 12.0]]}
+    got = clusters(truth, "tv")
+    assert got[:2] == [("ava", False, [(1.0, 4.0), (8.0, 9.0)]), ("emf", False, [(5.0, 7.0)])]
+    assert got[2] == ("TV", True, [(0.0, 1.0), (4.0, 5.0), (7.0, 8.0), (9.0, 12.0)])
+    assert [c[0] for c in clusters(truth, "noise")] == ["ava", "emf"]

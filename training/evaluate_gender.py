@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
     p.add_argument("--manifest", nargs="+", default=["data/ko-speech/dev.jsonl"],
                    help="held-out speakers (JSONL); more manifests add child proxies")
     p.add_argument("--noise", default="../shared/data/noise")
-    p.add_argument("--model", default=None, help="gender model (default: the embedded checkpoints/gender-ko)")
+    p.add_argument("--model", default=None, help="gender model (default: the embedded checkpoints/gender-child-ko)")
     p.add_argument("--out", default="results/gender_eval", help="writes OUT.md and OUT.json")
     p.add_argument("--cut", type=float, default=165.0, help="pitch baseline: median F0 above this is female")
     p.add_argument("--short", type=float, default=1.0, help="seconds of the short-clip condition")

@@ -11,7 +11,10 @@ time: training sees the first `noise_train_fraction` of every clip, evaluation o
 
 Writes to --out: `train.log` (JSON lines), `last.pt` (resumable training state) and `release/`
 (safetensors + config.json with dims, features, labels, temperature, provenance).
-The temperature is fitted on the dev speakers (clean and noisy) after training.
+The temperature is fitted after training on the dev speakers (clean and noisy), or, with
+`--calib-holdout F`, on a share F of every train speaker's utterances held out of training (with
+their synthetic copies), so that dev stays a pure test set. `--distill RELEASE` keeps a
+female/male release's odds on adult crops while a `child` class is learnt (gender-child-ko's card).
 
 A third class, `child`: `--extra-train` / `--extra-dev` add manifests of training/child_voice.py
 (rows with gender `child`, and pitch-raised adult copies that keep their label); the labels become
@@ -83,6 +86,9 @@ class TrainConfig:
     extra_dev: tuple = ()
     exclude_note: tuple = ()        # speakers with these notes (e.g. "teen") are left out of train and dev
     init: str = ""                  # start from this release's weights (head rows matched by label)
+    distill: str = ""               # teacher release (female/male): adult crops keep its female-vs-male odds
+    distill_weight: float = 0.0     # weight of that KL term (0 = off)
+    calib_holdout: float = 0.0      # share of every train speaker's utterances held out for the temperature (0 = dev)
 
     def __post_init__(self):
         if not 0 < self.crop_min <= self.crop_max:
@@ -91,6 +97,10 @@ class TrainConfig:
             raise ValueError("snr_min must not exceed snr_max")
         if self.steps <= 0 and self.minutes <= 0:
             raise ValueError("give --steps or --minutes")
+        if self.distill_weight > 0 and not self.distill:
+            raise ValueError("--distill-weight > 0 needs --distill (a female/male release)")
+        if not 0 <= self.calib_holdout < 1:
+            raise ValueError("--calib-holdout must be in [0, 1)")
         if self.noise_prob > 0 and not self.noise:
             raise ValueError("--noise-prob > 0 needs --noise (a folder with manifest.tsv)")
         if self.fold:
@@ -117,6 +127,25 @@ def speaker_folds(rows: list[dict], n: int) -> list[set]:
             folds[i % n].add(spk)
             i += 1
     return folds
+
+
+def source_utt(row: dict) -> str:
+    """The adult utterance a row comes from (child_voice copies are named UTT.LABELk)."""
+    return str(row["utt"]).split(".")[0]
+
+
+def holdout_split(rows: list[dict], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(kept, held): `fraction` of every source speaker's utterances held out, each with all of its
+    synthetic copies, so the temperature is fitted on train speakers without dev data."""
+    by = {}
+    for r in rows:
+        by.setdefault(r.get("source_speaker") or r["speaker"], set()).add(source_utt(r))
+    rng = random.Random(seed)
+    held = set()
+    for spk in sorted(by):
+        utts = sorted(by[spk])
+        held.update(rng.sample(utts, int(round(fraction * len(utts)))))
+    return [r for r in rows if source_utt(r) not in held], [r for r in rows if source_utt(r) in held]
 
 
 class Sampler:
@@ -193,6 +222,17 @@ CALIBRATION_SET_CHILD = ("adult dev speakers, their pitch-raised copies and thei
                          "crops, clean and household noise at 0/5/10 dB")
 
 
+CALIBRATION_SET_HOLDOUT = ("utterances of the train speakers held out of training (--calib-holdout), with "
+                           "their pitch-raised and synthetic-child copies (teen speakers excluded), whole and "
+                           "1 s centre crops, clean and household noise at 0/5/10 dB; no dev speaker")
+
+
+def calibration_set(labels: tuple, holdout: bool = False) -> str:
+    if holdout:
+        return CALIBRATION_SET_HOLDOUT
+    return CALIBRATION_SET_CHILD if CHILD in labels else CALIBRATION_SET
+
+
 def calibrate(model: GenderNet, features: FeatureConfig, rows, audio, bank) -> tuple[float, dict]:
     """Temperature on held-out adult speakers. Whole clean utterances are nearly all right, which
     would push the temperature towards 0; short and noisy crops give the errors it needs."""
@@ -249,6 +289,30 @@ def init_from(model: GenderNet, release: str) -> None:
     model.load_state_dict(own, strict=True)
 
 
+def load_teacher(release: str, features: FeatureConfig, device) -> GenderNet:
+    """A frozen female/male release for distillation; it must read the same features."""
+    bundle = load_bundle(release, MODEL_TYPE)
+    if bundle.features != features:
+        raise ValueError(f"--distill {release}: its features differ from this model's")
+    teacher = bundle.build_model()
+    if tuple(teacher.dims.labels) != LABELS:
+        raise ValueError(f"--distill {release}: labels {teacher.dims.labels}, need {LABELS}")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, adult_idx: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the female-vs-male odds, on the adult items of the batch only:
+    learning `child` must not move how adults are split into women and men."""
+    adult = (y[:, None] == adult_idx[None]).any(1)
+    if not adult.any():
+        return logits.new_zeros(())
+    s = F.log_softmax(logits[adult][:, adult_idx], dim=-1)
+    t = F.softmax(teacher_logits[adult], dim=-1)
+    return F.kl_div(s, t, reduction="batchmean")
+
+
 def train(cfg: TrainConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -279,6 +343,9 @@ def train(cfg: TrainConfig) -> Path:
         train_rows = [r for r in train_rows if (r.get("source_speaker") or r["speaker"]) not in out_spk]
         dev_rows = [r for r in dev_rows if (r.get("source_speaker") or r["speaker"]) not in out_spk]
     labels = labels_for(train_rows)
+    calib_rows = []
+    if cfg.calib_holdout:
+        train_rows, calib_rows = holdout_split(train_rows, cfg.calib_holdout, cfg.seed)
     overlap = {r["speaker"] for r in train_rows} & {r["speaker"] for r in dev_rows}
     if overlap:
         raise ValueError(f"train and dev share speakers {sorted(overlap)}: the split must be by speaker")
@@ -290,7 +357,7 @@ def train(cfg: TrainConfig) -> Path:
     bank = noise_part(NoiseBank(cfg.noise), "train", cfg.noise_train_fraction) if cfg.noise else None
     test_bank = noise_part(NoiseBank(cfg.noise, categories=HOUSEHOLD), "test", cfg.noise_train_fraction) if cfg.noise else None
     dev_noisy = noisy_copies(dev_audio, test_bank, 5.0, seed=1)
-    emit({"event": "data", "train_utts": len(train_rows), "dev_utts": len(dev_rows),
+    emit({"event": "data", "train_utts": len(train_rows), "dev_utts": len(dev_rows), "calib_utts": len(calib_rows),
           "train_speakers": len({r["speaker"] for r in train_rows}),
           "dev_speakers": len({r["speaker"] for r in dev_rows}), "load_s": round(time.time() - t0, 1)})
 
@@ -301,6 +368,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.init:
         init_from(model, cfg.init)
     model = model.to(dev)
+    teacher = load_teacher(cfg.distill, cfg.features, dev) if cfg.distill_weight > 0 else None
+    adult_idx = torch.tensor([labels.index(g) for g in LABELS])
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = Sampler(train_rows, rng)
@@ -329,7 +398,10 @@ def train(cfg: TrainConfig) -> Path:
             g["lr"] = lr_at(min(progress(), 1.0))
         wav, lengths, y = make_batch(cfg, train_audio, train_y, sampler, bank, gen, rng)
         feats, frames = compute_features(wav.to(dev), cfg.features, lengths.to(dev))
-        loss = F.cross_entropy(model(feats, frames), y.to(dev), label_smoothing=0.05)
+        logits = model(feats, frames)
+        loss = F.cross_entropy(logits, y.to(dev), label_smoothing=0.05)
+        if teacher is not None:
+            loss = loss + cfg.distill_weight * distill_loss(logits, teacher(feats, frames), y.to(dev), adult_idx.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -344,24 +416,30 @@ def train(cfg: TrainConfig) -> Path:
     final = evaluate()
     emit({"step": step, "final": True, "elapsed_s": round(time.time() - start, 1), **final})
 
-    temperature, cal = calibrate(model, cfg.features, dev_rows, dev_audio, test_bank)
+    if calib_rows:
+        temperature, cal = calibrate(model, cfg.features, calib_rows, load_utterances(calib_rows, cfg.trim_db), test_bank)
+        cal["fitted_on"] = calibration_set(labels, holdout=True)
+    else:
+        temperature, cal = calibrate(model, cfg.features, dev_rows, dev_audio, test_bank)
     emit({"event": "calibration", **cal})
 
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                 "config": asdict(cfg), "rng": torch.get_rng_state()}, out / "last.pt")
     config = {
         "model_type": MODEL_TYPE,
-        "name": "gender-ko",
+        "name": "gender-child-ko" if CHILD in labels else "gender-ko",
         "dims": dims.to_dict(),
         "features": cfg.features.to_dict(),
         "calibration": {"method": "temperature", "temperature": temperature,
-                        "fitted_on": CALIBRATION_SET_CHILD if CHILD in labels else CALIBRATION_SET},
+                        "fitted_on": calibration_set(labels, holdout=bool(calib_rows))},
         "provenance": {
             "data": "emotiontts_open_db SpeechCorpus (Selvas AI / KAIST) via ../shared/data/ko-speech",
             "train_manifest": cfg.train, "dev_manifest": cfg.dev,
             "train_speakers": sorted({r["speaker"] for r in train_rows}),
             "dev_speakers": sorted({r["speaker"] for r in dev_rows}),
+            "calibration_utterances": sorted(r["utt"] for r in calib_rows),
             "noise": cfg.noise, "steps": step, "parameters": n_params, "init": cfg.init or None,
+            "distill": cfg.distill or None,
             "train_config": {k: v for k, v in asdict(cfg).items() if k != "features"},
         },
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
@@ -390,7 +468,8 @@ def parse_args(argv=None) -> TrainConfig:
     for name in ("hidden", "context", "batch_size", "steps", "eval_every", "seed", "threads"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("dropout", "lr", "weight_decay", "minutes", "crop_min", "crop_max", "noise_prob",
-                 "snr_min", "snr_max", "reverb_prob", "gain_db", "noise_train_fraction", "trim_db"):
+                 "snr_min", "snr_max", "reverb_prob", "gain_db", "noise_train_fraction", "trim_db",
+                 "distill_weight", "calib_holdout"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--channels", type=int, nargs="+", default=list(d.channels))
     p.add_argument("--device", default="cpu")
@@ -399,6 +478,7 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--extra-dev", nargs="*", default=[], help="more held-out manifests (evaluation, calibration)")
     p.add_argument("--exclude-note", nargs="*", default=[], help="leave out speakers with these notes (e.g. teen)")
     p.add_argument("--init", default="", help="start from a release folder's weights (e.g. checkpoints/gender-ko)")
+    p.add_argument("--distill", default="", help="female/male teacher release for --distill-weight (e.g. checkpoints/gender-ko)")
     a = vars(p.parse_args(argv))
     for k in ("channels", "extra_train", "extra_dev", "exclude_note"):
         a[k] = tuple(a[k])

@@ -11,7 +11,8 @@ A *cluster* is what diarization hands over: one voice's spans inside a recording
   in half, compression, loudspeaker band limit, room), `clean` or with household `noise` on top
   (0-20 dB SNR against the TV); its spans are only the pieces the family leaves free (`interrupted`:
   0.5-4 s of TV alone between 1-6 s of family talk), as diarization would hand them over.
-Clusters for fitting come from the train speakers and the first 70 % of every noise clip; the
+Noise: the household categories of training/train_gender.py (`--noise-categories all` adds every
+other clip of --noise, white and pink noise too). Clusters for fitting come from the train speakers and the first 70 % of every noise clip; the
 measurement uses only dev speakers and the last 30 % of the noise clips. The decision threshold is
 the lowest one that calls at most `--max-family-fpr` of the *training* family clusters TV (a family
 member dropped from the shares costs more than a TV counted in them). Writes the detector to
@@ -145,10 +146,14 @@ def main(argv=None) -> dict:
     p.add_argument("--max-family-fpr", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dump", default="", help="write every cluster's features here (JSONL)")
+    p.add_argument("--noise-categories", choices=("all", "household"), default="household",
+                   help="noise under family and TV clusters: every clip of --noise (white and pink noise "
+                        "too), or the household categories of training/train_gender.py")
     args = p.parse_args(argv)
 
-    train_bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "train")
-    test_bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), "test")
+    cats = None if args.noise_categories == "all" else HOUSEHOLD
+    train_bank = noise_part(NoiseBank(args.noise, categories=cats), "train")
+    test_bank = noise_part(NoiseBank(args.noise, categories=cats), "test")
     train_items = material(read_manifest(args.train), train_bank, args.n, args.seed)
     dev_items = material(read_manifest(args.dev), test_bank, args.n, args.seed + 1)
     if args.dump:
@@ -171,7 +176,7 @@ def main(argv=None) -> dict:
         "model_type": MODEL_TYPE, "name": "tv-ko",
         "model": {"features": list(FEATURES), "mean": det.mean, "scale": det.scale, "coef": det.coef,
                   "intercept": det.intercept, "threshold": threshold},
-        "provenance": {"fit_on": f"{args.train} speakers, first 70 % of household noise clips",
+        "provenance": {"fit_on": f"{args.train} speakers, first 70 % of the noise clips ({args.noise_categories})",
                        "clusters": len(train_items), "max_family_fpr": args.max_family_fpr, "seed": args.seed,
                        "material": "training/train_tv.py (family clusters: clean/noise/room/room+noise; "
                                    "TV clusters: training/tv_mix.py chain, clean/noise)"},
