@@ -37,7 +37,8 @@ from .audio import SAMPLE_RATE, AudioError, AudioSource
 from .formats import LINE_WIDTH, split_span, subtitle_cues, text_width, to_srt, to_vtt
 from .gender import LABELS, GenderClassifier
 from .usable import load_speech, require_speech
-from .level import level_gain_db, normalize_level
+from .level import level_gain_db
+from .memory import release
 
 Progress = Optional[Callable[[float, str], None]]
 CLASSES = ("female", "male", "child", "tv")       # female/male: adults; tv: not a family member
@@ -282,9 +283,19 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     # the original level (its own front end raises it as resemblyzer does, and the LDA and the
     # threshold were fitted that way); the recogniser gets the original and normalises it its own way.
     gain_db = level_gain_db(raw)
-    audio = (raw * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32, copy=False) if gain_db else raw
-    if stt is None:
-        raw = None                       # one copy of an hour of audio is 230 MB
+    # One copy of an hour of audio is 230 MB, so only one is kept. Samples decoded here (from a
+    # path or bytes) are ours: the gain is applied in place, and a transcription decodes the
+    # original again once the speakers are found. A caller's array is never written to.
+    decoded_here = not isinstance(source, (np.ndarray, tuple))
+    if not gain_db:
+        audio = raw
+    elif decoded_here:
+        audio = np.multiply(raw, np.float32(10.0 ** (gain_db / 20.0)), out=raw)
+    else:
+        audio = (raw * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32, copy=False)
+    if stt is None or audio is raw:
+        raw = None
+    release()
     vad_share = 0.3 if stt else 0.6
     if spans is None:
         spans = find_speech(audio, vad_threshold, max_span,
@@ -302,6 +313,13 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
         segments = _gender_segments(audio, spans, classifier, window, switch_penalty, step)
         speaker_list = None
     require_speech(segments)  # no speech is an error (speech.usable), not an all-zero report
+    if stt is not None:                   # the recogniser hears the original level
+        if raw is None and not gain_db:
+            raw = audio
+        audio = None
+        release()
+        if raw is None:                   # the gain was applied in place: decode the original again
+            raw = load_speech(source)
 
     turns: list[Turn] = []
     for seg in segments:
@@ -326,6 +344,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
                 t.text_segments = [(t.start + g.start, t.start + g.end, g.text,
                                     [(t.start + w.start, t.start + w.end, w.text) for w in g.words])
                                    for g in result.segments]
+            release()    # the recogniser's freed buffers: resident memory grew turn after turn without this
             report_progress(0.5 + 0.5 * (i + 1) / len(turns), "transcribing")
 
     speech = float(sum(s.duration for s in segments))
@@ -370,8 +389,10 @@ def find_speech(audio: np.ndarray, vad_threshold: float = 0.5, max_span: float =
     level-normalised audio (speech/level.py, as speech to text does), so quiet and far speech counts."""
     from .vad import speech_spans
 
-    return speech_spans(normalize_level(audio), threshold=vad_threshold, max_span=max_span, pad=VAD_PAD,
-                        progress=progress)
+    # the gain of normalize_level(audio), applied by the VAD block by block: no copy of the recording
+    audio = np.asarray(audio, dtype=np.float32)
+    return speech_spans(audio, threshold=vad_threshold, max_span=max_span, pad=VAD_PAD,
+                        gain_db=level_gain_db(audio), progress=progress)
 
 
 def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speakers, step, encoder_gain=1.0,
@@ -382,6 +403,7 @@ def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speak
 
     step(0.0, "finding speakers")
     found = diarize(audio, spans, encoder or default_encoder(), speakers=speakers, gain=encoder_gain)
+    release()
     step(0.6, "labelling speakers")
     ids = sorted({k for _, _, k in found})
     speaker_list, label_of, prob_of = [], {}, {}
@@ -395,6 +417,7 @@ def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speak
             cls = "tv"
         label_of[k], prob_of[k] = label, probs
         speaker_list.append(Speaker(sid, label, cls, probs, 0.0, 0.0, 0))
+        release()
     segments = [Segment(s, e, label_of[k], prob_of[k][label_of[k]], speaker=f"S{k + 1}") for s, e, k in found]
     step(1.0, "labelling speakers")
     return segments, speaker_list
@@ -419,10 +442,32 @@ def speaker_probabilities(audio: np.ndarray, spans, classifier: GenderClassifier
         weights = [1.0]
         if len(chunks[0]) < classifier.min_samples:
             chunks[0] = np.pad(chunks[0], (0, classifier.min_samples - len(chunks[0])))
-    logits = classifier.span_logits(chunks)
+    logits = span_logits(classifier, chunks)
     w = torch.tensor(weights)[:, None]
     p = classifier.probabilities((logits * w).sum(0, keepdim=True) / w.sum())[0].tolist()
     return {k: float(v) for k, v in zip(classifier.labels, p)}
+
+
+BATCH_SECONDS = 30.0    # at most this much audio in one gender-CNN batch: its first conv block holds
+                        # ~1 MB per second of batch (16 pieces of 30 s took 0.42 GB at once); on a
+                        # one-hour recording 30 s batches were also faster than 120 s (4.8 vs 5.9 s CPU)
+
+
+def span_logits(classifier: GenderClassifier, chunks: list, batch_size: int = 16,
+                max_seconds: float = BATCH_SECONDS) -> torch.Tensor:
+    """`classifier.span_logits(chunks)` with bounded memory: the same batches of `batch_size`
+    length-sorted chunks (so the same logits), except that a batch holding more than
+    `max_seconds` of padded audio is split into smaller ones (logits equal within 1e-6)."""
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i]))
+    out = torch.zeros(len(chunks), len(classifier.labels))
+    for b in range(0, len(order), batch_size):
+        group = order[b:b + batch_size]
+        longest = max(1, len(chunks[group[-1]]))
+        size = max(1, min(len(group), int(max_seconds * SAMPLE_RATE) // longest))
+        for c in range(0, len(group), size):
+            idx = group[c:c + size]
+            out[idx] = classifier.span_logits([chunks[i] for i in idx], batch_size=size)
+    return out
 
 
 MIN_TV_SECONDS = 15.0   # a TV talks for long stretches; a speaker with less is family whatever the

@@ -10,6 +10,7 @@ import io
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -53,11 +54,15 @@ def _to_float_mono(data: np.ndarray) -> np.ndarray:
     """int or float samples, (N,) or (N, C) or (C, N) -> float32 (N,) in [-1, 1]."""
     data = np.asarray(data)
     if data.dtype.kind == "i":
-        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
+        scale = float(np.iinfo(data.dtype).max + 1)
+        data = data.astype(np.float32)
+        data /= scale                    # in place: one float copy of the samples, not two
     elif data.dtype.kind == "u":
         info = np.iinfo(data.dtype)
         mid = (info.max + 1) / 2
-        data = (data.astype(np.float32) - mid) / mid
+        data = data.astype(np.float32)
+        data -= mid
+        data /= mid
     elif data.dtype.kind == "f":
         data = data.astype(np.float32, copy=False)
     else:
@@ -90,17 +95,22 @@ def _ffmpeg_decode(src: Union[str, bytes], sr: int) -> np.ndarray:
     cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "0",
            "-i", src if isinstance(src, str) else "pipe:0",
            "-f", "f32le", "-ac", "1", "-ar", str(sr), "pipe:1"]
-    try:
-        proc = subprocess.run(cmd, input=src if isinstance(src, bytes) else None,
-                              capture_output=True, timeout=3600)
-    except subprocess.TimeoutExpired as e:
-        raise AudioDecodeError("Decoding the audio took too long; the file may be damaged.") from e
-    if proc.returncode != 0:
-        raise AudioDecodeError("The file could not be read as audio (unknown format or damaged file).")
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    # The samples go through an unnamed temporary file, not a pipe: reading a pipe's bytes and
+    # copying them into an array held two copies of an hour (460 MB) at once.
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.run(cmd, input=src if isinstance(src, bytes) else None,
+                                  stdout=out, stderr=subprocess.PIPE, timeout=3600)
+        except subprocess.TimeoutExpired as e:
+            raise AudioDecodeError("Decoding the audio took too long; the file may be damaged.") from e
+        if proc.returncode != 0:
+            raise AudioDecodeError("The file could not be read as audio (unknown format or damaged file).")
+        out.seek(0)
+        return np.fromfile(out, dtype=np.float32)
 
 
 READ_BLOCK = 1 << 18  # frames per read: a long file never sits in memory at its own rate and channel count
+MAX_HEADER_SECONDS = 48 * 3600  # a header claiming more frames than this is not trusted to size the result
 
 
 def _read_soundfile(src, sr: int) -> np.ndarray:
@@ -114,13 +124,27 @@ def _read_soundfile(src, sr: int) -> np.ndarray:
             import soxr
 
             stream = soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32")
-        parts = []
+        # The result is written into one array sized from the header (and grown if a header
+        # undercounts): collecting blocks and concatenating them held two copies of an hour at once.
+        frames = f.frames if 0 <= f.frames <= f.samplerate * MAX_HEADER_SECONDS else READ_BLOCK
+        expect = frames if stream is None else int(np.ceil(frames * sr / f.samplerate)) + sr
+        out = np.empty(expect, np.float32)
+        n = 0
         for block in f.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True):
             mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
-            parts.append(mono if stream is None else stream.resample_chunk(mono))
+            out, n = _append(out, n, mono if stream is None else stream.resample_chunk(mono))
         if stream is not None:
-            parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
-    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            out, n = _append(out, n, stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return out[:n] if len(out) - n <= sr else out[:n].copy()
+
+
+def _append(out: np.ndarray, n: int, part: np.ndarray) -> tuple[np.ndarray, int]:
+    if n + len(part) > len(out):
+        grown = np.empty(max(2 * len(out), n + len(part)), np.float32)
+        grown[:n] = out[:n]
+        out = grown
+    out[n:n + len(part)] = part
+    return out, n + len(part)
 
 
 def _decode_file(path: Path, sr: int) -> np.ndarray:
@@ -165,9 +189,19 @@ def decode_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
         audio = _to_float_mono(source)
     else:
         audio = _decode_file(Path(source), sr)
-    if not np.all(np.isfinite(audio)):
+    if not _all_finite(audio):
         raise AudioDecodeError("The audio contains invalid (NaN or infinite) samples.")
     return audio
+
+
+def _all_finite(audio: np.ndarray, block: int = 1 << 20) -> bool:
+    # block by block: np.isfinite of an hour is a 58 MB temporary
+    return all(np.isfinite(audio[i:i + block]).all() for i in range(0, audio.size, block))
+
+
+def peak_level(audio: np.ndarray) -> float:
+    """max |x| without a temporary copy of the samples (np.abs of an hour is 230 MB)."""
+    return float(max(audio.max(), -audio.min())) if audio.size else 0.0
 
 
 def check_audio(audio: np.ndarray, sr: int = SAMPLE_RATE, min_duration: float = MIN_DURATION) -> None:
@@ -176,7 +210,7 @@ def check_audio(audio: np.ndarray, sr: int = SAMPLE_RATE, min_duration: float = 
     if audio.size < min_duration * sr:
         raise AudioTooShortError(
             f"The audio is too short ({audio.size / sr:.2f} s); at least {min_duration:g} s is needed.")
-    if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+    if peak_level(audio) < SILENCE_PEAK:
         raise SilentAudioError("The audio is silent: it holds no sound.")
 
 
@@ -189,7 +223,7 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE, *, min_duration: floa
     audio = decode_audio(source, sr)
     if check:
         check_audio(audio, sr, min_duration)
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    peak = peak_level(audio)
     if peak > 1.0:  # float input outside [-1, 1] (e.g. int16 values stored as float)
         audio = audio / peak
     return audio

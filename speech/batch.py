@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+from .memory import peak_rss_mb, release
+
 log = logging.getLogger("speech")
 
 TASKS = ("analyze", "transcribe", "gender")
@@ -208,15 +210,13 @@ class Worker:
             self.versions["stt_decoder"] = self.stt.decoder_name
 
     def __call__(self, item: dict) -> dict:
-        from .audio import SAMPLE_RATE, AudioError, load_audio
+        from .audio import AudioError
 
         t0 = time.perf_counter()
         rec = {"id": item["id"], "path": item["path"], "duration": None, "analysis": None,
                "transcript": None, "gender": None, "error": None, "versions": self.versions, "exports": {}}
         try:
-            audio = load_audio(item["path"])
-            rec["duration"] = round(len(audio) / SAMPLE_RATE, 3)
-            self._run(item, audio, rec)
+            self._run(item, rec)
         except (AudioError, OSError) as e:
             rec["error"] = str(e)
         except Exception as e:  # a bug or a model failure: recorded, and the batch goes on
@@ -225,18 +225,38 @@ class Worker:
         elapsed = time.perf_counter() - t0
         rec["timing"] = {"elapsed": round(elapsed, 3),
                          "rtf": round(elapsed / rec["duration"], 5) if rec["duration"] else None,
-                         "worker_peak_mb": round(_peak_rss_mb(), 1), "worker": _worker_name()}
+                         "worker_peak_mb": round(peak_rss_mb(), 1), "worker": _worker_name()}
+        release()
         return rec
 
-    def _run(self, item: dict, audio, rec: dict) -> None:
+    @staticmethod
+    def _load(item: dict, rec: dict):
+        from .audio import SAMPLE_RATE, load_audio
+
+        audio = load_audio(item["path"])
+        rec["duration"] = round(len(audio) / SAMPLE_RATE, 3)
+        return audio
+
+    def _run(self, item: dict, rec: dict) -> None:
         from .analysis import analyze
+        from .audio import AudioError
         from .formats import to_srt, to_vtt
         from .gender import NoSpeechError
 
         tasks, exports = self.job.tasks, self.job.exports
+        # analyze decodes the file itself when nothing else needs the samples: it then holds one
+        # copy of them (the level gain applied in place), not a copy beside ours.
+        audio = None if "analyze" in tasks and "gender" not in tasks else self._load(item, rec)
         if "analyze" in tasks:
             # With transcription, each turn is transcribed: one VAD pass, captions with the gender.
-            report = analyze(audio, self.classifier, stt=self.stt, path=item["path"])
+            try:
+                report = analyze(item["path"] if audio is None else audio, self.classifier, stt=self.stt,
+                                 path=item["path"])
+            except AudioError:
+                if audio is None:          # the duration, or the decoding error, as a decode alone gives them
+                    self._load(item, rec)
+                raise
+            rec["duration"] = round(report.duration, 3)
             rec["analysis"] = report.to_dict()
             if self.stt is not None:
                 turns = [t for t in report.turns if t.text]
@@ -264,12 +284,6 @@ class Worker:
                 rec["gender"] = self.classifier.predict(audio).to_dict()
             except NoSpeechError as e:
                 rec["gender"] = {"label": None, "probabilities": None, "error": str(e)}
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def _worker_name() -> str:

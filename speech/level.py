@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .audio import peak_level
+
 TARGET_DBFS = -20.0        # active (speech) level after normalisation
 MAX_GAIN_DB = 40.0         # never boost more than this
 FLOOR_CEILING_DBFS = -45.0  # the pauses (10th-percentile frame) may not be raised above this
@@ -69,7 +71,7 @@ def level_gain_db(audio: np.ndarray, sr: int = 16000) -> float:
         return 0.0
     active = float(np.percentile(levels, ACTIVE_PERCENTILE))
     floor = float(np.percentile(levels, FLOOR_PERCENTILE))
-    peak = _db(float(np.max(np.abs(audio))))
+    peak = _db(peak_level(np.asarray(audio)))
     gain = TARGET_DBFS - active
     if gain <= 0.0:
         return gain

@@ -11,6 +11,7 @@ import librosa
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from speech.analysis import analyze, viterbi
 from speech.audio import SAMPLE_RATE, NoSpeechError, load_audio
@@ -163,3 +164,57 @@ def test_transcribed_turns(clf):
         lines = text.split("\n")
         assert end - start <= MAX_CUE_SECONDS + 1e-3 and len(lines) <= 2
         assert all(text_width(line) <= LINE_WIDTH or " " not in line.split("] ")[-1] for line in lines), lines
+
+
+def test_one_copy_of_the_audio_gives_the_same_report(clf, tmp_path):
+    """analyze keeps one copy of the samples (speech/memory.py): it applies the level gain in place
+    to samples it decoded itself, never to a caller's array. A quiet recording analysed from its
+    file and from the caller's array gives the same report, and the array is left as it was."""
+    audio, _, _ = conversation()
+    path = tmp_path / "quiet.flac"
+    sf.write(str(path), audio * np.float32(0.05), SAMPLE_RATE, subtype="PCM_16")
+    decoded = load_audio(path)
+    kept = decoded.copy()
+    from_file = analyze(str(path), clf).to_dict()
+    from_array = analyze(decoded, clf, path=str(path)).to_dict()
+    assert np.array_equal(decoded, kept)
+    assert from_file.pop("rtf") >= 0 and from_array.pop("rtf") >= 0
+    assert from_file == from_array and from_file["n_speakers"] >= 2
+
+
+@pytest.mark.skipif(not (default_model("stt") / "model.safetensors").exists(), reason="no embedded STT model")
+def test_transcription_hears_the_original_level(clf, tmp_path):
+    """With a recogniser, analyze decodes the file again for it after the speakers are found (the
+    level-normalised copy is gone by then): each turn it hears is the recording's own samples."""
+    from speech.stt import load_engine
+
+    audio, _, _ = conversation()
+    path = tmp_path / "quiet.flac"
+    sf.write(str(path), audio * np.float32(0.05), SAMPLE_RATE, subtype="PCM_16")
+    original = load_audio(path)
+    engine, heard = load_engine("ds2"), []
+
+    class Listening:                      # the real engine, remembering what it was given
+        def transcribe(self, source):
+            heard.append(source[1].copy())
+            return engine.transcribe(source)
+
+    rep = analyze(str(path), clf, stt=Listening())
+    assert len(heard) == len(rep.turns) >= 4 and any(t.text for t in rep.turns)
+    for t, chunk in zip(rep.turns, heard):
+        assert np.array_equal(chunk, original[int(t.start * SAMPLE_RATE):int(t.end * SAMPLE_RATE)])
+
+
+def test_gender_batches_bounded_in_length_give_the_same_logits(clf):
+    """speaker_probabilities scores a speaker's speech in batches of at most BATCH_SECONDS of
+    audio: batches under the bound are the classifier's own (identical logits), longer ones are
+    split (equal within 1e-5), each row still the logits of its own piece."""
+    from speech.analysis import span_logits
+
+    audio = load_audio(FIX / "examples" / "family_conversation.ogg")
+    cuts = np.cumsum([0, 30, 0.4, 12, 30, 2, 30, 0.7, 5, 13])
+    chunks = [audio[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)] for a, b in zip(cuts[:-1], cuts[1:])]
+    ref = clf.span_logits(chunks)
+    assert torch.equal(span_logits(clf, chunks, max_seconds=1e9), ref)
+    split = span_logits(clf, chunks, max_seconds=31.0)            # every piece on its own
+    assert torch.allclose(split, ref, atol=1e-5) and not torch.equal(ref[0], ref[3])

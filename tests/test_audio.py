@@ -222,3 +222,16 @@ def test_audio_duration_reads_the_header_only(formats, monkeypatch):
     monkeypatch.setattr(audio_mod, "_ffmpeg_decode", no_decode)
     for name in ["clip.wav", "clip.flac", "clip_44k_stereo.wav", "clip.pcm"]:
         assert audio_duration(formats[name]) > 2.0
+
+
+@pytest.mark.parametrize("name", ["clip.flac", "clip_44k_stereo.wav"])
+def test_decoding_without_a_trusted_length_gives_the_same_samples(formats, monkeypatch, name):
+    """Blocks are written into one array sized from the header (an hour costs one copy, not the
+    blocks and their concatenation); without a length to trust the array grows as it fills,
+    to the same samples."""
+    monkeypatch.setattr(audio_mod, "READ_BLOCK", 1001)
+    sized = load_audio(formats[name])
+    monkeypatch.setattr(audio_mod, "MAX_HEADER_SECONDS", 0)     # the header's length is not used
+    grown = load_audio(formats[name])
+    assert len(sized) > 20 * 1001
+    np.testing.assert_array_equal(grown, sized)

@@ -216,3 +216,23 @@ def test_ray_gives_the_same_summary_as_the_local_run(reference, tmp_path):
     rows = read_summary(out / "summary.csv")
     assert without_timing(rows) == without_timing(ref_rows)
     assert len({r["worker"] for r in rows}) >= 1 and all(r["worker"] for r in rows)
+
+
+def test_analysis_alone_decodes_in_the_analysis_with_the_same_rows(reference, tmp_path):
+    """With analyze alone a worker hands analyze the file (one copy of the samples, the level gain
+    applied in place); the reference run, with gender too, hands it the decoded array. Same rows;
+    and a recording without speech still gets its duration beside its error."""
+    from speech.audio import SAMPLE_RATE, load_audio
+    from speech.batch import Worker
+
+    root, _, ref_rows = reference
+    out = tmp_path / "out"
+    assert cli.main(["batch", str(root), "--out", str(out), "--tasks", "analyze", "--no-progress"]) == 1
+
+    def analysis_only(rows):
+        return [{k: v for k, v in r.items() if k not in ("gender", "female_probability")} for r in without_timing(rows)]
+
+    assert analysis_only(read_summary(out / "summary.csv")) == analysis_only(ref_rows)
+    noise = Path(__file__).parent / "fixtures" / "noise" / "vacuum_6s.flac"
+    rec = Worker(Job(tasks=("analyze",)))({"id": "noise", "path": str(noise)})
+    assert "No speech" in rec["error"] and rec["duration"] == round(len(load_audio(noise)) / SAMPLE_RATE, 3) > 5

@@ -113,3 +113,26 @@ def test_imported_study_releases_keep_their_features():
     shipped = load_bundle(Path(__file__).parent.parent / "checkpoints" / "ds2-ko", weights=False).to_config()
     assert feeds_recogniser(shipped)
     assert not feeds_recogniser({**shipped, "imported_from": {"format": "deepspeech.pytorch"}})
+
+
+def test_streamed_vad_equals_silero_on_the_whole_normalised_array(monkeypatch):
+    """speech_spans reads the audio block by block and applies the level gain per block (an hour
+    needs no second copy): on a real conversation, 30 dB down, its regions are exactly those of
+    Silero's own get_speech_timestamps on the whole normalised array, long regions cut at max_span."""
+    import torch
+    from silero_vad import get_speech_timestamps
+
+    import speech.vad as vad
+
+    quiet = load_audio(FIX / "examples" / "family_conversation.ogg") * np.float32(10 ** (-30 / 20))
+    gain = level_gain_db(quiet)
+    assert gain > 20
+    with torch.inference_mode():
+        whole = get_speech_timestamps(torch.from_numpy(normalize_level(quiet)), vad.load_vad(), threshold=0.5,
+                                      sampling_rate=SAMPLE_RATE, min_speech_duration_ms=250,
+                                      min_silence_duration_ms=300, speech_pad_ms=250, max_speech_duration_s=4.0)
+    whole = [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in whole]
+    monkeypatch.setattr(vad, "BLOCK", vad.WINDOW * 37)        # ~80 blocks, boundaries inside speech
+    streamed = speech_spans(quiet, gain_db=gain, pad=0.25, max_span=4.0)
+    assert len(whole) > 30           # 29 regions without max_span: the longest (up to 6.6 s) were cut
+    assert streamed == whole
