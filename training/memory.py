@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import threading
+
+from speech.memory import peak_rss_mb
 
 
 def rss_mb() -> float:
@@ -15,12 +15,6 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
     except OSError:
         return peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
 
 
 class RssSampler:
