@@ -132,5 +132,6 @@ def test_benchmark_train_measures_the_pipeline_and_the_training_loop(tmp_path):
     assert in_process["per_cpu_second"] > 0 and one_worker["audio_sec_per_sec"] > 0
     (t,) = r["training"]
     assert t["steps"] == 2 and t["audio_sec_per_sec"] > 0 and 0 <= t["data_wait_share"] < 1
-    assert t["hours_per_1000h_epoch"] == pytest.approx(1000 / t["audio_sec_per_sec"], rel=0.02)
+    r = t["audio_sec_per_sec"]   # rounded to 0.1: at a low rate (a loaded machine) that moves 1000 / r a lot
+    assert 1000 / (r + 0.05) - 0.05 <= t["hours_per_1000h_epoch"] <= 1000 / max(r - 0.05, 1e-9) + 0.05
     assert "| small |" in (tmp_path / "bench.md").read_text() and json.loads((tmp_path / "bench.json").read_text())
