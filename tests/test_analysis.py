@@ -182,7 +182,6 @@ def test_one_copy_of_the_audio_gives_the_same_report(clf, tmp_path):
     assert from_file == from_array and from_file["n_speakers"] >= 2
 
 
-@pytest.mark.skipif(not (default_model("stt") / "model.safetensors").exists(), reason="no embedded STT model")
 def test_transcription_hears_the_original_level(clf, tmp_path):
     """With a recogniser, analyze decodes the file again for it after the speakers are found (the
     level-normalised copy is gone by then): each turn it hears is the recording's own samples."""
