@@ -6,7 +6,7 @@ normalisation uses only the valid frames, so an utterance gives the same feature
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Optional
 
@@ -15,6 +15,7 @@ import torch
 import torchaudio
 
 from .audio import INT16_SCALE, SAMPLE_RATE
+from .dataclass_dict import dataclass_from_dict
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"Unknown feature settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "feature settings")
 
 
 @lru_cache(maxsize=8)

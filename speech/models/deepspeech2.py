@@ -7,12 +7,13 @@ before every layer but the first) -> optional lookahead conv (unidirectional mod
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from ..dataclass_dict import dataclass_from_dict
 
 # Conv front ends: (out_channels, kernel (freq, time), stride (freq, time), padding (freq, time)).
 FRONTENDS = {
@@ -61,10 +62,7 @@ class DS2Dims:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DS2Dims":
-        known = {f.name for f in fields(cls)}
-        if set(d) - known:
-            raise ValueError(f"Unknown DeepSpeech2 dimensions {sorted(set(d) - known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "DeepSpeech2 dimensions")
 
 
 def conv_out_length(length, kernel: int, stride: int, padding: int):

@@ -7,11 +7,12 @@ linear head. `forward` returns logits in every mode; probabilities come from
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ..dataclass_dict import dataclass_from_dict
 
 MODEL_TYPE = "gender-cnn"
 LABELS = ("female", "male")       # adult voices; a release's own labels are in its config (dims.labels)
@@ -48,12 +49,7 @@ class GenderDims:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GenderDims":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"Unknown GenderDims fields {sorted(unknown)}")
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "GenderDims fields", tuples=True)
 
 
 def _time_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:

@@ -2,10 +2,11 @@
 speech.speaker gives it its front end and loads it from a release (speech.bundle)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+from ..dataclass_dict import dataclass_from_dict
 
 MODEL_TYPE = "speaker-lstm"
 
@@ -24,10 +25,7 @@ class SpeakerDims:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SpeakerDims":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"Unknown SpeakerDims fields {sorted(unknown)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "SpeakerDims fields")
 
 
 class SpeakerNet(nn.Module):
