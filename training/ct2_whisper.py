@@ -127,35 +127,33 @@ def hf_state_dict(v: dict) -> dict:
             else:
                 sd[f"{hf}.{p}_proj.bias"] = b[i * n:(i + 1) * n]
 
+    def layer(hf: str, ct: str, cross: bool):
+        """One transformer layer: self-attention, cross-attention (decoder only), feed-forward."""
+        split_qkv(f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q", "k", "v"))
+        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
+        norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
+        if cross:
+            linear(f"{hf}.encoder_attn.q_proj", f"{ct}/attention/linear_0")
+            split_qkv(f"{hf}.encoder_attn", f"{ct}/attention/linear_1", ("k", "v"))
+            linear(f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2")
+            norm(f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm")
+        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
+        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
+        norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+
     e, d = "model.encoder", "model.decoder"
     for i in (1, 2):
         sd[f"{e}.conv{i}.weight"] = _weight(v, f"encoder/conv{i}")
         sd[f"{e}.conv{i}.bias"] = v[f"encoder/conv{i}/bias"].astype(np.float32)
     sd[f"{e}.embed_positions.weight"] = v["encoder/position_encodings/encodings"].astype(np.float32)
     for i in range(_count(v, "encoder")):
-        hf, ct = f"{e}.layers.{i}", f"encoder/layer_{i}"
-        split_qkv(f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q", "k", "v"))
-        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
-        norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
-        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
-        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
-        norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+        layer(f"{e}.layers.{i}", f"encoder/layer_{i}", cross=False)
     norm(f"{e}.layer_norm", "encoder/layer_norm")
 
     sd[f"{d}.embed_tokens.weight"] = _weight(v, "decoder/embeddings")
     sd[f"{d}.embed_positions.weight"] = v["decoder/position_encodings/encodings"].astype(np.float32)
     for i in range(_count(v, "decoder")):
-        hf, ct = f"{d}.layers.{i}", f"decoder/layer_{i}"
-        split_qkv(f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q", "k", "v"))
-        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
-        norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
-        linear(f"{hf}.encoder_attn.q_proj", f"{ct}/attention/linear_0")
-        split_qkv(f"{hf}.encoder_attn", f"{ct}/attention/linear_1", ("k", "v"))
-        linear(f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2")
-        norm(f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm")
-        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
-        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
-        norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+        layer(f"{d}.layers.{i}", f"decoder/layer_{i}", cross=True)
     norm(f"{d}.layer_norm", "decoder/layer_norm")
     projection = _weight(v, "decoder/projection")
     if not np.array_equal(projection, sd[f"{d}.embed_tokens.weight"]):
