@@ -49,6 +49,27 @@ def _fail(path, err) -> None:
     print(f"error: {path}: {err}", file=sys.stderr)
 
 
+class _Files:
+    """The command's work on each file: a file that cannot be read or has no usable speech is
+    reported on stderr and counted in `failed`, and the rest go on."""
+
+    def __init__(self):
+        self.failed = 0
+
+    def each(self, files, work, desc: str = "", show: bool = False, bar=None):
+        for path in _progress_iter(files, desc, show):
+            try:
+                result = work(path)
+            except (AudioError, OSError) as e:
+                _fail(path, e)
+                self.failed += 1
+                continue
+            finally:
+                if bar is not None:
+                    bar.close()
+            yield path, result
+
+
 # -- transcribe --------------------------------------------------------------------------------
 
 def add_transcribe(sub):
@@ -91,17 +112,10 @@ def cmd_transcribe(args) -> int:
         print(f"error: could not load the {args.engine or 'default'} model: {e}", file=sys.stderr)
         return 2
     show = not args.no_progress and (len(args.files) > 1) and sys.stderr.isatty()
-    failed = 0
+    run = _Files()
     bar = _PercentBar(not args.no_progress and sys.stderr.isatty(), "transcribing")  # long files
-    for path in _progress_iter(args.files, "transcribing", show):
-        try:
-            result = transcribe(engine, path, progress=bar)  # no usable speech is an error (speech.usable)
-        except (AudioError, OSError) as e:
-            _fail(path, e)
-            failed += 1
-            continue
-        finally:
-            bar.close()
+    # no usable speech is an error (speech.usable)
+    for path, result in run.each(args.files, lambda p: transcribe(engine, p, progress=bar), "transcribing", show, bar):
         items = subtitle_cues((s.start, s.end, s.text, s.words) for s in result.segments)
         if args.format == "text":
             print(result.text if len(args.files) == 1 else f"{path}\t{result.text}", flush=True)
@@ -111,7 +125,7 @@ def cmd_transcribe(args) -> int:
             print(to_srt(items), flush=True)
         else:
             print(to_vtt(items), flush=True)
-    return 1 if failed else 0
+    return 1 if run.failed else 0
 
 
 def cmd_compare(args) -> int:
@@ -129,14 +143,8 @@ def cmd_compare(args) -> int:
     except (ValueError, OSError, ImportError) as e:
         print(f"error: --compare needs both engines: {e}", file=sys.stderr)
         return 2
-    failed = 0
-    for path in args.files:
-        try:
-            rows = compare(engines, path)
-        except (AudioError, OSError) as e:
-            _fail(path, e)
-            failed += 1
-            continue
+    run = _Files()
+    for path, rows in run.each(args.files, lambda p: compare(engines, p)):
         if args.format == "jsonl":
             for r in rows:
                 print(json.dumps({"path": str(path), "label": r.label, "seconds": round(r.seconds, 3),
@@ -147,7 +155,7 @@ def cmd_compare(args) -> int:
         else:
             print("error: --compare writes text or jsonl", file=sys.stderr)
             return 2
-    return 1 if failed else 0
+    return 1 if run.failed else 0
 
 
 # -- gender ------------------------------------------------------------------------------------
@@ -172,20 +180,14 @@ def cmd_gender(args) -> int:
         print(f"error: could not load the gender model: {e}", file=sys.stderr)
         return 2
     show = not args.no_progress and len(args.files) > 1 and sys.stderr.isatty()
-    failed = 0
-    for path in _progress_iter(args.files, "classifying", show):
-        try:
-            r = clf.predict(path, vad=not args.no_vad)
-        except (AudioError, OSError) as e:
-            _fail(path, e)
-            failed += 1
-            continue
+    run = _Files()
+    for path, r in run.each(args.files, lambda p: clf.predict(p, vad=not args.no_vad), "classifying", show):
         if args.format == "jsonl":
             print(json.dumps({"path": str(path), **r.to_dict()}, ensure_ascii=False), flush=True)
         else:
             probs = " ".join(f"{k}={v:.3f}" for k, v in r.probabilities.items())
             print(f"{path}\t{r.label}\t{probs}", flush=True)
-    return 1 if failed else 0
+    return 1 if run.failed else 0
 
 
 # -- analyze -----------------------------------------------------------------------------------
@@ -257,17 +259,12 @@ def cmd_analyze(args) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     show = not args.no_progress and several and sys.stderr.isatty()
     bar = _PercentBar(not args.no_progress and sys.stderr.isatty(), "analysing")
-    failed, csv_header = 0, True
-    for path in _progress_iter(args.files, "analysing", show):
-        try:
-            report = analyze(path, clf, stt=stt, progress=bar, speakers=args.speakers,  # no usable speech raises
-                             detect_tv=args.detect_tv)
-        except (AudioError, OSError) as e:
-            _fail(path, e)
-            failed += 1
-            continue
-        finally:
-            bar.close()
+    run, csv_header = _Files(), True
+
+    def work(path):   # no usable speech raises
+        return analyze(path, clf, stt=stt, progress=bar, speakers=args.speakers, detect_tv=args.detect_tv)
+
+    for path, report in run.each(args.files, work, "analysing", show, bar):
         if out_dir is not None or not several or args.format in ("srt", "vtt"):
             text = {"json": report.to_json, "csv": report.to_csv, "speakers-csv": report.to_speakers_csv,
                     "srt": report.to_srt, "vtt": report.to_vtt, "rttm": report.to_rttm}[args.format]()
@@ -294,7 +291,7 @@ def cmd_analyze(args) -> int:
             from .plots import timeline_figure
 
             timeline_figure(report).savefig(plot, dpi=120)
-    return 1 if failed else 0
+    return 1 if run.failed else 0
 
 
 def _csv_field(value) -> str:
