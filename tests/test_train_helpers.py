@@ -110,14 +110,20 @@ def test_load_utterances_trims_silence_and_keeps_short_clips_whole(tmp_path):
 
 
 def test_rss_sampler_sees_memory_allocated_inside_the_block():
-    with RssSampler(interval=0.005) as mem:
-        block = np.ones(200 * 2 ** 20 // 8)      # 200 MB, touched
-        block[::512] += 1.0
-        import time
+    """The block is fresh anonymous memory from the kernel, every page written: whichever allocator a
+    library loaded (or freed memory an earlier test left resident in the heap) cannot serve it, so the
+    resident size must rise by its 200 MB. (np.ones failed in CI: the heap reused resident memory.)"""
+    import mmap
+    import time
 
+    size = 200 * 2 ** 20
+    with RssSampler(interval=0.005) as mem:
+        block = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
         time.sleep(0.3)   # several samples while it is held (0.05 s missed it once in the full suite)
+    block.close()
     assert mem.peak - mem.start >= 150, (mem.start, mem.peak)
-    del block
 
 
 def test_evaluation_scores_digits_as_written_and_spelled_out(monkeypatch):
