@@ -1,5 +1,6 @@
 """training.evaluate_stt on three real clips with a tiny DeepSpeech2 built here."""
 import json
+import mmap
 import time
 from pathlib import Path
 
@@ -147,11 +148,16 @@ def test_each_system_can_have_its_own_lm(release, tmp_path):
 
 def test_rss_sampler_sees_a_passing_peak():
     """The peak RSS the tables report is sampled while the work runs: 300 MB held for a moment and
-    freed before the block ends is in the peak, though RSS before and after the block is lower."""
-    with RssSampler() as mem:
-        block = np.ones(300 * 2 ** 20 // 8)   # written, so resident
+    freed before the block ends is in the peak, though RSS before and after the block is lower.
+    The block is fresh anonymous memory from the kernel with every page written, so no allocator can
+    serve it from memory an earlier test left resident (np.ones could, and the RSS did not rise in CI)."""
+    size = 300 * 2 ** 20
+    with RssSampler(interval=0.005) as mem:
+        block = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            block[offset] = 1
         time.sleep(0.3)
-        del block
+        block.close()
         after = rss_mb()
     assert after < mem.start + 100                         # freed: the end alone would not show it
     assert mem.peak - mem.start > 250, (mem.start, mem.peak)

@@ -1,5 +1,5 @@
 """The shared training helpers: one noise-mixing rule with one peak limit, utterance loading,
-memory sampling, evaluation scoring with numbers spelled out, and entry scripts that import
+evaluation scoring with numbers spelled out, and entry scripts that import
 helpers rather than each other."""
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 from speech.audio import SAMPLE_RATE, load_audio
 from training.data import AugmentConfig, augment_waveform, load_utterances
 from training.manifest import read_manifest
-from training.memory import RssSampler
 from training.noise import PEAK, NoiseBank, add_at_snr, limit_peak, mix_at_snr, noisy_copies
 
 ROOT = Path(__file__).parent.parent
@@ -107,23 +106,6 @@ def test_load_utterances_trims_silence_and_keeps_short_clips_whole(tmp_path):
     assert len(reference) < len(speech)                      # the clip's own pauses are trimmed...
     assert abs(len(trimmed) - len(reference)) <= 512         # ...and so is the added second on each side
     assert len(blip_kept) == len(blip) + 2 * SAMPLE_RATE   # trimming would leave < 0.25 s: kept whole
-
-
-def test_rss_sampler_sees_memory_allocated_inside_the_block():
-    """The block is fresh anonymous memory from the kernel, every page written: whichever allocator a
-    library loaded (or freed memory an earlier test left resident in the heap) cannot serve it, so the
-    resident size must rise by its 200 MB. (np.ones failed in CI: the heap reused resident memory.)"""
-    import mmap
-    import time
-
-    size = 200 * 2 ** 20
-    with RssSampler(interval=0.005) as mem:
-        block = mmap.mmap(-1, size)
-        for offset in range(0, size, mmap.PAGESIZE):
-            block[offset] = 1
-        time.sleep(0.3)   # several samples while it is held (0.05 s missed it once in the full suite)
-    block.close()
-    assert mem.peak - mem.start >= 150, (mem.start, mem.peak)
 
 
 def test_evaluation_scores_digits_as_written_and_spelled_out(monkeypatch):
