@@ -59,6 +59,12 @@ def gender(tmp_path_factory):
     return out, run_recipe("gender-ko", out)
 
 
+@pytest.fixture(scope="module")
+def curve(tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe") / "ds2-curve"
+    return out, run_recipe("ds2-curve", out)
+
+
 def config(folder: Path) -> dict:
     return json.loads((folder / "config.json").read_text(encoding="utf-8"))
 
@@ -124,3 +130,24 @@ def test_gender_recipe_writes_a_calibrated_release_that_classifies_a_real_clip(g
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     shipped_result = GenderClassifier.load(str(ROOT / "checkpoints" / "gender-ko")).predict(str(CLIP))
     assert not np.allclose(list(result.probabilities.values()), list(shipped_result.probabilities.values()))
+
+
+def test_curve_recipe_trains_nested_subsets_and_fits_cer_against_hours(curve):
+    out, log = curve
+    for stage in ["0 prepare", "1 subsets", "2 train-0.1min", "2 train-all", "3 evaluate-0.1min", "3 evaluate-all",
+                  "4 fit"]:
+        assert f"stage {stage}: done" in log
+    subsets = json.loads((out / "data" / "curve" / "subsets.json").read_text(encoding="utf-8"))
+    assert [s["name"] for s in subsets] == ["0.1min", "all"]
+    assert set(subsets[0]["speakers"]) < set(subsets[1]["speakers"]) and subsets[0]["hours"] < subsets[1]["hours"]
+    report = json.loads((out / "results" / "ds2-learning-curve.json").read_text(encoding="utf-8"))
+    assert [p["name"] for p in report["points"]] == ["0.1min", "all"]
+    for point in report["points"]:
+        assert point["steps"] == 2 and point["stopped"] == "max_steps 2 reached"   # the same cap for every point
+        assert 0 < point["dev_cer_greedy"] <= 2 and 0 <= point["dev_cer_beam"] <= 2
+        # Each point's release loads through the library and answers on a real clip.
+        engine = load_engine("ds2", model=str(out / "exp" / point["name"] / "ds2"), decoder="beam")
+        assert engine.decoder_name == "beam+lm" and abs(engine.transcribe(str(CLIP)).duration - 2.3) < 0.05
+    assert {f["key"] for f in report["fits"]} == {"dev_cer_greedy", "dev_cer_beam"}
+    assert (out / "results" / "ds2-learning-curve.png").stat().st_size > 10_000
+    assert "200 h" in (out / "results" / "ds2-learning-curve.md").read_text(encoding="utf-8")
