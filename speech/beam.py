@@ -9,6 +9,11 @@ as the tokenizer. With no LM the search keeps, at every frame, the best path int
 Scores: score(path) = acoustic log-prob (natural log) + lm_weight * LM log10-prob (KenLM's unit)
 + word_score at every word break. Lexicon-free flashlight has no per-word score of its own, so
 `word_score` is passed as its `sil_score`, the bonus for the word-break token.
+
+A word LM (`training/build_lm.py --words morpheme|eojeol`: Kiwi morphemes or whole words, with
+`lexicon.txt` beside it, named in `lm.json`) switches to flashlight's lexicon decoder: only the
+lexicon's words are written, each finished word gets its LM score and `word_score`, and the word
+break may stand between any two words. The transcript is still read from the token path.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from speech.text import BLANK, Tokenizer
 # The token names the decoder and the LM see; ids stay the tokenizer's.
 LM_BLANK = "<blank>"
 LM_SPACE = "|"
+BREAK = 1          # the word break's id, after blank (speech.text tokenizers)
 # The KenLM inside the flashlight-text 0.0.7 wheel is compiled with KENLM_MAX_ORDER=6.
 MAX_LM_ORDER = 6
 LM_INFO_NAME = "lm.json"
@@ -83,6 +89,7 @@ class BeamSearchDecoder:
         self.beam_threshold = beam_threshold
         self.name = "beam" if lm_path is None else "beam+lm"
         self.lm_info = None
+        self.lexicon = False
         names = lm_token_names(tokenizer)
         ctc_decoder = _load_ctc_decoder()
         options = dict(
@@ -112,6 +119,21 @@ class BeamSearchDecoder:
                     f"build an LM with training/build_lm.py for this tokenizer")
             if self.lm_info.get("order", 0) > MAX_LM_ORDER:
                 raise ValueError(f"{self.lm_path} has order {self.lm_info['order']}; the decoder's KenLM supports up to {MAX_LM_ORDER}")
+        lexicon = (self.lm_info or {}).get("lexicon")
+        if lexicon:
+            # A word LM (Kiwi morphemes or whole words): the search follows the lexicon's spellings,
+            # scores each finished word with the LM and word_score, and allows the word break
+            # between any two words (flashlight's silence, at the lexicon's root).
+            path = Path(self.lm_path).with_name(lexicon["file"])
+            if not path.is_file():
+                raise FileNotFoundError(f"{self.lm_path}'s lexicon not found: {path}")
+            options.update(lexicon=str(path), word_score=word_score, sil_score=0.0)
+            self.lexicon = True
+            try:
+                self._decoder = ctc_decoder(lm=self.lm_path, **options)
+            except RuntimeError as e:
+                raise ValueError(f"could not load the language model {self.lm_path}: {e}") from e
+            return
         # ctc_decoder maps token ids to LM words through a dictionary file; without one it builds
         # the map from an unordered dict and LM scores would go to the wrong tokens.
         fd, dict_path = tempfile.mkstemp(suffix=".txt", prefix="lm_dict_")
@@ -123,6 +145,22 @@ class BeamSearchDecoder:
             raise ValueError(f"could not load the language model {self.lm_path}: {e}") from e
         finally:
             os.unlink(dict_path)
+
+    @staticmethod
+    def _repeats_not_breaks(path: list[int], words: list[int], emissions: torch.Tensor) -> list[int]:
+        """A word of the lexicon ends on its first frame of its last token, at the search's root, where
+        flashlight reads any repeat of a token as silence (its lexicons end every word with the word
+        break; ours cannot, since morphemes of one word have none between them). A word-break frame
+        right after a word's end whose emission is that last token is its repeat: put it back, so the
+        collapse joins it and no space appears inside a word."""
+        out, repeat = list(path), False      # repeat: out[t - 1] is a restored repeat (a run continues)
+        for t in range(1, len(out)):
+            last = out[t - 1]
+            ended = words[t - 1] >= 0 or repeat
+            repeat = out[t] == BREAK and last > BREAK and ended and int(emissions[t].argmax()) == last
+            if repeat:
+                out[t] = last
+        return out
 
     def __repr__(self) -> str:
         lm = f", lm={self.lm_path!r}, lm_weight={self.lm_weight}, word_score={self.word_score}" if self.lm_path else ""
@@ -146,6 +184,8 @@ class BeamSearchDecoder:
         # flashlight: T + 2 entries. Collapse the T real frames exactly as greedy does.
         path = list(best.tokens)[1:T + 1]
         assert len(path) == T, (len(best.tokens), T)
+        if self.lexicon:
+            path = self._repeats_not_breaks(path, list(best.words)[1:T + 1], emissions)
         ids, frames = collapse(path, blank=0)
         return Hypothesis(ids=ids, frames=frames, score=float(best.score),
                           extra={"acoustic_score": float(best.emittingModelScore), "lm_score": float(best.lmScore)})

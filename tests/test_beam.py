@@ -172,3 +172,46 @@ def test_lm_corpus_turns_bare_jamo_into_word_breaks():
     got = list(clean_sentences("재밌다ㅋㅋ최고 ㅠㅠ\n진짜ㅡㅡ 별로\nㅋㅋㅋㅋ\n정말 좋아요", counts=counts))
     assert got == [("ok", "재밌다 최고"), ("ok", "진짜 별로"), ("short", ""), ("ok", "정말 좋아요")]
     assert counts["jamo_cleaned"] == 3
+
+
+def test_morpheme_pieces_spell_each_word_again():
+    pytest.importorskip("kiwipiepy")
+    lines = ["했다 먹었다", "심폐소생술 자격증 취득을 원하시면", "", "abc"]
+    pieces = list(build_lm.word_lines(lines, "morpheme"))
+    assert pieces[0] == ["했", "다", "먹", "었", "다"]
+    assert "".join(pieces[1]) == "심폐소생술자격증취득을원하시면" and "을" in pieces[1] and "면" in pieces[1]
+    assert pieces[2] == [] and pieces[3] == []
+    assert list(build_lm.word_lines(lines[:2], "eojeol")) == [["했다", "먹었다"], ["심폐소생술", "자격증", "취득을", "원하시면"]]
+    assert build_lm.surface_pieces("가나다 라마", [1, 2, 4, 5]) == ["가", "나", "다", "라", "마"]
+
+
+@needs_kenlm
+@pytest.mark.parametrize("words", ["morpheme", "eojeol"])
+def test_word_lm_decodes_only_lexicon_words(words, tmp_path):
+    """With a word LM the search writes words of the lexicon only: the acoustics prefer 사가 (not a
+    word of the text) over 사과 55:45, and even at LM weight 0 the lexicon turns it into 사과."""
+    if words == "morpheme":
+        pytest.importorskip("kiwipiepy")
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(SENTENCES * 3) + "\n", encoding="utf-8")
+    out = tmp_path / words / "lm.bin"
+    build_lm.main(["--text", str(text), "--unit", "jamo", "--words", words, "--order", "3", "--out", str(out),
+                   "--memory", "64M"])
+    info = build_lm.json.loads((out.parent / "lm.json").read_text(encoding="utf-8"))
+    assert info["words"] == words and info["lexicon"]["file"] == "lexicon.txt"
+    lexicon = dict(line.split(" ", 1) for line in (out.parent / "lexicon.txt").read_text(encoding="utf-8").splitlines())
+    assert "먹어" in lexicon if words == "eojeol" else "먹" in lexicon
+    assert lexicon["사과"] == "ᄉ ᅡ ᄀ ᅪ" and "사가" not in lexicon
+    assert info["lexicon"]["words"] == len(lexicon) and info["lexicon"]["text_coverage"] == 1.0
+
+    tok = JamoTokenizer()
+    ids, alt = tok.encode("사과 먹어"), tok.encode("사가 먹어")
+    (k,) = [k for k, (a, b) in enumerate(zip(ids, alt)) if a != b]
+    lp = emissions_for(tok, "사가 먹어", {k: (alt[k], ids[k])})
+    assert tok.decode(GreedyDecoder().decode(lp).ids) == "사가 먹어"
+    for weight in (0.0, 1.0):
+        decoder = BeamSearchDecoder(tok, lm_path=out, beam_size=16, lm_weight=weight)
+        assert tok.decode(decoder.decode(lp).ids) == "사과 먹어", weight
+    (out.parent / "lexicon.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="lexicon"):
+        BeamSearchDecoder(tok, lm_path=out)

@@ -15,6 +15,15 @@ Units are not filtered by the tokenizer's vocabulary: a syllable the acoustic mo
 stays an LM word (the decoder never asks for it) instead of being dropped and gluing its
 neighbours into n-grams nobody said. The share of such tokens is reported as `oov_rate`.
 KenLM binaries come from `training/build_kenlm.sh`.
+
+`--words morpheme` or `--words eojeol` builds a word-level LM instead, for a lexicon-constrained
+search: the LM's words are Kiwi's surface morphemes (kiwipiepy: each word cut where a morpheme
+starts, so the pieces spell the word again: 먹었다 -> 먹 었 다, 했다 -> 했 다) or whole space-separated
+words, and `lexicon.txt` beside the LM spells each LM word in the acoustic model's units
+(`먹 ᄆ ᅥ ᆨ`). The decoder (speech.beam) then only writes words of the lexicon, scores each with
+the word LM and `word_score`, and lets the word break `|` stand between any two of them (so a
+morpheme LM never needs a space inside a word, and spacing comes from the acoustic model).
+`--min-count N` keeps LM words seen at least N times in the lexicon.
 """
 from __future__ import annotations
 
@@ -25,6 +34,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from speech.beam import LM_INFO_NAME, LM_SPACE, MAX_LM_ORDER
@@ -33,6 +43,8 @@ from speech.text import JamoTokenizer, Tokenizer, decompose, normalize_transcrip
 
 DEFAULT_KENLM_BIN = Path(os.environ.get("KENLM_BIN", Path.home() / ".cache" / "korean-speech" / "kenlm" / "bin"))
 UNITS = ("jamo", "syllable")
+WORDS = ("tokens", "morpheme", "eojeol")
+LEXICON_NAME = "lexicon.txt"
 
 
 def load_tokenizer(path) -> Tokenizer:
@@ -63,6 +75,49 @@ def to_lm_words(text: str, unit: str) -> str:
     else:
         units = [" ".join(w) for w in words if w]
     return f" {LM_SPACE} ".join(units)
+
+
+def surface_pieces(text: str, starts) -> list[str]:
+    """`text` (normalised: syllables and single spaces) cut at each word's edges and at every given
+    morpheme start inside a word; the pieces of a word concatenate to it."""
+    pieces, pos = [], 0
+    cuts = sorted(set(starts))
+    for word in text.split(" "):
+        end = pos + len(word)
+        points = [pos] + [c for c in cuts if pos < c < end] + [end]
+        pieces += [text[a:b] for a, b in zip(points, points[1:])]
+        pos = end + 1
+    return pieces
+
+
+def word_lines(lines, words: str, workers: int = 1):
+    """LM words of each normalised line: Kiwi surface morphemes or space-separated words."""
+    texts = (normalize_transcript(line) for line in lines)
+    if words == "eojeol":
+        for text in texts:
+            yield text.split(" ") if text else []
+        return
+    try:
+        from kiwipiepy import Kiwi
+    except ImportError as e:
+        raise SystemExit("--words morpheme needs kiwipiepy (pip install kiwipiepy; in the train extra)") from e
+    kiwi = Kiwi(num_workers=workers)
+    batch = []
+
+    def flush():
+        for text, tokens in zip(batch, kiwi.tokenize(batch)):
+            yield surface_pieces(text, [t.start for t in tokens]) if text else []
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)      # empty ones too: the output keeps the input's order
+        if len(batch) >= 4096:
+            yield from flush()
+    yield from flush()
+
+
+def spelling(word: str, unit: str) -> list[str]:
+    return list(decompose(word)) if unit == "jamo" else list(word)
 
 
 def arpa_counts(arpa: Path) -> dict[int, int]:
@@ -98,6 +153,11 @@ def main(argv=None) -> int:
     p.add_argument("--quantize", type=int, default=0, help="build_binary trie quantisation bits (0 = none, 8 is common)")
     p.add_argument("--memory", default="20%", help="lmplz -S memory budget")
     p.add_argument("--kenlm-bin", type=Path, default=DEFAULT_KENLM_BIN)
+    p.add_argument("--words", choices=WORDS, default="tokens",
+                   help="LM words: the acoustic model's tokens (lexicon-free search), or Kiwi morphemes or whole "
+                        "words with a lexicon (lexicon-constrained search)")
+    p.add_argument("--min-count", type=int, default=1, help="--words morpheme/eojeol: lexicon words seen at least this often")
+    p.add_argument("--workers", type=int, default=1, help="Kiwi threads (--words morpheme)")
     args = p.parse_args(argv)
 
     if not 2 <= args.order <= MAX_LM_ORDER:
@@ -124,25 +184,36 @@ def main(argv=None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sentences = tokens = oov = 0
+    counts_by_word: Counter = Counter()
     with tempfile.TemporaryDirectory(prefix="build_lm_") as tmp:
         tmp = Path(tmp)
         words_file = tmp / "words.txt"
         with open(words_file, "w", encoding="utf-8") as out:
             for t in args.text:
                 with open(t, encoding="utf-8") as f:
-                    for line in f:
-                        words = to_lm_words(line, unit)
-                        if not words:
-                            continue
-                        out.write(words + "\n")
-                        sentences += 1
-                        units = [w for w in words.split(" ") if w != LM_SPACE]
-                        tokens += len(units) + words.count(f" {LM_SPACE} ")
-                        if vocab is not None:
-                            oov += sum(u not in vocab for u in units)
+                    if args.words == "tokens":
+                        for line in f:
+                            words = to_lm_words(line, unit)
+                            if not words:
+                                continue
+                            out.write(words + "\n")
+                            sentences += 1
+                            units = [w for w in words.split(" ") if w != LM_SPACE]
+                            tokens += len(units) + words.count(f" {LM_SPACE} ")
+                            if vocab is not None:
+                                oov += sum(u not in vocab for u in units)
+                    else:
+                        for words in word_lines(f, args.words, args.workers):
+                            if not words:
+                                continue
+                            out.write(" ".join(words) + "\n")
+                            sentences += 1
+                            tokens += len(words)
+                            counts_by_word.update(words)
         if sentences == 0:
             p.error("the text files hold no Hangul sentences")
-        print(f"{sentences} sentences, {tokens} {unit} tokens (word breaks included)")
+        print(f"{sentences} sentences, {tokens} " + (f"{unit} tokens (word breaks included)" if args.words == "tokens"
+                                                     else f"{args.words} words, {len(counts_by_word)} distinct"))
 
         arpa = args.out if args.out.suffix == ".arpa" else tmp / "lm.arpa"
         cmd = [str(lmplz), "-o", str(args.order), "--discount_fallback", "-S", args.memory, "-T", str(tmp),
@@ -164,9 +235,23 @@ def main(argv=None) -> int:
         if info.exists():
             entry["corpus"] = json.loads(info.read_text(encoding="utf-8"))
         sources.append(entry)
+    lexicon = None
+    if args.words != "tokens":
+        # The lexicon: every LM word seen often enough whose spelling the acoustic model can emit.
+        kept = [w for w, c in counts_by_word.most_common() if c >= args.min_count
+                and (vocab is None or all(u in vocab for u in spelling(w, unit)))]
+        with open(args.out.with_name(LEXICON_NAME), "w", encoding="utf-8") as f:
+            for w in kept:
+                f.write(w + " " + " ".join(spelling(w, unit)) + "\n")
+        covered = sum(counts_by_word[w] for w in kept)
+        lexicon = {"file": LEXICON_NAME, "words": len(kept), "min_count": args.min_count,
+                   "text_coverage": covered / max(1, tokens)}
+        print(f"lexicon: {len(kept)} words, {100 * lexicon['text_coverage']:.2f}% of the text's words")
     info = {
         "format": "kenlm-" + args.out.suffix[1:],
         "unit": unit,
+        "words": args.words,
+        "lexicon": lexicon,
         "word_break": LM_SPACE,
         "order": args.order,
         "ngrams": {str(k): v for k, v in sorted(counts.items())},
