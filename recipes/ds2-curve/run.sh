@@ -18,7 +18,7 @@
 #                OUT/results/ds2-learning-curve.{md,json,png}
 #
 # Every point of stages 2 and 3 leaves OUT/.done/STAGE-POINT, so the grid can be run a few points
-# per session (--points) and continued. Environment: CAP (step cap, default 1000), BATCH_SECONDS
+# per session (--points) and continued. Environment: CAP (step cap, default 1200), BATCH_SECONDS
 # (per process, default 20), EVAL_STEPS (100), PATIENCE (5), LM (default checkpoints/ds2-ko/lm.bin).
 # --budget small: the same stages on 8 short utterances, 2 steps a point (tests/test_recipes.py).
 set -euo pipefail
@@ -42,7 +42,7 @@ PATIENCE="${PATIENCE:-5}"
 exp="$out/exp"; subsets="$data/curve"
 model_flags=(--unit jamo --rnn-hidden 256 --rnn-layers 4 --dropout 0.2)
 if [[ "$budget" == full ]]; then
-    targets=10,20,40; CAP="${CAP:-1000}"; BATCH_SECONDS="${BATCH_SECONDS:-20}"; EVAL_STEPS="${EVAL_STEPS:-100}"
+    targets=10,20,40; CAP="${CAP:-1200}"; BATCH_SECONDS="${BATCH_SECONDS:-20}"; EVAL_STEPS="${EVAL_STEPS:-100}"
     points="${points:-10min,20min,40min,all}"
     train_flags=(--lr 2e-3 --warmup-steps 100 --noise-dir "$NOISE" --noise-prob 0.3 --snr 0,20 --reverb-prob 0.1)
     eval_flags=(--conditions clean)
