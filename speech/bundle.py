@@ -36,6 +36,7 @@ from .hub import resolve_model
 from .models.deepspeech2 import DeepSpeech2, DS2Dims
 from .models.gender import GenderDims, GenderNet
 from .models.speaker import SpeakerDims, SpeakerNet
+from .models.teacher import TeacherHead, TeacherHeadDims
 from .text import Tokenizer, tokenizer_from_dict
 
 WEIGHTS_NAME = "model.safetensors"
@@ -63,6 +64,7 @@ MODEL_TYPES = {
     "gender-cnn": ModelType("gender", GenderDims, GenderNet),
     "speaker-lstm": ModelType("speaker", SpeakerDims, SpeakerNet, extras=("projection.",)),   # an LDA
     "tv-logistic": ModelType("tv", weights=False),   # its few numbers live in config["model"]
+    "whisper-ctc-head": ModelType("teacher", TeacherHeadDims, TeacherHead),   # training.whisper_teacher
 }
 
 

@@ -48,6 +48,7 @@ from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
 from speech.text import JamoTokenizer, build_syllable_tokenizer
 from training.data import (AugmentConfig, Batch, BucketBatchSampler, CompactManifest, SpeechDataset, loader,
                            spec_augment)
+from training.distill import TeacherPosteriors
 from training.flags import add_flags, flag
 from training.stopping import StopCondition, rng_state, set_rng_state
 
@@ -104,6 +105,9 @@ class TrainConfig:
     resume: bool = flag(False, "continue from OUT/last.pt")
     init_from: Optional[str] = flag(None, "release folder whose weights start the training "
                                           "(same dimensions and tokenizer)")
+    teacher: Optional[str] = flag(None, "teacher posteriors (training.whisper_teacher posteriors) to distil from")
+    kd_weight: float = flag(1.0, "weight of the teacher loss beside the CTC loss (with --teacher)")
+    kd_temperature: float = flag(1.0, "temperature applied to the teacher's log-probabilities (with --teacher)")
 
     def __post_init__(self):
         if self.unit not in ("jamo", "syllable"):
@@ -120,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"--noise-dir {self.augment.noise_dir} is not a folder")
         if self.workers < 0 or self.save_every < 0:
             raise ValueError("--workers and --save-every must be >= 0")
+        if self.teacher and (self.kd_weight < 0 or self.kd_temperature <= 0):
+            raise ValueError("--kd-weight must be >= 0 and --kd-temperature > 0")
 
     def dims(self, n_tokens: int) -> DS2Dims:
         return DS2Dims(n_features=self.features.n_features, n_tokens=n_tokens, frontend=self.frontend,
@@ -334,6 +340,11 @@ def main(argv=None):
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     pin = device.type == "cuda"
+    teacher = None
+    if cfg.teacher:
+        teacher = TeacherPosteriors(cfg.teacher, [train_set.audio(i) for i in range(len(train_set))])
+        log(f"teacher: {cfg.teacher} (top-{teacher.info['k']} posteriors, {teacher.info['utterances']} utterances), "
+            f"weight {cfg.kd_weight:g}, temperature {cfg.kd_temperature:g}")
     sampler = BucketBatchSampler(train_set.durations, cfg.batch_seconds, seed=cfg.seed, rank=rank, world=world)
     train_loader = loader(SpeechDataset(train_set, tokenizer, cfg.augment), sampler, cfg.workers, pin)
     dev_sampler = BucketBatchSampler(dev_set.durations, max(cfg.batch_seconds, float(dev_set.durations.max())),
@@ -394,6 +405,7 @@ def main(argv=None):
         t_epoch, seen, wait, n_batches, b = time.time(), 0.0, 0.0, 0, start
         steady = None  # (time, audio seconds, data wait) after the epoch's first step: throughput without warm-up
         loss_sum = torch.zeros((), device=device)
+        kd_sum = torch.zeros((), device=device)      # the teacher loss's part (with --teacher)
         batches = iter(train_loader)
         while b < n_epoch:
             # An epoch that starts takes at least one step (the budget may overrun by that step),
@@ -410,6 +422,10 @@ def main(argv=None):
                 lp, out_len = ddp_model(feats, frames)
             loss = F.ctc_loss(lp.float().transpose(0, 1), targets, out_len, tgt_len.to(device, non_blocking=True),
                               blank=0, reduction="sum", zero_infinity=True) / len(batch.index)
+            if teacher is not None:
+                kd = teacher.loss(lp, out_len, batch.index, cfg.kd_temperature)
+                kd_sum += kd.detach()
+                loss = loss + cfg.kd_weight * kd
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -431,6 +447,7 @@ def main(argv=None):
         del batches
         elapsed = time.time() - t_epoch
         record = {"epoch": epoch + 1, "step": step, "train_loss": float(loss_sum) / max(1, n_batches),
+                  **({"train_kd_loss": float(kd_sum) / max(1, n_batches)} if teacher is not None else {}),
                   "lr": lr_at(step, total_steps, cfg, frac), "audio_sec_per_sec": seen * world / max(elapsed, 1e-9),
                   "epoch_seconds": round(elapsed, 1), "data_wait_seconds": round(wait, 2)}
         if epoch == epoch0 and first_step is not None:
