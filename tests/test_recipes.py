@@ -25,6 +25,8 @@ from speech.gender import GenderClassifier
 from speech.stt import load_engine
 from training import build_lm
 
+from needs import require_whisper_base
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CLIP = ROOT / "tests" / "fixtures" / "ko-speech" / "lmy02037.flac"     # a train speaker's clip, 2.3 s
@@ -63,6 +65,13 @@ def gender(tmp_path_factory):
 def curve(tmp_path_factory):
     out = tmp_path_factory.mktemp("recipe") / "ds2-curve"
     return out, run_recipe("ds2-curve", out)
+
+
+@pytest.fixture(scope="module")
+def distill(tmp_path_factory):
+    require_whisper_base()
+    out = tmp_path_factory.mktemp("recipe") / "ds2-distill"
+    return out, run_recipe("ds2-distill", out)
 
 
 def config(folder: Path) -> dict:
@@ -151,3 +160,20 @@ def test_curve_recipe_trains_nested_subsets_and_fits_cer_against_hours(curve):
     assert {f["key"] for f in report["fits"]} == {"dev_cer_greedy", "dev_cer_beam"}
     assert (out / "results" / "ds2-learning-curve.png").stat().st_size > 10_000
     assert "200 h" in (out / "results" / "ds2-learning-curve.md").read_text(encoding="utf-8")
+
+
+def test_distill_recipe_trains_a_student_on_whisper_teacher_posteriors(distill):
+    out, log = distill
+    for n, name in enumerate(["prepare", "states", "head", "posteriors", "train", "package", "evaluate"]):
+        assert f"stage {n} {name}: done" in log
+    head = load_bundle(out / "teacher" / "head", "whisper-ctc-head")
+    assert head.metrics["holdout_utterances"] > 0 and "eval" in head.metrics        # dev only reported
+    assert set(head.metrics["holdout_speakers"]).isdisjoint({json.loads(line)["speaker"] for line in
+                                                             (out / "data" / "dev-small.jsonl").read_text().splitlines()})
+    train_log = [json.loads(line) for line in (out / "exp" / "student" / "train.log").read_text().splitlines()]
+    assert all(r["train_kd_loss"] > 0 for r in train_log)
+    student = load_bundle(out / "ds2-distilled", "deepspeech2", weights=False)
+    assert student.info["training"]["config"]["teacher"].endswith("teacher/train-top8")
+    report = json.loads((out / "results" / "dev-ds2-distilled.json").read_text(encoding="utf-8"))
+    assert [s["system"].split(" ")[-1] for s in report["systems"]] == [
+        str(out / "ds2-distilled"), str(out / "ds2-distilled"), "checkpoints/ds2-ko", "checkpoints/ds2-ko"]
