@@ -11,7 +11,8 @@ such as the TV detector). Loading never unpickles.
     save_bundle("runs/x/release", bundle, dtype=torch.float16)
 
 `MODEL_TYPES` says, per model type, which dimensions class and network it has and which embedded
-default answers when no reference is given. Training checkpoints (optimizer, step, RNG state) are
+default answers when no reference is given (none for the distillation teacher's head, which only
+training writes and reads). Training checkpoints (optimizer, step, RNG state) are
 separate files written by `training/`.
 
 Format versions: 2 stores a gender model's labels once (in `dims`); version 1 (the releases
