@@ -196,6 +196,10 @@ def markdown(report: dict) -> str:
                      f"{p['utterances']} | {p['steps']} ({p['best_step']}) | {p['evaluations']} | {p['stopped']} | "
                      f"{100 * p['dev_cer_greedy']:.1f} | {beam} |")
     lines.append("")
+    (h0, c0), (h1, c1) = STUDY_POINTS
+    lines.append(f"The study's own two points fall with exponent {math.log(c0 / c1) / math.log(h1 / h0):.3f} "
+                 f"(CER x {c1 / c0:.2f} for {h1 / h0:g} x the hours).")
+    lines.append("")
     for f in report["fits"]:
         pred = ", ".join(f"{h} h: {100 * v:.1f}%" for h, v in f["predictions"].items())
         study = ", ".join(f"{h:g} h: {100 * c:.1f}%" for h, c in STUDY_POINTS)
