@@ -15,7 +15,7 @@ from speech.audio import load_audio
 from speech.bundle import load_bundle
 from speech.text import JamoTokenizer
 from training import whisper_teacher as wt
-from training.distill import TeacherPosteriors
+from training.distill import TeacherPosteriors, audio_key
 from training.manifest import read_manifest
 
 from needs import WHISPER_BASE
@@ -32,7 +32,7 @@ def posteriors_folder(tmp_path: Path, frames: list[np.ndarray], k: int = 3) -> t
         ids.append(top.indices.to(torch.int16).numpy())
         logp.append(top.values.to(torch.float16).numpy())
         paths.append(f"/audio/{n}.flac")
-        index[paths[-1]] = [offset, len(lp)]
+        index[audio_key(paths[-1])] = [offset, len(lp)]
         offset += len(lp)
     np.save(tmp_path / "ids.npy", np.concatenate(ids))
     np.save(tmp_path / "logp.npy", np.concatenate(logp))

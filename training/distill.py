@@ -3,15 +3,23 @@
 
 A folder holds `ids.npy` (frames, k) int16 and `logp.npy` (frames, k) float16, the teacher's top-k
 tokens and log-probabilities per frame, and `index.json` (audio path -> first frame, frame count),
-so any manifest of the same utterances finds its rows.
+so any manifest of the same utterances finds its rows. Paths are kept relative to the working
+directory (the repository root, where the recipes run: `audio_key`), so a cache made here is found
+on another machine with the same layout.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+def audio_key(path: str) -> str:
+    """How the caches name an utterance: its audio path relative to the working directory."""
+    return os.path.relpath(os.path.abspath(path))
 
 
 def write_posteriors(head, states, rows: list[dict], k: int, out: Path, rate: int = 25) -> dict:
@@ -20,14 +28,15 @@ def write_posteriors(head, states, rows: list[dict], k: int, out: Path, rate: in
     ids, logp, index, offset = [], [], {}, 0
     with torch.no_grad():
         for r in rows:
-            if r["audio"] not in states or r["audio"] in index:
+            key = audio_key(r["audio"])
+            if r["audio"] not in states or key in index:
                 continue
             x = torch.from_numpy(states.get(r["audio"]))[None]
             lp, _ = head(x, torch.tensor([x.shape[1]]))
             top = lp[0].topk(k, dim=-1)
             ids.append(top.indices.to(torch.int16).numpy())
             logp.append(top.values.to(torch.float16).numpy())
-            index[r["audio"]] = [offset, lp.shape[1]]
+            index[key] = [offset, lp.shape[1]]
             offset += lp.shape[1]
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "ids.npy", np.concatenate(ids))
@@ -46,7 +55,7 @@ class TeacherPosteriors:
         self.info = data["info"]
         self.ids = torch.from_numpy(np.load(folder / "ids.npy").astype(np.int64))
         self.logp = torch.from_numpy(np.load(folder / "logp.npy").astype(np.float32))
-        rows = [data["index"].get(p) for p in audio_paths]
+        rows = [data["index"].get(audio_key(p)) for p in audio_paths]
         missing = sum(r is None for r in rows)
         if missing:
             raise ValueError(f"{folder}: no teacher posteriors for {missing} of {len(rows)} training utterances "

@@ -12,7 +12,8 @@ Stages:
 - `states`: Whisper base's encoder (CTranslate2, the model setup.sh assembles; any CTranslate2 Whisper
   folder with --model) over every utterance of the manifests, one 30 s window each (as Whisper
   always sees audio), cropped to the utterance's own frames (50 per second), stored float16 in
-  `states.npy` with `index.json` (audio path -> first frame, frame count). Utterances over 30 s
+  `states.npy` with `index.json` (audio path relative to the working directory -> first frame,
+  frame count). Utterances over 30 s
   are skipped.
 - `head`: a convolutional CTC head on the frozen states (LayerNorm, conv 512->64 of stride 2,
   conv 64->jamo: about 121k parameters) that writes jamo at 25 frames per second, the student's
@@ -49,7 +50,7 @@ from speech.decoding import greedy_decode
 from speech.metrics import error_counts, rates
 from speech.models.teacher import TeacherHead, TeacherHeadDims
 from speech.text import JamoTokenizer
-from training.distill import write_posteriors
+from training.distill import audio_key, write_posteriors
 from training.manifest import read_manifest
 
 WINDOW_SECONDS = 30.0
@@ -71,8 +72,8 @@ def encode_states(manifests: list[str], model_dir: str, out: Path, threads: int 
     rows, seen = [], set()
     for m in manifests:
         for r in read_manifest(m):
-            if r["audio"] not in seen:
-                seen.add(r["audio"])
+            if audio_key(r["audio"]) not in seen:
+                seen.add(audio_key(r["audio"]))
                 rows.append(r)
     chunks, index, offset, skipped = [], {}, 0, 0
     t0 = time.time()
@@ -91,7 +92,7 @@ def encode_states(manifests: list[str], model_dir: str, out: Path, threads: int 
         enc = np.asarray(model.encode(np.stack(feats)))          # (B, 1500, 512)
         for path, n, states in zip(group, lengths, enc):
             chunks.append(states[:n].astype(np.float16))
-            index[path] = [offset, n]
+            index[audio_key(path)] = [offset, n]
             offset += n
         if start // batch % 25 == 0:
             print(f"{start + len(group)}/{len(rows)} utterances, {time.time() - t0:.0f} s", flush=True)
@@ -113,10 +114,10 @@ class States:
         self.array = np.load(folder / "states.npy", mmap_mode="r")
 
     def __contains__(self, path) -> bool:
-        return path in self.index
+        return audio_key(path) in self.index
 
     def get(self, path) -> np.ndarray:
-        first, n = self.index[path]
+        first, n = self.index[audio_key(path)]
         return np.asarray(self.array[first:first + n], dtype=np.float32)
 
 
