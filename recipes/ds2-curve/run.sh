@@ -18,7 +18,7 @@
 #                OUT/results/ds2-learning-curve.{md,json,png}
 #
 # Every point of stages 2 and 3 leaves OUT/.done/STAGE-POINT, so the grid can be run a few points
-# per session (--points) and continued. Environment: CAP (step cap, default 1200), BATCH_SECONDS
+# per session (--points) and continued; a point interrupted in training resumes from its last.pt. Environment: CAP (step cap, default 1200), BATCH_SECONDS
 # (per process, default 20), EVAL_STEPS (100), PATIENCE (5), LM (default checkpoints/ds2-ko/lm.bin).
 # --budget small: the same stages on 8 short utterances, 2 steps a point (tests/test_recipes.py).
 set -euo pipefail
@@ -74,7 +74,8 @@ if (( stage <= 2 && 2 <= stop_stage )); then
         run_flags=(--train "$manifest" --dev "$dev" "${model_flags[@]}" "${train_flags[@]}" --batch-seconds "$BATCH_SECONDS"
                    --threads 1 --epochs 100000 --max-steps "$CAP" --patience "$PATIENCE" --eval-every "$every"
                    --out "$exp/$p")
-        rm -rf "${exp:?}/$p"
+        # A point stopped part-way (its last.pt is there, it is not done) continues where it was.
+        if [[ -f "$exp/$p/last.pt" && "$force" == no ]]; then run_flags+=(--resume); else rm -rf "${exp:?}/$p"; fi
         if (( nproc > 1 )); then
             OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --standalone --nproc_per_node "$nproc" -m training.train_ds2 "${run_flags[@]}"
         else
