@@ -160,6 +160,7 @@ def fit(points: list[dict], key: str) -> Optional[dict]:
 
 def plot(points: list[dict], fits: list[dict], out: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -177,6 +178,10 @@ def plot(points: list[dict], fits: list[dict], out: Path) -> None:
             label="study (AI-Hub free conversation)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ticks = [5, 10, 20, 30, 50, 70, 100]
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FixedFormatter([str(t) for t in ticks]))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("hours of training speech")
     ax.set_ylabel("dev CER (%)")
     ax.set_title("DeepSpeech2 (GRU 256 x 4) from scratch: CER against hours")
