@@ -18,7 +18,8 @@
 #   6 evaluate    dev CER greedy and beam + LM, clean / noise / far-field, distilled against the shipped
 #                 from-scratch checkpoints/ds2-ko (ship only if better in every condition)
 #
-# Environment: KD_WEIGHT (1.0), KD_TEMPERATURE (1.0), MAX_MINUTES (100), LM (checkpoints/ds2-ko/lm.bin).
+# Environment: KD_WEIGHT (1.0), KD_TEMPERATURE (1.0), MAX_MINUTES (100), MAX_STEPS (0: none; 2901 matches the
+# from-scratch stage 1 step for step, results/ds2-training.md), LM (checkpoints/ds2-ko/lm.bin).
 # --budget small: the same stages on 8 short utterances, a few steps each (tests/test_recipes.py).
 set -euo pipefail
 
@@ -37,7 +38,7 @@ recipe_option() {
 }
 source "$(dirname "$0")/../common.sh"
 LM="${LM:-checkpoints/ds2-ko/lm.bin}"
-KD_WEIGHT="${KD_WEIGHT:-1.0}"; KD_TEMPERATURE="${KD_TEMPERATURE:-1.0}"; MAX_MINUTES="${MAX_MINUTES:-100}"
+KD_WEIGHT="${KD_WEIGHT:-1.0}"; KD_TEMPERATURE="${KD_TEMPERATURE:-1.0}"; MAX_MINUTES="${MAX_MINUTES:-100}"; MAX_STEPS="${MAX_STEPS:-0}"
 teacher="$out/teacher"; exp="$out/exp"; release="$out/ds2-distilled"
 model_flags=(--unit jamo --rnn-hidden 256 --rnn-layers 4 --dropout 0.2)
 kd_flags=(--teacher "$teacher/train-top8" --kd-weight "$KD_WEIGHT" --kd-temperature "$KD_TEMPERATURE")
@@ -80,12 +81,12 @@ if run_stage 4 train; then
             -m training.train_ds2 --train "$train" --dev "$dev" "${model_flags[@]}" "${kd_flags[@]}" \
             --batch-seconds 40 --lr 2e-3 --warmup-steps 200 --threads 1 \
             --noise-dir "$NOISE" --noise-prob 0.3 --snr 0,20 --reverb-prob 0.1 --epochs 1000 \
-            --max-minutes "$MAX_MINUTES" --eval-every 5 --device "$device" --out "$exp/student"
+            --max-minutes "$MAX_MINUTES" --max-steps "$MAX_STEPS" --eval-every 5 --device "$device" --out "$exp/student"
     elif [[ "$budget" == full ]]; then
         "$PY" -m training.train_ds2 --train "$train" --dev "$dev" "${model_flags[@]}" "${kd_flags[@]}" \
             --batch-seconds 40 --lr 2e-3 --warmup-steps 200 --threads "$threads" \
             --noise-dir "$NOISE" --noise-prob 0.3 --snr 0,20 --reverb-prob 0.1 --epochs 1000 \
-            --max-minutes "$MAX_MINUTES" --eval-every 5 --device "$device" --out "$exp/student"
+            --max-minutes "$MAX_MINUTES" --max-steps "$MAX_STEPS" --eval-every 5 --device "$device" --out "$exp/student"
     else
         "$PY" -m training.train_ds2 --train "$train" --dev "$dev" "${model_flags[@]}" "${kd_flags[@]}" \
             --batch-seconds 8 --max-duration 8 --lr 2e-3 --warmup-steps 1 --threads "$threads" --workers 0 \
