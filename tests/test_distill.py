@@ -15,7 +15,7 @@ from speech.audio import load_audio
 from speech.bundle import load_bundle
 from speech.text import JamoTokenizer
 from training import whisper_teacher as wt
-from training.distill import TeacherPosteriors, audio_key
+from training.distill import StatesStudent, TeacherPosteriors, TeacherStates, audio_key, load_teacher
 from training.manifest import read_manifest
 
 from needs import WHISPER_BASE
@@ -57,8 +57,52 @@ def test_teacher_loss_follows_the_teacher_at_any_student_length(tmp_path):
     padded = torch.cat([teacher[None], torch.full((1, 4, V), -30.0)], 1)
     assert tp.loss(padded, torch.tensor([8]), torch.tensor([0])) == pytest.approx(
         float(tp.loss(teacher[None], torch.tensor([8]), torch.tensor([0]))), rel=1e-6)
-    with pytest.raises(ValueError, match="no teacher posteriors for 1 of 2"):
+    with pytest.raises(ValueError, match="no teacher output for 1 of 2"):
         TeacherPosteriors(folder, paths + ["/audio/elsewhere.flac"])
+
+
+def states_folder(tmp_path: Path, states: list[np.ndarray]) -> tuple[Path, list[str]]:
+    """An encoder-states folder (training.whisper_teacher's format), one (frames, D) array per utterance."""
+    index, offset, paths = {}, 0, []
+    for n, st in enumerate(states):
+        paths.append(f"/audio/{n}.flac")
+        index[audio_key(paths[-1])] = [offset, len(st)]
+        offset += len(st)
+    np.save(tmp_path / "states.npy", np.concatenate(states).astype(np.float16))
+    (tmp_path / "index.json").write_text(json.dumps({"info": {"utterances": len(states), "rate": 50}, "index": index}))
+    return tmp_path, paths
+
+
+def test_states_teacher_pulls_the_projected_student_towards_the_encoder_states(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(10, 6, generator=g)                  # 10 teacher frames (50/s), 6-d states
+    folder, paths = states_folder(tmp_path, [target.numpy()])
+    ts = load_teacher(folder, paths)
+    assert isinstance(ts, TeacherStates) and ts.needs_hidden and ts.dim == 6
+    target = torch.from_numpy(ts.array[:10].astype(np.float32))     # as stored (float16)
+    for t_s in (5, 8, 10):                                    # the student's frame rate is half the teacher's, or sped up
+        src = torch.arange(t_s) * 10 // t_s
+        agree = ts.loss(3.0 * target[src][None], torch.tensor([t_s]), torch.tensor([0]))    # cosine: scale-free
+        other = ts.loss(torch.randn(1, t_s, 6, generator=g), torch.tensor([t_s]), torch.tensor([0]))
+        assert float(agree) == pytest.approx(0.0, abs=1e-5) and float(other) > 0.5 * t_s * 0.5, t_s
+    # The projection and the student both learn from it; padding frames are not scored.
+    from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
+
+    student = StatesStudent(DeepSpeech2(DS2Dims(n_features=80, n_tokens=69, rnn_hidden=16, rnn_layers=1)), ts.dim)
+    feats = torch.randn(1, 24, 80, generator=g)
+    lp, n, hidden = student(feats, torch.tensor([20]))
+    assert hidden.shape == (1, lp.shape[1], 6) and int(n[0]) < lp.shape[1]
+    ts.loss(hidden, n, torch.tensor([0])).backward()
+    assert student.proj.weight.grad.abs().sum() > 0 and student.model.rnns[0].rnn.weight_ih_l0.grad.abs().sum() > 0
+    padded = torch.cat([hidden.detach(), torch.full((1, 3, 6), 9.0)], 1)
+    hidden = hidden.detach()
+    assert float(ts.loss(padded, n, torch.tensor([0]))) == pytest.approx(float(ts.loss(hidden, n, torch.tensor([0]))), rel=1e-6)
+    # The folder says which teacher it holds.
+    (tmp_path / "p").mkdir()
+    assert isinstance(load_teacher(posteriors_folder(tmp_path / "p", [np.zeros((4, 5), np.float32)])[0],
+                                   ["/audio/0.flac"]), TeacherPosteriors)
+    with pytest.raises(ValueError, match="neither teacher posteriors"):
+        load_teacher(tmp_path / "nothing", paths)
 
 
 @pytest.mark.slow
@@ -99,3 +143,16 @@ def test_the_teacher_chain_runs_on_real_clips(tmp_path):
     assert record["train_kd_loss"] > 0 and record["train_loss"] > 0.5 * record["train_kd_loss"]
     student = load_bundle(tmp_path / "student" / "release", "deepspeech2", weights=False)
     assert student.info["training"]["config"]["teacher"] == str(tmp_path / "post")
+
+    # Or with the encoder states as the teacher: the projection trains beside it, is kept for a
+    # resume, and the release holds the student alone.
+    train_ds2.main(["--train", str(manifest), "--dev", str(manifest), "--unit", "jamo", "--rnn-hidden", "32",
+                    "--rnn-layers", "1", "--batch-seconds", "8", "--max-duration", "8", "--workers", "0", "--epochs", "1",
+                    "--device", "cpu", "--threads", "1", "--teacher", str(tmp_path / "states"),
+                    "--out", str(tmp_path / "student-states")])
+    (record,) = [json.loads(line) for line in (tmp_path / "student-states" / "train.log").read_text().splitlines()]
+    assert 0 < record["train_kd_loss"] < record["train_loss"]
+    ck = torch.load(tmp_path / "student-states" / "last.pt", weights_only=True)
+    assert ck["kd_projection"]["weight"].shape == (512, 32)
+    released = load_bundle(tmp_path / "student-states" / "release", "deepspeech2")
+    assert set(released.build_model().state_dict()) == set(ck["model"])

@@ -48,7 +48,7 @@ from speech.models.deepspeech2 import DeepSpeech2, DS2Dims
 from speech.text import JamoTokenizer, build_syllable_tokenizer
 from training.data import (AugmentConfig, Batch, BucketBatchSampler, CompactManifest, SpeechDataset, loader,
                            spec_augment)
-from training.distill import TeacherPosteriors
+from training.distill import StatesStudent, load_teacher
 from training.flags import add_flags, flag
 from training.stopping import StopCondition, rng_state, set_rng_state
 
@@ -105,7 +105,8 @@ class TrainConfig:
     resume: bool = flag(False, "continue from OUT/last.pt")
     init_from: Optional[str] = flag(None, "release folder whose weights start the training "
                                           "(same dimensions and tokenizer)")
-    teacher: Optional[str] = flag(None, "teacher posteriors (training.whisper_teacher posteriors) to distil from")
+    teacher: Optional[str] = flag(None, "teacher to distil from: top-k posteriors (training.whisper_teacher "
+                                        "posteriors) or Whisper encoder states (training.whisper_teacher states)")
     kd_weight: float = flag(1.0, "weight of the teacher loss beside the CTC loss (with --teacher)")
     kd_temperature: float = flag(1.0, "temperature applied to the teacher's log-probabilities (with --teacher)")
 
@@ -262,13 +263,15 @@ def to_jsonable(x):
 
 
 def save_checkpoint(path: Path, model, opt, scaler, step: int, epoch: int, batch: int, trained_seconds: float,
-                    best: dict, cfg: TrainConfig, stop: Optional[StopCondition] = None) -> None:
-    """`epoch` (0-based) and `batch`: where the run stands (batches of that epoch done on this rank)."""
+                    best: dict, cfg: TrainConfig, stop: Optional[StopCondition] = None, projection=None) -> None:
+    """`epoch` (0-based) and `batch`: where the run stands (batches of that epoch done on this rank);
+    `projection`: a states teacher's projection (trained with the model, never released)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                 "step": step, "epoch": epoch, "batch": batch, "trained_seconds": trained_seconds, "best": best,
                 "stop": stop.state_dict() if stop else None,
-                "config": to_jsonable(asdict(cfg)), "rng": rng_state()}, tmp)
+                "config": to_jsonable(asdict(cfg)), "rng": rng_state(),
+                **({"kd_projection": projection.state_dict()} if projection is not None else {})}, tmp)
     os.replace(tmp, path)
 
 
@@ -329,22 +332,24 @@ def main(argv=None):
     model = model.to(device)
     n_params = model.num_parameters()
     log(f"model: {n_params / 1e6:.2f}M parameters, {dims}")
-    fwd = torch.compile(model) if cfg.compile else model
+    teacher = None
+    net = model                 # what trains: the model, or with a states teacher the model and its projection
+    if cfg.teacher:
+        teacher = load_teacher(cfg.teacher, [train_set.audio(i) for i in range(len(train_set))])
+        if teacher.needs_hidden:
+            net = StatesStudent(model, teacher.dim).to(device)
+        log(f"teacher: {cfg.teacher} ({teacher.describe()}), weight {cfg.kd_weight:g}, temperature {cfg.kd_temperature:g}")
+    fwd = torch.compile(net) if cfg.compile else net
     ddp_model = torch.nn.parallel.DistributedDataParallel(fwd) if distributed else fwd
     if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     pin = device.type == "cuda"
-    teacher = None
-    if cfg.teacher:
-        teacher = TeacherPosteriors(cfg.teacher, [train_set.audio(i) for i in range(len(train_set))])
-        log(f"teacher: {cfg.teacher} (top-{teacher.info['k']} posteriors, {teacher.info['utterances']} utterances), "
-            f"weight {cfg.kd_weight:g}, temperature {cfg.kd_temperature:g}")
     sampler = BucketBatchSampler(train_set.durations, cfg.batch_seconds, seed=cfg.seed, rank=rank, world=world)
     train_loader = loader(SpeechDataset(train_set, tokenizer, cfg.augment), sampler, cfg.workers, pin)
     dev_sampler = BucketBatchSampler(dev_set.durations, max(cfg.batch_seconds, float(dev_set.durations.max())),
@@ -361,6 +366,8 @@ def main(argv=None):
     if cfg.resume and (out / "last.pt").exists():
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
+        if "kd_projection" in ck and net is not model:
+            net.proj.load_state_dict(ck["kd_projection"])
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
         step, epoch0, best = ck["step"], ck["epoch"], ck["best"]
@@ -419,17 +426,17 @@ def main(argv=None):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total_steps, cfg, frac)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                lp, out_len = ddp_model(feats, frames)
+                lp, out_len, *hidden = ddp_model(feats, frames)
             loss = F.ctc_loss(lp.float().transpose(0, 1), targets, out_len, tgt_len.to(device, non_blocking=True),
                               blank=0, reduction="sum", zero_infinity=True) / len(batch.index)
             if teacher is not None:
-                kd = teacher.loss(lp, out_len, batch.index, cfg.kd_temperature)
+                kd = teacher.loss(hidden[0] if teacher.needs_hidden else lp, out_len, batch.index, cfg.kd_temperature)
                 kd_sum += kd.detach()
                 loss = loss + cfg.kd_weight * kd
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             step, n_batches, b = step + 1, n_batches + 1, b + 1
@@ -443,7 +450,8 @@ def main(argv=None):
             now = trained_seconds()  # every rank calls it the same number of times (an all-reduce)
             frac = stop.time_fraction(now)
             if main_proc and cfg.save_every and step % cfg.save_every == 0 and b < n_epoch:
-                save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg, stop)
+                save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg, stop,
+                                projection=getattr(net, "proj", None))
         del batches
         elapsed = time.time() - t_epoch
         record = {"epoch": epoch + 1, "step": step, "train_loss": float(loss_sum) / max(1, n_batches),
@@ -482,7 +490,8 @@ def main(argv=None):
         if main_proc:
             with open(out / "train.log", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg, stop)
+            save_checkpoint(out / "last.pt", model, opt, scaler, step, epoch, b, now, best, cfg, stop,
+                            projection=getattr(net, "proj", None))
         if reason:
             log(f"stopping: {reason}")
             break

@@ -173,8 +173,10 @@ class DeepSpeech2(nn.Module):
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.conv.output_lengths(lengths)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor):
-        """features (B, T, F), lengths (B,) -> log_probs (B, T', V), out_lengths (B,)."""
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, return_hidden: bool = False):
+        """features (B, T, F), lengths (B,) -> log_probs (B, T', V), out_lengths (B,); with
+        `return_hidden` also the top layer's states (B, T', rnn_hidden) that the output layer reads
+        (a distillation target, training.distill.TeacherStates)."""
         # Packing needs the lengths on the CPU: computed once here, and with no device sync at all
         # when the caller passes them on the CPU (the trainer does).
         host_lengths = self.conv.output_lengths(lengths.cpu())
@@ -185,7 +187,10 @@ class DeepSpeech2(nn.Module):
             x = rnn(x, host_lengths)
         if self.lookahead is not None:
             x = F.hardtanh(self.lookahead(x, lengths), 0, 20)
+        hidden = x
         x = self.fc(self.fc_norm(x))                            # (B, T', V)
+        if return_hidden:
+            return F.log_softmax(x.float(), dim=-1), lengths, hidden
         return F.log_softmax(x.float(), dim=-1), lengths
 
     def num_parameters(self) -> int:
