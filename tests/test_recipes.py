@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -41,37 +42,38 @@ pytestmark = [
 ]
 
 
-def run_recipe(name: str, out: Path) -> str:
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(["bash", str(ROOT / "recipes" / name / "run.sh"), "--budget", "small", "--out", str(out)],
+def run_recipe(tmp_path_factory, name: str, *args: str, out: Optional[Path] = None, **env: str) -> tuple[Path, str]:
+    """The recipe on its small budget in a fresh folder (or `out`): (that folder, what it printed)."""
+    out = out or tmp_path_factory.mktemp("recipe") / name
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **env}
+    r = subprocess.run(["bash", str(ROOT / "recipes" / name / "run.sh"), "--budget", "small", "--out", str(out), *args],
                        capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
+    return out, r.stdout
 
 
 @pytest.fixture(scope="module")
 def ds2(tmp_path_factory):
-    out = tmp_path_factory.mktemp("recipe") / "ds2-ko"
-    return out, run_recipe("ds2-ko", out)
+    return run_recipe(tmp_path_factory, "ds2-ko")
 
 
 @pytest.fixture(scope="module")
 def gender(tmp_path_factory):
-    out = tmp_path_factory.mktemp("recipe") / "gender-ko"
-    return out, run_recipe("gender-ko", out)
+    return run_recipe(tmp_path_factory, "gender-ko")
 
 
 @pytest.fixture(scope="module")
 def curve(tmp_path_factory):
-    out = tmp_path_factory.mktemp("recipe") / "ds2-curve"
-    return out, run_recipe("ds2-curve", out)
+    return run_recipe(tmp_path_factory, "ds2-curve")
 
 
 @pytest.fixture(scope="module")
 def distill(tmp_path_factory):
     require_whisper_base()
-    out = tmp_path_factory.mktemp("recipe") / "ds2-distill"
-    return out, run_recipe("ds2-distill", out)
+    out, log = run_recipe(tmp_path_factory, "ds2-distill")
+    # The other teacher loss on the same teacher folder: only its own stages run.
+    _, log_states = run_recipe(tmp_path_factory, "ds2-distill", "--stage", "4", out=out, KD_TARGET="states")
+    return out, log, log_states
 
 
 def config(folder: Path) -> dict:
@@ -163,17 +165,27 @@ def test_curve_recipe_trains_nested_subsets_and_fits_cer_against_hours(curve):
 
 
 def test_distill_recipe_trains_a_student_on_whisper_teacher_posteriors(distill):
-    out, log = distill
-    for n, name in enumerate(["prepare", "states", "head", "posteriors", "train", "package", "evaluate"]):
+    out, log, _ = distill
+    stages = ["prepare", "states", "head", "posteriors", "train-posteriors", "package-posteriors", "evaluate-posteriors"]
+    for n, name in enumerate(stages):
         assert f"stage {n} {name}: done" in log
     head = load_bundle(out / "teacher" / "head", "whisper-ctc-head")
     assert head.metrics["holdout_utterances"] > 0 and "eval" in head.metrics        # dev only reported
     assert set(head.metrics["holdout_speakers"]).isdisjoint({json.loads(line)["speaker"] for line in
                                                              (out / "data" / "dev-small.jsonl").read_text().splitlines()})
-    train_log = [json.loads(line) for line in (out / "exp" / "student" / "train.log").read_text().splitlines()]
-    assert all(r["train_kd_loss"] > 0 for r in train_log)
-    student = load_bundle(out / "ds2-distilled", "deepspeech2", weights=False)
-    assert student.info["training"]["config"]["teacher"].endswith("teacher/train-top8")
-    report = json.loads((out / "results" / "dev-ds2-distilled.json").read_text(encoding="utf-8"))
-    assert [s["system"].split(" ")[-1] for s in report["systems"]] == [
-        str(out / "ds2-distilled"), str(out / "ds2-distilled"), "checkpoints/ds2-ko", "checkpoints/ds2-ko"]
+    for target, teacher in (("posteriors", "teacher/train-top8"), ("states", "teacher/states")):
+        train_log = [json.loads(line) for line in (out / "exp" / target / "student" / "train.log").read_text().splitlines()]
+        assert all(r["train_kd_loss"] > 0 for r in train_log)
+        release = out / f"ds2-distilled-{target}"
+        student = load_bundle(release, "deepspeech2", weights=False)
+        assert student.info["training"]["config"]["teacher"].endswith(teacher)
+        report = json.loads((out / "results" / f"dev-ds2-distilled-{target}.json").read_text(encoding="utf-8"))
+        assert [s["system"].split(" ")[-1] for s in report["systems"]] == [
+            str(release), str(release), "checkpoints/ds2-ko", "checkpoints/ds2-ko"]
+
+
+def test_distill_recipe_runs_the_states_target_beside_without_redoing_the_teacher(distill):
+    _, _, log_states = distill
+    for name in ("train-states", "package-states", "evaluate-states"):
+        assert f"{name}: done" in log_states
+    assert "stage 1 states" not in log_states and "stage 2 head" not in log_states

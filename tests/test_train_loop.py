@@ -46,8 +46,8 @@ def preempt_after(monkeypatch, at_step: int):
     """The job is killed right after the checkpoint of step `at_step` is written."""
     save = train_ds2.save_checkpoint
 
-    def save_then_die(path, model, opt, scaler, step, *rest):
-        save(path, model, opt, scaler, step, *rest)
+    def save_then_die(path, model, opt, scaler, step, *rest, **options):
+        save(path, model, opt, scaler, step, *rest, **options)
         if step == at_step:
             raise Preempted
 
