@@ -9,11 +9,14 @@ import numpy as np
 import pytest
 
 from speech.audio import SAMPLE_RATE, load_audio
+from speech.engines.base import Word
+from speech.engines.ds2 import speech_share
 from speech.stt import DS2Engine, load_engine
 
 FIX = Path(__file__).parent / "fixtures"
 NOISE = sorted((FIX / "noise").glob("*.flac"))          # vacuum cleaner, dishwasher, air conditioner
 SPEECH = FIX / "examples" / "ko_male_emh00003.flac"
+CRY = FIX / "nonspeech" / "babycry_10s.flac"            # the VAD hears 0.7 s of speech in it
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +53,22 @@ def test_speech_keeps_its_text_and_noise_around_it_adds_none(engines):
     end = max(e for _, e in greedy.last_spans)
     assert t.segments and all(w.start < end + DS2Engine.GATE_SLACK for s in t.segments for w in s.words)
     assert end < len(speech) / SAMPLE_RATE + 0.5
+
+
+def test_a_word_mostly_outside_the_speech_regions_is_dropped(engines):
+    """A 10 s clip is decoded whole; over a baby's cry the model writes one long word of which the
+    VAD's region (0.7 s) holds about a quarter: the gate drops it, where any overlap used to keep it."""
+    greedy = engines[0]
+    assert greedy.transcribe(CRY).text == "" and greedy.last_spans     # speech regions, yet no text
+    lenient = greedy.with_decoder("greedy")
+    lenient.GATE_SHARE = 1e-6                                          # any overlap: the rule before
+    (word,) = [w for s in lenient.transcribe(CRY).segments for w in s.words]
+    assert 0 < speech_share(word, lenient.last_spans, DS2Engine.GATE_SLACK) < DS2Engine.GATE_SHARE
+    assert engines[1].transcribe(CRY).text == ""
+
+
+def test_speech_share_counts_overlapping_regions_once():
+    assert speech_share(Word(0.0, 2.0, "a"), [(0.5, 1.0), (0.9, 1.2)], pad=0.0) == pytest.approx(0.35)
+    assert speech_share(Word(0.0, 2.0, "a"), [(0.5, 1.0), (1.3, 1.5)], pad=0.2) == pytest.approx(0.7)   # 0.3-1.7
+    assert speech_share(Word(1.0, 1.0, "a"), [(0.5, 1.0)], pad=0.0) == 1.0     # a word of no duration
+    assert speech_share(Word(3.0, 4.0, "a"), [(0.5, 1.0)], pad=0.2) == 0.0
