@@ -22,7 +22,6 @@ def rows(minutes_by_speaker: dict[str, float]) -> list[dict]:
 def test_subsets_are_nested_whole_speakers_near_their_targets():
     minutes = {f"s{i:02d}": m for i, m in enumerate([0.3, 0.5, 0.7, 1.2, 1.5, 1.6, 1.7, 1.8, 2.7, 3.0, 7.8, 26.2,
                                                      1.3, 1.5, 1.6, 1.7, 0.7, 0.5, 2.9, 1.2, 1.5, 1.7, 0.7, 1.6])}
-    total = sum(minutes.values())
     subsets = lc.nested_subsets(rows(minutes), [10, 20, 40], seed=3)
     assert len(subsets) == 4
     for small, big in zip(subsets, subsets[1:]):
