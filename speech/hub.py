@@ -49,6 +49,11 @@ def is_repo_id(ref: str) -> bool:
     return bool(_REPO_ID.match(ref)) and not ref.startswith((".", "/", "~"))
 
 
+def tilde(text) -> str:
+    """A path (or a command) as reports write it: the home folder as `~`, so no machine's path is recorded."""
+    return str(text).replace(str(Path.home()), "~")
+
+
 def looks_local(ref: str) -> bool:
     """Whether `ref` is meant as a local path rather than a Hub repo id."""
     if ref.startswith((".", "/", "~")) or (os.sep != "/" and os.sep in ref) or Path(ref).is_absolute():

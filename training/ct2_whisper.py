@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speech.hub import tilde
+
 SUPPORTED_VERSIONS = (5, 6)
 # Order of ctranslate2's DataType enum (ctranslate2/specs/model_spec.py: _dtype_to_type_id).
 _DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
@@ -310,7 +312,7 @@ def main(argv=None) -> int:
         print(json.dumps(summary))
         if a.report:
             cmd = "python -m training.ct2_whisper " + " ".join(argv if argv is not None else sys.argv[1:])
-            cmd = cmd.replace(str(Path.home()), "~")
+            cmd = tilde(cmd)
             write_report(r, a.report, cmd)
         return 0 if r["identical_transcripts"] == r["clips"] else 1
     if a.out_dir is None:

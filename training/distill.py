@@ -50,11 +50,15 @@ def write_posteriors(head, states, rows: list[dict], k: int, out: Path, rate: in
     return info
 
 
-def _check_found(folder: Path, audio_paths: list[str], rows: list) -> None:
+def _read_index(folder: Path, audio_paths: list[str]) -> tuple[dict, list]:
+    """A cache's `info` and, per training utterance, its [first frame, frame count]; every one must be there."""
+    data = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    rows = [data["index"].get(audio_key(p)) for p in audio_paths]
     missing = sum(r is None for r in rows)
     if missing:
         raise ValueError(f"{folder}: no teacher output for {missing} of {len(rows)} training utterances "
                          f"(e.g. {next(p for p, r in zip(audio_paths, rows) if r is None)})")
+    return data["info"], rows
 
 
 class TeacherPosteriors:
@@ -64,12 +68,9 @@ class TeacherPosteriors:
 
     def __init__(self, folder, audio_paths: list[str]):
         folder = Path(folder)
-        data = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        self.info = data["info"]
+        self.info, rows = _read_index(folder, audio_paths)
         self.ids = torch.from_numpy(np.load(folder / "ids.npy").astype(np.int64))
         self.logp = torch.from_numpy(np.load(folder / "logp.npy").astype(np.float32))
-        rows = [data["index"].get(audio_key(p)) for p in audio_paths]
-        _check_found(folder, audio_paths, rows)
         self.offset = torch.tensor([r[0] for r in rows])
         self.frames = torch.tensor([r[1] for r in rows])
 
@@ -103,12 +104,9 @@ class TeacherStates:
 
     def __init__(self, folder, audio_paths: list[str]):
         folder = Path(folder)
-        data = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-        self.info = {**data["info"], "kind": "states"}
+        self.info, rows = _read_index(folder, audio_paths)
         self.array = np.load(folder / "states.npy", mmap_mode="r")
         self.dim = int(self.array.shape[1])
-        rows = [data["index"].get(audio_key(p)) for p in audio_paths]
-        _check_found(folder, audio_paths, rows)
         self.offset = [r[0] for r in rows]
         self.frames = [r[1] for r in rows]
 

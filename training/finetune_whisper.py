@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from speech.audio import SAMPLE_RATE, load_audio
+from speech.hub import tilde
 from speech.metrics import error_counts, rates
 from training.ct2_whisper import convert_to_ct2, load_transformers_whisper
 from training.data import load_utterances
@@ -420,7 +421,7 @@ def main(argv=None) -> dict:
     batches = data.epochs()
     evals, best, since_noisy_best, best_noisy, stop = [], None, 0, float("inf"), ""
     command = "python -m training.finetune_whisper " + " ".join(argv if argv is not None else sys.argv[1:])
-    command = command.replace(str(Path.home()), "~")
+    command = tilde(command)
 
     def log(rec):
         logf.write(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.bundle import Bundle, load_bundle, save_bundle
 from speech.decoding import greedy_decode
+from speech.hub import tilde
 from speech.metrics import error_counts, rates
 from speech.models.teacher import TeacherHead, TeacherHeadDims
 from speech.text import JamoTokenizer
@@ -98,7 +99,7 @@ def encode_states(manifests: list[str], model_dir: str, out: Path, threads: int 
             print(f"{start + len(group)}/{len(rows)} utterances, {time.time() - t0:.0f} s", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "states.npy", np.concatenate(chunks))
-    info = {"model": str(model_dir), "frames": offset, "rate": STATE_RATE, "utterances": len(index),
+    info = {"model": tilde(model_dir), "frames": offset, "rate": STATE_RATE, "utterances": len(index),
             "skipped_over_30s": skipped, "manifests": manifests, "seconds": round(time.time() - t0, 1)}
     (out / "index.json").write_text(json.dumps({"info": info, "index": index}, ensure_ascii=False) + "\n", encoding="utf-8")
     return info
