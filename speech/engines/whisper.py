@@ -142,9 +142,10 @@ def group_spans(spans: list[tuple[float, float]], max_window: float, max_gap: fl
 
 class WhisperEngine(Engine):
     name = "whisper"
-    # Whisper hears the level-normalised audio the VAD hears (speech.level): on 30 dB quieter 16-bit copies
-    # it then gives the original transcripts (tests/test_level.py); dev CER equal on clean speech, +0.3 on
-    # quiet copies, within noise (results/level-whisper.md).
+    # Whisper hears the level-normalised audio the VAD hears (speech.level): dev CER equal on clean speech,
+    # +0.3 on quiet copies, within noise (results/level-whisper.md). A 30 dB quieter 16-bit copy then
+    # changes a character or a full stop in some clips, as much as white noise 60 dB under the speech
+    # does (results/whisper-stability.md): Whisper's beam search flips on inaudible changes.
     level_input = True
 
     def __init__(self, model: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
