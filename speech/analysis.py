@@ -369,9 +369,11 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     model = classifier.model_name or "gender"
     settings = {"max_gap": max_gap, "vad_threshold": vad_threshold, "diarize": diarize, "detect_tv": detect_tv}
     if diarize:
-        from .diarize import DiarizationSettings
+        from .diarize import release_settings
+        from .speaker import default_encoder
 
-        settings.update(speakers=speakers, diarization=asdict(DiarizationSettings()))
+        settings.update(speakers=speakers, diarization=asdict(release_settings(encoder or default_encoder())),
+                        speaker_model=(encoder or default_encoder()).model_name)
     else:
         settings.update(window=window, switch_penalty=switch_penalty)
     return ConversationReport(

@@ -20,7 +20,7 @@ smoothing pass, over the speech regions of one recording.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -135,12 +135,20 @@ def fold_small(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, min_spe
     return np.unique(labels, return_inverse=True)[1]
 
 
+def release_settings(encoder: SpeakerEncoder, **changes) -> DiarizationSettings:
+    """The settings tuned for this encoder: its release's `diarization` section (e.g. the threshold
+    its own projection was tuned with) over the defaults above, then `changes`."""
+    tuned = encoder.config.get("diarization") or {}
+    return replace(DiarizationSettings(), **{**tuned, **changes})
+
+
 def diarize(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optional[int] = None,
-            settings: DiarizationSettings = DiarizationSettings(), gain: float = 1.0) -> list[tuple[float, float, int]]:
+            settings: Optional[DiarizationSettings] = None, gain: float = 1.0) -> list[tuple[float, float, int]]:
     """Speech regions of one 16 kHz recording -> [(start, end, speaker)] with speakers numbered
-    0, 1, ... by first appearance."""
+    0, 1, ... by first appearance. `settings`: default, the encoder's release_settings."""
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be 1 or more, got {speakers}")
+    settings = settings or release_settings(encoder)
     emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop, gain=gain)
     return assign(encoder.project(emb), wins, owner, spans, speakers, settings)
 
@@ -199,12 +207,12 @@ def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Opti
     return [(a, b, first[spk]) for a, b, spk in out]
 
 
-def count_voices(audio: np.ndarray, encoder: SpeakerEncoder,
-                 settings: DiarizationSettings = DiarizationSettings(min_speaker=2.4)) -> int:
+def count_voices(audio: np.ndarray, encoder: SpeakerEncoder, settings: Optional[DiarizationSettings] = None) -> int:
     """How many voices one clip holds (0 without speech): the gender tab's check that it was given
     one speaker. Each voice needs `settings.min_speaker` seconds of speech (less than in a long
     recording: a short clip's second voice may say only one sentence)."""
     from .vad import speech_spans
 
     spans = [(s, e) for s, e in speech_spans(audio, max_span=30.0) if e - s >= 0.15]
+    settings = settings or release_settings(encoder, min_speaker=2.4)
     return len({k for *_, k in diarize(audio, spans, encoder, settings=settings)})

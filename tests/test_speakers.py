@@ -15,7 +15,7 @@ import soundfile as sf
 from speech.analysis import analyze
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.bundle import load_bundle
-from speech.diarize import count_voices, diarize
+from speech.diarize import DiarizationSettings, count_voices, diarize, release_settings
 from speech.gender import GenderClassifier
 from speech.speaker import SpeakerEncoder
 from speech.vad import speech_spans
@@ -122,6 +122,30 @@ def test_clusters_held_out_speakers(enc):
     assert len({k for *_, k in fixed}) == 2
     with pytest.raises(ValueError):
         diarize(audio, spans, enc, speakers=0)
+
+
+def test_release_carries_its_clustering_settings(clf, enc, tmp_path):
+    """A speaker release may name the settings its projection was tuned with (`diarization` in
+    config.json); diarize, count_voices and the analysis use them, and the report records them."""
+    import shutil
+
+    audio, _ = montage(TURNS)
+    spans = speech_spans(audio, max_span=30.0)
+    assert release_settings(enc) == DiarizationSettings()          # the shipped release: the defaults
+    folder = tmp_path / "speaker-merged"
+    shutil.copytree(enc.folder, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["diarization"] = {"threshold": 1.9}                        # cosine distance: everything merges
+    cfg["name"] = "speaker-merged"
+    (folder / "config.json").write_text(json.dumps(cfg))
+    merged = SpeakerEncoder.load(str(folder))
+    assert release_settings(merged).threshold == 1.9
+    assert release_settings(merged, min_speaker=2.4).min_speaker == 2.4
+    assert len({k for *_, k in diarize(audio, spans, merged)}) == 1
+    assert len({k for *_, k in diarize(audio, spans, merged, settings=DiarizationSettings())}) == 3
+    rep = analyze((SAMPLE_RATE, audio), clf, encoder=merged)
+    assert len(rep.speakers) == 1 and rep.settings["diarization"]["threshold"] == 1.9
+    assert rep.settings["speaker_model"] == "speaker-merged"
 
 
 def test_count_voices(enc):

@@ -32,6 +32,7 @@ import numpy as np
 
 from speech.analysis import analyze, find_speech
 from speech.audio import SAMPLE_RATE, load_audio
+from speech.diarize import release_settings
 from speech.gender import GenderClassifier
 from speech.pitch import pitch_track
 from speech.speaker import SpeakerEncoder
@@ -85,8 +86,9 @@ def main(argv=None):
     p.add_argument("--manifest", default=None, help="also score one-speaker recordings of this manifest's adults")
     p.add_argument("--monologue-seconds", type=float, default=120.0)
     p.add_argument("--out", default="results/diarization_eval")
+    p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one)")
     args = p.parse_args(argv)
-    clf, enc = GenderClassifier.load(), SpeakerEncoder.load()
+    clf, enc = GenderClassifier.load(), SpeakerEncoder.load(args.encoder)
     folder = Path(args.conversations)
     truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
     rows = []
@@ -174,14 +176,16 @@ def main(argv=None):
                            "one_speaker_found": round(float(np.mean([r["speakers_found"] == 1 for r in rs])), 2)}
                     for name in ("speakers", "gender-only", "pitch")
                     for rs in [[r for r in mono if r["system"] == name]] if rs}
-    res = {"conversations": str(folder), "cpu_count": os.cpu_count(), "cpu": platform.machine(),
+    res = {"conversations": str(folder), "speaker_model": enc.model_name, "cpu_count": os.cpu_count(), "cpu": platform.machine(),
            "load_average": [round(x, 1) for x in load], "summary": summary, "one_speaker": mono_summary,
            "rows": rows, "one_speaker_rows": mono}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     lines = ["# Who spoke: speakers vs gender-only analysis vs pitch baseline", "",
-             f"`python -m training.evaluate_speakers --conversations {folder}`: {len(truths)} synthetic "
+             f"`python -m training.evaluate_speakers --conversations {folder}"
+             + (f" --encoder {args.encoder}" if args.encoder else "") + f"` (speaker model {enc.model_name}, "
+             f"threshold {release_settings(enc).threshold}): {len(truths)} synthetic "
              "conversations of 2-4 held-out dev speakers (training/make_conversations.py --speakers 2-4), "
              "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through "
              "training/tv_mix.py's TV chain, 10 dB under the conversation, plus noise at 10 dB; TV speech is not "

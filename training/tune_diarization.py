@@ -39,7 +39,7 @@ import numpy as np
 
 from speech.analysis import find_speech
 from speech.audio import SAMPLE_RATE, load_audio
-from speech.diarize import DiarizationSettings, assign, embed_regions
+from speech.diarize import assign, embed_regions, release_settings
 from speech.gender import GenderClassifier
 from speech.speaker import SpeakerEncoder
 from training.diarization import annotation, der_metric, fit_lda, fit_wccn, reference
@@ -65,15 +65,16 @@ def main(argv=None):
     p.add_argument("--dims", type=int, default=20, help="--fit lda: dimensions")
     p.add_argument("--shrink", type=float, default=3.0, help="--fit wccn: identity added, in mean eigenvalues")
     p.add_argument("--blocks", default="0,3")
+    p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one)")
     p.add_argument("--out", default="results/diarization_tuning")
     args = p.parse_args(argv)
     folder = Path(args.conversations)
     truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
     if (args.folds or args.fit != "release") and not args.cache:
         raise ValueError("--folds and --fit need --cache (the projections are fitted on cached embeddings)")
-    enc = SpeakerEncoder.load()
+    enc = SpeakerEncoder.load(args.encoder)
     min_samples = GenderClassifier.load().min_samples
-    base = DiarizationSettings()
+    base = release_settings(enc)
     fit_variants = args.fit_variants.split(",") if args.fit != "release" else []
     fit_folder = Path(args.fit_conversations) if args.fit_conversations else folder
     fit_cache = Path(args.fit_cache or args.cache) if args.cache else None
