@@ -1,7 +1,7 @@
 """Speaker embeddings: resemblyzer's pretrained voice encoder (GE2E, 3-layer LSTM), loaded from a
 safetensors release, with the same front end as the `resemblyzer` package.
 
-    enc = SpeakerEncoder.load()                      # checkpoints/speaker-resemblyzer
+    enc = SpeakerEncoder.load()                      # checkpoints/speaker-ko
     e = enc.embed_windows(audio, [(0.0, 1.6), ...])  # (N, 256), L2-normed, cosine = dot product
 
 Front end (resemblyzer.audio): the waveform's level is raised (never lowered) to -30 dBFS, then a

@@ -63,6 +63,11 @@ def gender(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def speaker(tmp_path_factory):
+    return run_recipe(tmp_path_factory, "speaker-ko")
+
+
+@pytest.fixture(scope="module")
 def curve(tmp_path_factory):
     return run_recipe(tmp_path_factory, "ds2-curve")
 
@@ -141,6 +146,32 @@ def test_gender_recipe_writes_a_calibrated_release_that_classifies_a_real_clip(g
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     shipped_result = GenderClassifier.load(str(ROOT / "checkpoints" / "gender-ko")).predict(str(CLIP))
     assert not np.allclose(list(result.probabilities.values()), list(shipped_result.probabilities.values()))
+
+
+def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
+    from speech.diarize import diarize, release_settings
+    from speech.speaker import SpeakerEncoder
+    from speech.vad import speech_spans
+
+    out, log = speaker
+    for n, name in enumerate(["prepare", "teacher", "conversations", "train", "tune", "project", "evaluate"]):
+        assert f"stage {n} {name}: done" in log
+    tuning = json.loads((out / "results" / "diarization_tuning.json").read_text(encoding="utf-8"))
+    enc = SpeakerEncoder.load(str(out / "speaker-ko"))
+    assert enc.model_name == "speaker-ko" and enc.config["provenance"]["steps"] == 3
+    assert enc.config["projection"]["kind"] == "wccn" and enc.projection[1].shape == (256, 256)
+    # the threshold the tune stage chose for this encoder is the one diarize uses
+    assert release_settings(enc).threshold == tuning["best"]["threshold"] == enc.config["diarization"]["threshold"]
+    assert json.loads((out / "results" / "diarization_eval.json").read_text(encoding="utf-8"))["summary"]
+    # Weights of its own (not the teacher's), and they still tell a man from a woman.
+    teacher = SpeakerEncoder.load(str(ROOT / "checkpoints" / "speaker-resemblyzer"))
+    audio = load_audio(str(CLIP))
+    assert not np.allclose(enc.embed_utterance(audio), teacher.embed_utterance(audio), atol=1e-4)
+    woman, man = (load_audio(str(ROOT / "tests" / "fixtures" / "gender" / f)) for f in ("ava00021.flac", "emh00305.flac"))
+    gap = np.zeros(8000, np.float32)
+    both = np.concatenate([woman, gap, man, gap, woman])
+    found = diarize(both, speech_spans(both, max_span=30.0), enc)
+    assert len({k for *_, k in found}) == 2
 
 
 def test_curve_recipe_trains_nested_subsets_and_fits_cer_against_hours(curve):

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from speech.bundle import load_release, save_release
+from speech.hub import tilde
 from speech.speaker import MODEL_TYPE
 from training.diarization import fit_lda, fit_wccn
 
@@ -50,6 +51,10 @@ def main(argv=None):
     p.add_argument("--dims", type=int, default=20, help="LDA dimensions")
     p.add_argument("--shrink", type=float, default=3.0, help="WCCN: identity added, in mean eigenvalues")
     p.add_argument("--release", default="checkpoints/speaker-resemblyzer")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="clustering threshold tuned for this projection: written into the release's "
+                        "`diarization` section, which speech.diarize uses (default: --tuning's best)")
+    p.add_argument("--tuning", default=None, help="the tune_diarization report (.json) of this encoder and projection kind")
     args = p.parse_args(argv)
     folder, cache = Path(args.conversations), Path(args.cache)
     truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")]
@@ -68,10 +73,18 @@ def main(argv=None):
         **({"shrink": args.shrink} if args.kind == "wccn" else {}),
         "fitted_on": f"{len(truths)} synthetic conversations of TRAIN speakers ({folder.name}, variants "
                      f"{args.variants}), windows where exactly one speaker talks; dev speakers unseen",
-        "command": f"python -m training.fit_speaker_lda --conversations {args.conversations} --cache {args.cache} "
+        "command": tilde(f"python -m training.fit_speaker_lda --release {args.release} --conversations {args.conversations} --cache {args.cache} "
                    f"--variants {args.variants} --kind {args.kind} "
-                   + (f"--shrink {args.shrink}" if args.kind == "wccn" else f"--dims {args.dims}"),
+                   + (f"--shrink {args.shrink}" if args.kind == "wccn" else f"--dims {args.dims}")
+                   + (f" --threshold {args.threshold}" if args.threshold is not None else "")
+                   + (f" --tuning {args.tuning}" if args.tuning else "")),
     }
+    best = json.loads(Path(args.tuning).read_text(encoding="utf-8"))["best"] if args.tuning else None
+    threshold = args.threshold if args.threshold is not None else best["threshold"] if best else None
+    if threshold is not None:
+        config["diarization"] = {"threshold": threshold}
+        if best:
+            config["diarization_tuning"] = {"report": tilde(args.tuning), "best": best}
     dtype = torch.float16 if config.get("provenance", {}).get("stored_dtype") == "float16" else None
     # the projection keeps float32: it is small, and float16 would round its large coefficients
     tensors = {k_: (v.half() if dtype is not None and not k_.startswith("projection.") else v) for k_, v in state.items()}

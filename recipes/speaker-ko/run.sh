@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Regenerate checkpoints/speaker-ko: resemblyzer's voice encoder taught to hear a voice through a
+# home's noise and TV, with its own within-speaker whitening and clustering threshold.
+#
+#   recipes/speaker-ko/run.sh [--stage N] [--stop-stage M] [--budget full|small] [--out DIR]
+#                             [--threads N] [--force] [--install]
+#
+# Stages (each one a small script of training/; see recipes/README.md for what each one took):
+#   0 prepare        speaker-disjoint train/dev manifests of ../shared/data/ko-speech
+#   1 teacher        resemblyzer's pretrained encoder as a release, from its PyPI wheel
+#                    (the small budget copies checkpoints/speaker-resemblyzer instead: no download)
+#   2 conversations  synthetic conversations of 2-4 train speakers (scored while tuning), the same
+#                    ones with the train part of each noise clip (the projection is fitted on
+#                    them), and conversations of the dev speakers (results)
+#   3 train          the student: noisy 1.6 s crops towards the teacher's clean embeddings
+#   4 tune           the clustering threshold: each train conversation scored through a whitening
+#                    fitted without its speakers and its noise
+#   5 project        the whitening fitted on all train conversations and the tuned threshold
+#                    written into the release -> OUT/speaker-ko
+#   6 evaluate       DER, parents' shares and wrong-gender time on the dev conversations
+#   7 install        copy OUT/speaker-ko into checkpoints/speaker-ko, keeping its card (only with --install)
+#
+# --budget small: the same stages on 8 short train and 4 dev utterances, two-speaker conversations
+# and a few steps (what tests/test_recipes.py runs). Finished stages leave OUT/.done/STAGE and are
+# skipped when run again (--force reruns them). Nothing outside OUT is written unless --install.
+set -euo pipefail
+
+recipe=speaker-ko
+stop_stage=6
+install_stage=7
+threads=1
+source "$(dirname "$0")/../common.sh"
+
+exp="$out/exp/speaker"; teacher="$out/speaker-resemblyzer"; release="$out/speaker-ko"
+conv="$data/conversations"
+if [[ "$budget" == full ]]; then
+    n_train=16; n_dev=10; speakers=2-4; turns=16; steps=(--steps 1200 --lr 1e-4)
+    thresholds=0.55,0.6,0.65,0.7,0.75,0.8,0.85
+else
+    n_train=3; n_dev=1; speakers=2-2; turns=4; steps=(--steps 3 --batch 4 --val-speakers "" --tv-tracks 1)
+    thresholds=0.65,0.75
+fi
+
+if run_stage 0 prepare; then
+    stage_prepare
+    done_stage 0 prepare
+fi
+
+if run_stage 1 teacher; then
+    rm -rf "$teacher"
+    if [[ "$budget" == full ]]; then
+        "$PY" -m pip download resemblyzer==0.1.4 --no-deps -d "$out/wheel"
+        "$PY" -m training.convert_resemblyzer --wheel "$out"/wheel/Resemblyzer-0.1.4-py3-none-any.whl \
+            --out "$teacher" --dtype float16
+    else
+        mkdir -p "$teacher"
+        cp checkpoints/speaker-resemblyzer/config.json checkpoints/speaker-resemblyzer/model.safetensors "$teacher/"
+    fi
+    done_stage 1 teacher
+fi
+
+if run_stage 2 conversations; then
+    rm -rf "$conv"
+    common=(--noise "$NOISE" --speakers "$speakers" --turns "$turns")
+    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train" --n "$n_train" --seed 1 "${common[@]}"
+    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train-fitnoise" --n "$n_train" --seed 1 \
+        --noise-part train "${common[@]}"
+    dev_speakers="$dev"
+    if [[ "$budget" == small ]]; then   # the TV of a conversation talks with the voices of other speakers
+        dev_speakers="$data/dev-small-4.jsonl"
+        "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev_speakers" --speakers-per-gender 2 --per-speaker 2
+    fi
+    "$PY" -m training.make_conversations --manifest "$dev_speakers" --out "$conv/dev" --n "$n_dev" --seed 2 "${common[@]}"
+    done_stage 2 conversations
+fi
+
+if run_stage 3 train; then
+    rm -rf "$exp"
+    "$PY" -m training.train_speaker --manifest "$train" --noise "$NOISE" --init "$teacher" --out "$exp" \
+        --threads "$threads" "${steps[@]}"
+    done_stage 3 train
+fi
+
+if run_stage 4 tune; then
+    rm -rf "$exp/cache"
+    "$PY" -m training.tune_diarization --encoder "$exp/release" --conversations "$conv/train" --cache "$exp/cache/train" \
+        --variants clean,noise,tv --fit wccn --fit-conversations "$conv/train-fitnoise" --fit-cache "$exp/cache/fit" \
+        --fit-variants clean,noise,tv,household --thresholds "$thresholds" --switch-penalties 0.3 --blocks 3 \
+        --out "$out/results/diarization_tuning"
+    done_stage 4 tune
+fi
+
+if run_stage 5 project; then
+    rm -rf "$release"
+    mkdir -p "$release"
+    cp "$exp/release"/config.json "$exp/release"/model.safetensors "$release/"
+    "$PY" -m training.fit_speaker_lda --release "$release" --conversations "$conv/train-fitnoise" --cache "$exp/cache/fit" \
+        --variants clean,noise,tv,household --kind wccn --shrink 3 --tuning "$out/results/diarization_tuning.json"
+    done_stage 5 project
+fi
+
+if run_stage 6 evaluate; then
+    "$PY" -m training.evaluate_speakers --encoder "$release" --conversations "$conv/dev" --manifest "$dev" \
+        --out "$out/results/diarization_eval"
+    done_stage 6 evaluate
+fi
+
+if (( stage <= 7 && 7 <= stop_stage )); then
+    if [[ "$install" == yes ]]; then
+        log "stage 7 install: $release -> checkpoints/speaker-ko (the model card README.md is kept)"
+        mkdir -p checkpoints/speaker-ko
+        cp "$release"/config.json "$release"/model.safetensors checkpoints/speaker-ko/
+    else
+        log "stage 7 install: skipped (pass --install to overwrite checkpoints/speaker-ko)"
+    fi
+fi
+log "finished stages $stage..$stop_stage; release: $release"
