@@ -3,7 +3,7 @@
 # and optionally recipe_option() for options of its own (`recipe_option FLAG VALUE` returns 0 when
 # it took the flag and its value). This file parses the shared options, moves to the repository
 # root (the stages run `python -m training.X`), sets out, PY, CORPUS, NOISE and the data paths of
-# the budget, and defines log, run_stage, done_stage and stage_prepare.
+# the budget, and defines log, run_stage, done_stage, stage_prepare and stage_install.
 
 stage=0
 budget=full
@@ -65,5 +65,21 @@ stage_prepare() {
         "$PY" recipes/subset_manifest.py "$data/train.jsonl" "$train" --speakers-per-gender 2 --per-speaker 2
         "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev" --speakers-per-gender 1 --per-speaker 2
         "$PY" recipes/subset_manifest.py "$noise_src" "$data/noise" --max-duration 35
+    fi
+}
+
+# The last stage of every recipe (stage `install_stage`): with --install, copy the release's files
+# into checkpoints/NAME (the model card README.md there is kept); otherwise say it was skipped.
+#   stage_install NAME RELEASE_FOLDER FILE...
+stage_install() {
+    local name="$1" release="$2"; shift 2
+    (( stage <= install_stage && install_stage <= stop_stage )) || return 0
+    if [[ "$install" == yes ]]; then
+        log "stage $install_stage install: $release -> checkpoints/$name (the model card README.md is kept)"
+        mkdir -p "checkpoints/$name"
+        local f
+        for f in "$@"; do cp "$release/$f" "checkpoints/$name/"; done
+    else
+        log "stage $install_stage install: skipped (pass --install to overwrite checkpoints/$name)"
     fi
 }

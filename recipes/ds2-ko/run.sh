@@ -138,12 +138,5 @@ if run_stage 7 benchmark; then
     done_stage 7 benchmark
 fi
 
-if (( stage <= 8 && 8 <= stop_stage )); then
-    if [[ "$install" == yes ]]; then
-        log "stage 8 install: $release -> checkpoints/ds2-ko (the model card README.md is kept)"
-        cp "$release"/config.json "$release"/model.safetensors "$release"/lm.bin "$release"/lm.json checkpoints/ds2-ko/
-    else
-        log "stage 8 install: skipped (pass --install to overwrite checkpoints/ds2-ko)"
-    fi
-fi
+stage_install ds2-ko "$release" config.json model.safetensors lm.bin lm.json
 log "finished stages $stage..$stop_stage; release: $release"

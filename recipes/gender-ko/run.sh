@@ -61,12 +61,5 @@ if run_stage 4 evaluate; then
     done_stage 4 evaluate
 fi
 
-if (( stage <= 5 && 5 <= stop_stage )); then
-    if [[ "$install" == yes ]]; then
-        log "stage 5 install: $release -> checkpoints/gender-ko (the model card README.md is kept)"
-        cp "$release"/config.json "$release"/model.safetensors checkpoints/gender-ko/
-    else
-        log "stage 5 install: skipped (pass --install to overwrite checkpoints/gender-ko)"
-    fi
-fi
+stage_install gender-ko "$release" config.json model.safetensors
 log "finished stages $stage..$stop_stage; release: $release"

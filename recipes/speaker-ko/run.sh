@@ -105,13 +105,5 @@ if run_stage 6 evaluate; then
     done_stage 6 evaluate
 fi
 
-if (( stage <= 7 && 7 <= stop_stage )); then
-    if [[ "$install" == yes ]]; then
-        log "stage 7 install: $release -> checkpoints/speaker-ko (the model card README.md is kept)"
-        mkdir -p checkpoints/speaker-ko
-        cp "$release"/config.json "$release"/model.safetensors checkpoints/speaker-ko/
-    else
-        log "stage 7 install: skipped (pass --install to overwrite checkpoints/speaker-ko)"
-    fi
-fi
+stage_install speaker-ko "$release" config.json model.safetensors
 log "finished stages $stage..$stop_stage; release: $release"
