@@ -67,6 +67,22 @@ def test_a_word_mostly_outside_the_speech_regions_is_dropped(engines):
     assert engines[1].transcribe(CRY).text == ""
 
 
+def test_the_language_model_adds_no_word_the_model_did_not_hear(engines, monkeypatch):
+    """The baby's cry 40 dB down (16-bit): greedy writes nothing; the beam search with the LM wrote a
+    word (너무해지며) until its words had to overlap a word that greedy writes and the gate keeps.
+    On speech the rule changes nothing here (dev CER: results/ds2-nonspeech.md)."""
+    import speech.engines.ds2 as ds2
+
+    greedy, beam = engines
+    quiet = np.round(load_audio(CRY) * np.float32(10 ** (-40 / 20)) * 32767).astype(np.int16)
+    assert greedy.transcribe((SAMPLE_RATE, quiet)).text == ""
+    assert beam.transcribe((SAMPLE_RATE, quiet)).text == ""
+    speech = beam.transcribe(SPEECH).text
+    monkeypatch.setattr(ds2, "heard_by_the_model", lambda words, *rest: words)     # the rule off
+    assert beam.transcribe((SAMPLE_RATE, quiet)).text != ""
+    assert beam.transcribe(SPEECH).text == speech and len(speech) >= 10
+
+
 def test_speech_share_counts_overlapping_regions_once():
     assert speech_share(Word(0.0, 2.0, "a"), [(0.5, 1.0), (0.9, 1.2)], pad=0.0) == pytest.approx(0.35)
     assert speech_share(Word(0.0, 2.0, "a"), [(0.5, 1.0), (1.3, 1.5)], pad=0.2) == pytest.approx(0.7)   # 0.3-1.7

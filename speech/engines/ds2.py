@@ -78,10 +78,10 @@ class DS2Engine(Engine):
     # no speech -> empty text, and a word is kept only when at least GATE_SHARE of its time lies in
     # the speech regions widened by GATE_SLACK s. A short clip is decoded whole, so a word written
     # over a cry that the VAD took for a moment of speech mostly lies outside that moment: the rule
-    # drops the words of both baby-cry clips that passed the VAD (results/ds2-nonspeech.md) and no
-    # character of 48 dev utterances clean, at 0 dB or far-field (5,187 characters), against any
-    # overlap. Where the VAD's region covers the cry itself, text remains (Whisper has its own
-    # no-speech probability; DeepSpeech2 has none).
+    # drops the words of both baby-cry clips that passed the VAD (results/ds2-nonspeech.md). Where the
+    # VAD's region covers the cry itself, a search with the LM could still write a word there: its
+    # words must overlap what greedy decoding of the same frames writes (heard_by_the_model). Whisper
+    # has its own no-speech probability; DeepSpeech2 has none.
     gate = True
     GATE_SLACK = 0.2
     GATE_SHARE = 0.6
@@ -150,13 +150,28 @@ class DS2Engine(Engine):
             group = spans[b:b + step]
             chunks = [audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in group]
             for (s, e), lp in zip(group, self.log_probs(chunks)):
-                words += hypothesis_to_words(self.decoder.decode(lp), self.tokenizer, self.frame_seconds, s,
-                                             end=min(e, duration))
+                found = hypothesis_to_words(self.decoder.decode(lp), self.tokenizer, self.frame_seconds, s,
+                                            end=min(e, duration))
+                if self.gate and not isinstance(self.decoder, GreedyDecoder):
+                    found = heard_by_the_model(found, hypothesis_to_words(
+                        GreedyDecoder().decode(lp), self.tokenizer, self.frame_seconds, s, end=min(e, duration)),
+                        speech, self.GATE_SLACK, self.GATE_SHARE)
+                words += found
             if progress:
                 progress(min(1.0, (b + len(group)) / len(spans)), "transcribing")
         if self.gate:
             words = [w for w in words if speech_share(w, speech, self.GATE_SLACK) >= self.GATE_SHARE]
         return words_to_segments(words)
+
+
+def heard_by_the_model(words: list[Word], greedy: list[Word], spans: list, pad: float, share: float) -> list[Word]:
+    """The words of a search with a language model that overlap a word the acoustic model writes on
+    its own (greedy) and the gate keeps: the LM may respell what the model heard, not add words
+    where it heard nothing. (On a baby's cry 30 dB down, greedy wrote nothing and the beam search
+    with the LM one word: results/ds2-nonspeech.md.)"""
+    heard = [g for g in greedy if speech_share(g, spans, pad) >= share]
+    return [w for w in words if any(min(w.end, g.end) > max(w.start, g.start) or
+                                    (w.start == w.end and g.start <= w.start <= g.end) for g in heard)]
 
 
 def speech_share(word: Word, spans: list, pad: float) -> float:
