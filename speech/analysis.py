@@ -372,8 +372,8 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
         from .diarize import release_settings
         from .speaker import default_encoder
 
-        settings.update(speakers=speakers, diarization=asdict(release_settings(encoder or default_encoder())),
-                        speaker_model=(encoder or default_encoder()).model_name)
+        used = encoder or default_encoder()
+        settings.update(speakers=speakers, diarization=asdict(release_settings(used)), speaker_model=used.model_name)
     else:
         settings.update(window=window, switch_penalty=switch_penalty)
     return ConversationReport(
