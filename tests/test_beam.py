@@ -11,7 +11,7 @@ pytest.importorskip("flashlight.lib.text.decoder", reason="flashlight-text is no
 from speech.beam import BeamSearchDecoder  # noqa: E402
 from speech.decoding import GreedyDecoder  # noqa: E402
 from speech.text import JamoTokenizer, build_syllable_tokenizer  # noqa: E402
-from training import build_lm  # noqa: E402
+from training import build_lm, lm_words  # noqa: E402
 from training.lm_corpus import Excluder, clean_sentences  # noqa: E402
 
 SENTENCES = ["사과 먹어", "사고 났어", "나는 사과를 좋아해", "오늘 사과 먹어", "사과 먹어 볼래"]
@@ -148,8 +148,8 @@ def test_build_lm_rejects_orders_the_decoder_cannot_load(tmp_path):
 
 
 def test_to_lm_words_marks_word_breaks():
-    assert build_lm.to_lm_words("사과 먹어.", "syllable") == "사 과 | 먹 어"
-    assert build_lm.to_lm_words("각 나", "jamo") == "ᄀ ᅡ ᆨ | ᄂ ᅡ"
+    assert lm_words.to_lm_words("사과 먹어.", "syllable") == "사 과 | 먹 어"
+    assert lm_words.to_lm_words("각 나", "jamo") == "ᄀ ᅡ ᆨ | ᄂ ᅡ"
 
 
 def test_lm_corpus_excludes_evaluation_sentences():
@@ -177,12 +177,12 @@ def test_lm_corpus_turns_bare_jamo_into_word_breaks():
 def test_morpheme_pieces_spell_each_word_again():
     pytest.importorskip("kiwipiepy")
     lines = ["했다 먹었다", "심폐소생술 자격증 취득을 원하시면", "", "abc"]
-    pieces = list(build_lm.word_lines(lines, "morpheme"))
+    pieces = list(lm_words.word_lines(lines, "morpheme"))
     assert pieces[0] == ["했", "다", "먹", "었", "다"]
     assert "".join(pieces[1]) == "심폐소생술자격증취득을원하시면" and "을" in pieces[1] and "면" in pieces[1]
     assert pieces[2] == [] and pieces[3] == []
-    assert list(build_lm.word_lines(lines[:2], "eojeol")) == [["했다", "먹었다"], ["심폐소생술", "자격증", "취득을", "원하시면"]]
-    assert build_lm.surface_pieces("가나다 라마", [1, 2, 4, 5]) == ["가", "나", "다", "라", "마"]
+    assert list(lm_words.word_lines(lines[:2], "eojeol")) == [["했다", "먹었다"], ["심폐소생술", "자격증", "취득을", "원하시면"]]
+    assert lm_words.surface_pieces("가나다 라마", [1, 2, 4, 5]) == ["가", "나", "다", "라", "마"]
 
 
 @needs_kenlm

@@ -19,7 +19,8 @@ def test_student_hears_the_voice_through_the_room(tmp_path):
                              out=str(tmp_path / "run"), name="speaker-test", steps=40, batch=8, lr=3e-4, val_speakers="",
                              tv_tracks=2, clean_prob=0.0, threads=1, snr_min=0.0, snr_max=5.0)
     release = train(cfg)
-    teacher, student = SpeakerEncoder.load(), SpeakerEncoder.load(str(release))
+    # the teacher is the release training started from (resemblyzer's), not the project default
+    teacher, student = SpeakerEncoder.load(cfg.init), SpeakerEncoder.load(str(release))
     assert student.model_name == "speaker-test" and student.projection is None
     assert "fine-tuned by this project" in student.config["provenance"]["source"]
     # fresh crops and noise draws (another seed) of the same clips

@@ -163,7 +163,7 @@ def lm_text(text: str) -> str:
 
 
 def lm_tokens(texts: list[str], lm: str) -> list[list[str]]:
-    from training.build_lm import to_lm_words, word_lines
+    from training.lm_words import to_lm_words, word_lines
 
     if lm == "jamo":
         return [to_lm_words(t, "jamo").split() for t in texts]
