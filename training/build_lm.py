@@ -39,7 +39,7 @@ from pathlib import Path
 
 from speech.beam import LM_INFO_NAME, LM_SPACE, MAX_LM_ORDER
 from speech.bundle import CONFIG_NAME, load_bundle
-from speech.text import JamoTokenizer, Tokenizer, decompose, normalize_transcript, tokenizer_from_dict
+from speech.text import JamoTokenizer, Tokenizer, decompose, tokenizer_from_dict
 from training.lm_words import to_lm_words, word_lines
 
 DEFAULT_KENLM_BIN = Path(os.environ.get("KENLM_BIN", Path.home() / ".cache" / "korean-speech" / "kenlm" / "bin"))
