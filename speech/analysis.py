@@ -6,7 +6,7 @@ child), with talk time, shares and the parents' ratio.
     report.to_rttm(), timeline_figure(report)
 
 Pipeline (default, `diarize=True`): Silero VAD -> speech regions -> speaker diarization
-(speech/diarize.py: window embeddings, average-linkage clustering, smoothing; `speakers` fixes
+(speech/diarize.py: window embeddings, spectral or average-linkage clustering, smoothing; `speakers` fixes
 the count) -> each speaker's label from the gender classifier over ALL of that speaker's speech
 (so one sentence ending cannot flip it) -> turns (a speaker's segments less than `max_gap` apart
 merge) -> optional transcription. `female` and `male` count adult speakers; `child` and `tv`

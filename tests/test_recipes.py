@@ -160,8 +160,13 @@ def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
     enc = SpeakerEncoder.load(str(out / "speaker-ko"))
     assert enc.model_name == "speaker-ko" and enc.config["provenance"]["steps"] == 3
     assert enc.config["projection"]["kind"] == "wccn" and enc.projection[1].shape == (256, 256)
-    # the threshold the tune stage chose for this encoder is the one diarize uses
-    assert release_settings(enc).threshold == tuning["best"]["threshold"] == enc.config["diarization"]["threshold"]
+    # the clustering the tune stage chose for this encoder is the one diarize uses (spectral's
+    # fallback for short recordings: the best average-linkage threshold)
+    ahc = min((r for r in tuning["grid"] if r["method"] == "ahc"), key=lambda r: r["der_mean"])
+    settings = release_settings(enc)
+    assert settings.method == tuning["best"]["method"] == enc.config["diarization"]["method"]
+    assert settings.threshold == ahc["threshold"] == enc.config["diarization"]["threshold"]
+    assert {r["method"] for r in tuning["grid"]} == {"ahc", "spectral"}
     assert json.loads((out / "results" / "diarization_eval.json").read_text(encoding="utf-8"))["summary"]
     # Weights of its own (not the teacher's), and they still tell a man from a woman.
     teacher = SpeakerEncoder.load(str(ROOT / "checkpoints" / "speaker-resemblyzer"))

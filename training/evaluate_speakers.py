@@ -78,6 +78,13 @@ def score(truth, hyp_gender, hyp_speaker, female_share):
     }
 
 
+def clustering(st) -> str:
+    if st.method == "spectral":
+        return (f"spectral clustering, average linkage at threshold {st.threshold} under "
+                f"{st.spectral_min_blocks} blocks")
+    return f"threshold {st.threshold}"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conversations", default="data/13/conv-dev")
@@ -185,7 +192,7 @@ def main(argv=None):
     lines = ["# Who spoke: speakers vs gender-only analysis vs pitch baseline", "",
              f"`python -m training.evaluate_speakers --conversations {folder}"
              + (f" --encoder {args.encoder}" if args.encoder else "") + f"` (speaker model {enc.model_name}, "
-             f"threshold {release_settings(enc).threshold}): {len(truths)} synthetic "
+             f"{clustering(release_settings(enc))}): {len(truths)} synthetic "
              "conversations of 2-4 held-out dev speakers (training/make_conversations.py --speakers 2-4), "
              "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through "
              "training/tv_mix.py's TV chain, 10 dB under the conversation, plus noise at 10 dB; TV speech is not "

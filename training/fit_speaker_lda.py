@@ -53,7 +53,8 @@ def main(argv=None):
     p.add_argument("--release", default="checkpoints/speaker-resemblyzer")
     p.add_argument("--threshold", type=float, default=None,
                    help="clustering threshold tuned for this projection: written into the release's "
-                        "`diarization` section, which speech.diarize uses (default: --tuning's best)")
+                        "`diarization` section, which speech.diarize uses (default: --tuning's best; with a "
+                        "spectral best, the best ahc row's, for recordings too short for spectral clustering)")
     p.add_argument("--tuning", default=None, help="the tune_diarization report (.json) of this encoder and projection kind")
     args = p.parse_args(argv)
     folder, cache = Path(args.conversations), Path(args.cache)
@@ -79,10 +80,20 @@ def main(argv=None):
                    + (f" --threshold {args.threshold}" if args.threshold is not None else "")
                    + (f" --tuning {args.tuning}" if args.tuning else "")),
     }
-    best = json.loads(Path(args.tuning).read_text(encoding="utf-8"))["best"] if args.tuning else None
-    threshold = args.threshold if args.threshold is not None else best["threshold"] if best else None
-    if threshold is not None:
-        config["diarization"] = {"threshold": threshold}
+    tuning = json.loads(Path(args.tuning).read_text(encoding="utf-8")) if args.tuning else None
+    best = tuning["best"] if tuning else None
+    if args.threshold is not None:
+        threshold = args.threshold
+    elif best and best.get("method", "ahc") != "ahc":
+        # spectral clustering needs no threshold, but recordings too short for it fall back to
+        # average linkage: the best threshold of the grid's ahc rows
+        threshold = min((r for r in tuning["grid"] if r.get("method", "ahc") == "ahc"),
+                        key=lambda r: r["der_mean"], default={"threshold": None})["threshold"]
+    else:
+        threshold = best["threshold"] if best else None
+    if threshold is not None or best:
+        config["diarization"] = {k_: v for k_, v in (("method", best.get("method") if best else None),
+                                                     ("threshold", threshold)) if v is not None}
         if best:
             config["diarization_tuning"] = {"report": tilde(args.tuning), "best": best}
     dtype = torch.float16 if config.get("provenance", {}).get("stored_dtype") == "float16" else None

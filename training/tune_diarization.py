@@ -65,6 +65,7 @@ def main(argv=None):
     p.add_argument("--dims", type=int, default=20, help="--fit lda: dimensions")
     p.add_argument("--shrink", type=float, default=3.0, help="--fit wccn: identity added, in mean eigenvalues")
     p.add_argument("--blocks", default="0,3")
+    p.add_argument("--methods", default="ahc", help="clustering methods: ahc (over --thresholds), spectral (no threshold)")
     p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one)")
     p.add_argument("--out", default="results/diarization_tuning")
     args = p.parse_args(argv)
@@ -132,10 +133,11 @@ def main(argv=None):
     else:
         cache = [(t, v, spans, enc.project(emb), wins, owner) for t, v, spans, emb, wins, owner in cache]
     grid = []
-    for th, sw, blk in itertools.product([float(x) for x in args.thresholds.split(",")],
-                                         [float(x) for x in args.switch_penalties.split(",")],
-                                         [int(x) for x in args.blocks.split(",")]):
-        st = replace(base, threshold=th, switch_penalty=sw, block=blk)
+    thresholds = [float(x) for x in args.thresholds.split(",")]
+    clusterings = [(m, th) for m in args.methods.split(",") for th in (thresholds if m == "ahc" else [None])]
+    for (method, th), sw, blk in itertools.product(clusterings, [float(x) for x in args.switch_penalties.split(",")],
+                                                   [int(x) for x in args.blocks.split(",")]):
+        st = replace(base, method=method, threshold=base.threshold if th is None else th, switch_penalty=sw, block=blk)
         per_variant = {}
         for t, v, spans, emb, wins, owner in cache:
             m = per_variant.setdefault(v, der_metric())
@@ -143,7 +145,7 @@ def main(argv=None):
             m(reference(t), annotation(hyp))
             n_true = len(t.get("speakers") or [0, 0])
             per_variant.setdefault(v + "_count_ok", []).append(len({k for *_, k in hyp}) == n_true)
-        row = {"threshold": th, "switch_penalty": sw, "block": blk}
+        row = {"method": method, "threshold": th, "switch_penalty": sw, "block": blk}
         for v in args.variants.split(","):
             row[f"der_{v}"] = round(100 * abs(per_variant[v]), 2)
             row[f"count_ok_{v}"] = round(float(np.mean(per_variant[v + "_count_ok"])), 3)
@@ -162,12 +164,14 @@ def main(argv=None):
              f"({len(truths)} conversations of 2-4 "
              f"train speakers x {len(vs)} variants). DER by pyannote.metrics (collar 0.25 s, overlap excluded); "
              "'count ok' = share of files where the number of speakers found is right.", "",
-             "| threshold | switch penalty | block | " + " | ".join(f"DER {v} (%) | count ok {v}" for v in vs) + " | mean DER (%) |",
-             "|---|---|---|" + "---|---|" * len(vs) + "---|"]
+             "| method | threshold | switch penalty | block | " + " | ".join(f"DER {v} (%) | count ok {v}" for v in vs)
+             + " | mean DER (%) |",
+             "|---|---|---|---|" + "---|---|" * len(vs) + "---|"]
     for r in grid:
-        lines.append(f"| {r['threshold']} | {r['switch_penalty']} | {r['block']} | " +
+        lines.append(f"| {r['method']} | {'-' if r['threshold'] is None else r['threshold']} | "
+                     f"{r['switch_penalty']} | {r['block']} | " +
                      " | ".join(f"{r[f'der_{v}']:.2f} | {r[f'count_ok_{v}']:.2f}" for v in vs) + f" | {r['der_mean']:.2f} |")
-    lines += ["", f"Lowest mean DER: threshold {best['threshold']}, switch penalty {best['switch_penalty']}, "
+    lines += ["", f"Lowest mean DER: {best['method']}, threshold {best['threshold']}, switch penalty {best['switch_penalty']}, "
                   f"block {best['block']} ({best['der_mean']:.2f}%)."
               + (f" {args.fit.upper()} fitted per conversation on the other conversations' windows without its "
                  f"speakers (variants {args.fit_variants})." if args.fit != "release" else

@@ -13,9 +13,9 @@
 #                    ones with the train part of each noise clip (the projection is fitted on
 #                    them), and conversations of the dev speakers (results)
 #   3 train          the student: noisy 1.6 s crops towards the teacher's clean embeddings
-#   4 tune           the clustering threshold: each train conversation scored through a whitening
-#                    fitted without its speakers and its noise
-#   5 project        the whitening fitted on all train conversations and the tuned threshold
+#   4 tune           the clustering (average linkage over thresholds, or spectral): each train
+#                    conversation scored through a whitening fitted without its speakers and its noise
+#   5 project        the whitening fitted on all train conversations and the tuned clustering
 #                    written into the release -> OUT/speaker-ko
 #   6 evaluate       DER, parents' shares and wrong-gender time on the dev conversations
 #   7 install        copy OUT/speaker-ko into checkpoints/speaker-ko, keeping its card (only with --install)
@@ -86,7 +86,7 @@ if run_stage 4 tune; then
     "$PY" -m training.tune_diarization --encoder "$exp/release" --conversations "$conv/train" --cache "$exp/cache/train" \
         --variants clean,noise,tv --fit wccn --fit-conversations "$conv/train-fitnoise" --fit-cache "$exp/cache/fit" \
         --fit-variants clean,noise,tv,household --thresholds "$thresholds" --switch-penalties 0.3 --blocks 3 \
-        --out "$out/results/diarization_tuning"
+        --methods ahc,spectral --out "$out/results/diarization_tuning"
     done_stage 4 tune
 fi
 
