@@ -136,3 +136,24 @@ def test_default_model_is_the_child_release_calibrated_without_dev_speakers():
     prov = clf.config["provenance"]
     calib = {u.split(".")[0][:3] for u in prov["calibration_utterances"]}
     assert calib and calib <= set(prov["train_speakers"]) and not calib & set(prov["dev_speakers"])
+
+
+def test_one_child_voice_per_source_speaker(tmp_path):
+    """child_voice --one-voice: every utterance of one source speaker gets the same child voice (the
+    conversations' child), without it a new one each."""
+    from training import child_voice as cv
+
+    clips = [FIX.parent / "examples" / "ko_female_ava00013.flac", FIX / "ava00021.flac", FIX / "emh00305.flac"]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": str(c), "speaker": c.stem.split("_")[-1][:3], "gender": g, "text": "",
+                                            "utt": c.stem}) + "\n" for c, g in zip(clips, ["female", "female", "male"])),
+                        encoding="utf-8")
+    voices = {}
+    for flag in (["--one-voice"], []):
+        out = tmp_path / ("one" if flag else "each")
+        cv.main(["--manifest", str(manifest), "--out", str(out), "--copies", "1", "--seed", "3", *flag])
+        rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert [r["speaker"] for r in rows] == ["child-ava", "child-ava", "child-emh"]
+        voices[bool(flag)] = [(r["f0"], r["formant_scale"]) for r in rows]
+    assert voices[True][0] == voices[True][1] != voices[True][2]
+    assert voices[False][0] != voices[False][1]

@@ -127,6 +127,34 @@ def test_multi_speaker_conversations_match_their_truth(tmp_path, clip_audio):
         check_truth_against_audio(out, t, clip_audio, lambda name: speaker[name])
 
 
+def test_family_conversations_add_one_child(tmp_path, clip_audio):
+    from training import make_conversations
+    from training.evaluate_speakers import child_as_parent
+
+    adults = write_manifest(tmp_path / "dev.jsonl", [c for c in CLIPS if c[3] != "teen"])
+    kids = tmp_path / "kids.jsonl"   # pmi's clip stands in for a child's voice
+    kids.write_text(json.dumps({"audio": str(CLIPS[-1][0]), "text": "", "speaker": "child-x", "gender": "child",
+                                "utt": CLIPS[-1][0].stem, "source_speaker": "avc"}) + "\n", encoding="utf-8")
+    out = tmp_path / "conv"
+    make_conversations.main(["--manifest", str(adults), "--noise", str(FIX / "noise"), "--out", str(out), "--n", "2",
+                             "--turns", "8", "--overlap-prob", "0.0", "--seed", "3", "--speakers", "2-2",
+                             "--children", str(kids)])
+    speaker = {a.stem: spk for a, spk, _, _ in CLIPS[:-1]} | {CLIPS[-1][0].stem: "child-x"}
+    for line in (out / "truth.jsonl").read_text(encoding="utf-8").splitlines():
+        t = json.loads(line)
+        assert len(t["speakers"]) == 3 and t["speakers"]["child-x"] == "child"
+        assert sorted(t["speakers"].values()) == ["child", "female", "male"]
+        child = sum(e - s for s, e, g, _ in t["segments"] if g == "child")
+        assert child > 0 and t["child_seconds"] == pytest.approx(child, abs=0.01)
+        check_truth_against_audio(out, t, clip_audio, lambda name: speaker[name])   # the share leaves the child out
+        # the evaluation's child rule: the child's time labelled female or male, of the child's time found
+        kid = [(s, e) for s, e, g, _ in t["segments"] if g == "child"]
+        assert child_as_parent(t, [(s, e, "child") for s, e in kid], 100000) == 0.0
+        assert child_as_parent(t, [(s, e, "female") for s, e in kid], 100000) == 100.0
+    with pytest.raises(ValueError):
+        make_conversations.main(["--manifest", str(adults), "--noise", str(FIX / "noise"), "--out", str(out), "--children", str(kids)])
+
+
 # -- tune_lm ---------------------------------------------------------------------------------------
 
 def test_tune_lm_grid_and_held_out_scores(tmp_path):

@@ -124,13 +124,16 @@ def main(argv=None):
                    help="use the plain-resampling transform with a factor in [LO, HI] instead")
     p.add_argument("--exclude-note", nargs="*", default=["teen"], help="skip speakers with these notes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--one-voice", action="store_true",
+                   help="one child voice (F0, formant scale) per source speaker, as a real child has, "
+                        "instead of a new draw per utterance (conversations: training/make_conversations.py --children)")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in read_manifest(args.manifest) if (r.get("note") or "") not in args.exclude_note]
-    n = 0
+    n, voices = 0, {}
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as man:
         for r in rows:
             a = load_audio(r["audio"])
@@ -144,7 +147,10 @@ def main(argv=None):
                     factor = rng.uniform(*args.speed)
                     y, params = speed_child(a, factor), {"transform": "speed", "factor": round(factor, 3)}
                 elif label == "child":
-                    cf0, alpha = draw_child(g, rng)
+                    if args.one_voice:
+                        cf0, alpha = voices.setdefault((r["speaker"], k), draw_child(g, rng))
+                    else:
+                        cf0, alpha = draw_child(g, rng)
                     y = child_voice(a, cf0, alpha, source_f0=f0)
                     params = {"transform": "child_voice", "f0": round(cf0, 1), "formant_scale": round(alpha, 3)}
                 else:

@@ -67,7 +67,11 @@ def score(truth, hyp_gender, hyp_speaker, female_share):
     single = ((true == 1) | (true == 2)) & (hyp > 0)
     m = der_metric()
     d = m(reference(truth), annotation(hyp_speaker), detailed=True)
+    extra = {}
+    if any(x[2] == "child" for x in truth["segments"]):
+        extra["child_as_parent"] = child_as_parent(truth, hyp_gender, len(true))
     return {
+        **extra,
         "der": round(100 * d["diarization error rate"], 2),
         "confusion": round(100 * d["confusion"] / max(d["total"], 1e-9), 2),
         "miss": round(100 * d["missed detection"] / max(d["total"], 1e-9), 2),
@@ -76,6 +80,19 @@ def score(truth, hyp_gender, hyp_speaker, female_share):
         "wrong_gender": round(100 * float((hyp[single] != true[single]).mean()), 2) if single.any() else 0.0,
         "speakers_found": len({x[2] for x in hyp_speaker}),
     }
+
+
+def child_as_parent(truth, hyp_gender, n: int) -> float:
+    """% of the time only the child talks and something is found that is labelled female or male."""
+    child, other, found, parent = (np.zeros(n, bool) for _ in range(4))
+    for s, e, g, *_ in truth["segments"]:
+        (child if g == "child" else other)[int(s / STEP):int(e / STEP)] = True
+    for s, e, g in hyp_gender:
+        found[int(s / STEP):int(e / STEP)] = True
+        if g in ("female", "male"):
+            parent[int(s / STEP):int(e / STEP)] = True
+    only = child & ~other & found
+    return round(100 * float(parent[only].mean()), 2) if only.any() else 0.0
 
 
 def clustering(st) -> str:
@@ -177,6 +194,10 @@ def main(argv=None):
                 "wrong_gender": round(float(np.mean([r["wrong_gender"] for r in rs])), 2),
                 "count_right": round(float(np.mean([r["speakers_found"] == r["true_speakers"] for r in rs])), 2),
             }
+            kid = [r["child_as_parent"] for r in rs if "child_as_parent" in r]
+            if kid:
+                summary[f"{sysname}/{v}"]["child_as_parent"] = round(float(np.mean(kid)), 2)
+    kids = any("child_as_parent" in r for r in rows)
     load = os.getloadavg()
     mono_summary = {name: {"recordings": len(rs), "wrong_gender": round(float(np.mean([r["wrong_gender"] for r in rs])), 2),
                            "wrong_gender_max": round(float(np.max([r["wrong_gender"] for r in rs])), 2),
@@ -200,13 +221,15 @@ def main(argv=None):
              "pyannote.metrics DiarizationErrorRate(collar=0.25, skip_overlap=True) (pyannote's collar is "
              "the total width: +-0.125 s), mean over files. Share error: adult female share, percentage "
              "points. Wrong gender: share of found single-speaker speech given the other gender.", "",
-             "| system | variant | files | DER % | confusion % | miss % | false alarm % | share error pp (mean / max) | wrong gender % | speaker count right |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| system | variant | files | DER % | confusion % | miss % | false alarm % | share error pp (mean / max) | wrong gender % | speaker count right |"
+             + (" child speech counted as a parent % |" if kids else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if kids else "")]
     for k, s in summary.items():
         sysname, v = k.split("/")
         lines.append(f"| {sysname} | {v} | {s['files']} | {s['der']:.2f} | {s['confusion']:.2f} | {s['miss']:.2f} | "
                      f"{s['false_alarm']:.2f} | {s['share_error_pp']:.2f} / {s['share_error_max_pp']:.2f} | "
-                     f"{s['wrong_gender']:.2f} | {100 * s['count_right']:.0f}% |")
+                     f"{s['wrong_gender']:.2f} | {100 * s['count_right']:.0f}% |"
+                     + (f" {s.get('child_as_parent', 0.0):.2f} |" if kids else ""))
     if mono_summary:
         lines += ["", f"One-speaker recordings (`--manifest {args.manifest}`: each adult dev speaker alone, "
                       f"up to {args.monologue_seconds:g} s):", "",

@@ -29,6 +29,14 @@ as a fourth field. Two more variants serve them:
 * `tv`: the TV of `household` (training/tv_mix.py's chain), louder: 10 dB below the conversation,
   with household noise at 10 dB SNR.
 
+With `--children MANIFEST` (rows of gender `child`, e.g. `training/child_voice.py --one-voice`)
+one child joins every conversation, made from a speaker who is not one of its adults; its
+segments carry gender `child`, and the female share stays the adults' (`child_seconds` apart):
+
+    python -m training.child_voice --manifest data/ko-speech/dev.jsonl --out data/child-dev --copies 1 --one-voice --seed 1
+    python -m training.make_conversations --manifest data/ko-speech/dev.jsonl --speakers 2-3 \
+        --children data/child-dev/manifest.jsonl --out data/conv-family --n 10 --seed 5
+
     python -m training.make_conversations --manifest data/ko-speech/train.jsonl --speakers 2-4 \
         --out data/13/conv-train --n 12 --seed 1        # tuning (train speakers)
     python -m training.make_conversations --manifest data/ko-speech/dev.jsonl --speakers 2-4 \
@@ -137,6 +145,9 @@ def main(argv=None):
     p.add_argument("--tv-level", type=float, default=TV_LEVEL_DB, help="TV level relative to the conversation (dB)")
     p.add_argument("--speakers", default=None, metavar="N or A-B",
                    help="adult speakers per conversation (e.g. 2-4); default: one mother, one father")
+    p.add_argument("--children", default=None, metavar="MANIFEST",
+                   help="with --speakers: one child of this manifest (gender 'child', e.g. training/child_voice.py "
+                        "--one-voice) joins every conversation, made from a speaker not among its adults")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -154,9 +165,19 @@ def main(argv=None):
     bank = noise_part(NoiseBank(args.noise, categories=HOUSEHOLD), args.noise_part)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    kids = {}
+    if args.children:
+        if not args.speakers:
+            raise ValueError("--children needs --speakers")
+        kid_rows = read_manifest(args.children)
+        for r, a in zip(kid_rows, load_utterances(kid_rows, trim_db=30)):
+            if str(r.get("gender", "")).strip().lower() == "child":
+                kids.setdefault(r["speaker"], {"source": r.get("source_speaker"), "utts": []})["utts"].append(a)
+        if not kids:
+            raise ValueError(f"{args.children} has no rows with gender 'child'")
     if args.speakers:
         lo, _, hi = args.speakers.partition("-")
-        return make_multi(by, females, males, int(lo), int(hi or lo), bank, rng, gen, args, out)
+        return make_multi(by, females, males, int(lo), int(hi or lo), bank, rng, gen, args, out, kids)
     with open(out / "truth.jsonl", "w", encoding="utf-8") as truth:
         for i in range(args.n):
             f, m = females[i % len(females)], males[(i // len(females) + i) % len(males)]
@@ -184,7 +205,7 @@ def main(argv=None):
             print(f"{name}: {f}+{m}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}", flush=True)
 
 
-def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out):
+def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out, kids=None):
     if not 2 <= lo <= hi:
         raise ValueError(f"--speakers needs 2 <= A <= B, got {lo}-{hi}")
     if hi > len(females) + len(males):
@@ -194,7 +215,12 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out):
             k = rng.randint(lo, hi)
             chosen = [rng.choice(females), rng.choice(males)]
             chosen += rng.sample([s for s in females + males if s not in chosen], k - 2)
-            wav, segs = build_multi({s: by[s]["utts"] for s in chosen}, rng, args.turns, args.overlap_prob)
+            pools = {s: by[s]["utts"] for s in chosen}
+            gender = {s: by[s]["gender"] for s in chosen}
+            if kids:
+                kid = rng.choice(sorted(c for c, v in kids.items() if v["source"] not in chosen) or sorted(kids))
+                pools[kid], gender[kid] = kids[kid]["utts"], "child"
+            wav, segs = build_multi(pools, rng, args.turns, args.overlap_prob)
             others = sorted(s for s in by if s not in chosen)
             tv, tv_spans, chain = tv_sound(len(wav), [a for s in others for a in by[s]["utts"]], rng)
             speech = torch.from_numpy(wav)
@@ -206,7 +232,6 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out):
             for tag, x in variants.items():
                 x = limit_peak(x.numpy())
                 sf.write(str(out / f"{name}.{tag}.flac"), x, SAMPLE_RATE, subtype="PCM_16")
-            gender = {s: by[s]["gender"] for s in chosen}
             segs = [(s, e, gender[spk], spk) for s, e, spk in segs]
             fs, ms = speech_seconds([x[:3] for x in segs], "female"), speech_seconds([x[:3] for x in segs], "male")
             truth.write(json.dumps({
@@ -214,9 +239,10 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out):
                 "tv_level_db": {"household": args.tv_level, "tv": TV_ROOM_LEVEL_DB},
                 "tv_segments": [[round(s, 3), round(e, 3)] for s, e in tv_spans],
                 "duration": len(wav) / SAMPLE_RATE, "female_seconds": fs, "male_seconds": ms,
+                "child_seconds": speech_seconds([x[:3] for x in segs], "child"),
                 "female_share": fs / (fs + ms), "variants": sorted(variants),
                 "segments": [[round(s, 3), round(e, 3), g, spk] for s, e, g, spk in segs]}) + "\n")
-            print(f"{name}: {'+'.join(chosen)}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}",
+            print(f"{name}: {'+'.join(gender)}, {len(wav) / SAMPLE_RATE:.0f} s, female share {fs / (fs + ms):.3f}",
                   flush=True)
 
 
