@@ -12,7 +12,8 @@ cosine), and a smoothing pass, over the speech regions of one recording.
    `block` windows inside a region (about 3 s) are averaged. The blocks are clustered:
    - `method="spectral"` (the shipped release's, for recordings of `spectral_min_blocks` blocks or
      more): auto-tuned spectral clustering (`spectral`, NME-SC), which finds the number of speakers
-     from the eigengap of the recording's own affinity graph, with no threshold;
+     from the eigengap of the recording's own affinity graph, with no threshold; then a cluster
+     whose blocks fall into groups more than `split` apart is split (`split_apart`);
    - `method="ahc"` (and shorter recordings): average-linkage agglomerative clustering on cosine
      distance cut at `threshold` (the number of speakers follows).
    `speakers` fixes the count for either. Clusters with less than `min_speaker` seconds (or
@@ -49,6 +50,7 @@ class DiarizationSettings:
     threshold: float = THRESHOLD      # cosine distance at which average-linkage clustering of regions stops
     max_speakers: int = 6             # "spectral": the most speakers its eigengap may find
     spectral_min_blocks: int = 30     # "spectral": fewer blocks (about 70 s of speech) are clustered by "ahc"
+    split: float = 0.7                # "spectral": a cluster holding groups this far apart (average linkage) splits
     window: float = 1.6               # seconds per embedding (the encoder's partial length)
     hop: float = 0.8
     block: int = 3                    # windows per clustered block (0: a whole speech region)
@@ -156,6 +158,23 @@ def spectral(emb: np.ndarray, speakers: Optional[int] = None, max_speakers: int 
     return np.unique(labels, return_inverse=True)[1]
 
 
+def split_apart(emb: np.ndarray, labels: np.ndarray, threshold: float, min_blocks: int = 3) -> np.ndarray:
+    """Each cluster's blocks clustered again by average linkage cut at `threshold`; every group of at
+    least `min_blocks` blocks (about 7 s) besides the first becomes a cluster of its own. The eigengap
+    can miss a voice with few blocks (a mother with 10 s beside three minutes of others)."""
+    out, nxt = labels.copy(), labels.max() + 1
+    for c in range(labels.max() + 1):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= min_blocks:
+            continue
+        sub = cluster(emb[idx], threshold)
+        for j in range(1, sub.max() + 1):
+            if (sub == j).sum() >= min_blocks:
+                out[idx[sub == j]] = nxt
+                nxt += 1
+    return np.unique(out, return_inverse=True)[1]
+
+
 def _spread(x: np.ndarray, k: int) -> list[int]:
     """k row indices spread over x (k-means' seeds, deterministic): the row farthest from the mean,
     then each time the row farthest from those chosen."""
@@ -244,6 +263,8 @@ def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Opti
                         for b in blocks])
     if settings.method == "spectral" and len(blocks) >= settings.spectral_min_blocks:
         blk_labels = spectral(blk_emb, speakers, settings.max_speakers)
+        if not speakers:
+            blk_labels = split_apart(blk_emb, blk_labels, settings.split)
     elif settings.method in ("ahc", "spectral"):
         blk_labels = cluster(blk_emb, settings.threshold, speakers)
     else:

@@ -167,6 +167,29 @@ def test_spectral_clustering_keeps_two_women_apart_in_noise(enc):
     assert len({k for *_, k in diarize(x, spans, enc, speakers=2)}) == 2
 
 
+def test_split_apart_takes_a_distinct_voice_out_of_a_cluster(enc):
+    """split_apart on the blocks of examples/three_speakers.ogg: put all in one cluster, the man's
+    blocks come out as their own (the two women, closer than `split`, stay together); clusters
+    that are one speaker each stay as they are."""
+    from speech.diarize import _blocks, _unit, embed_regions, split_apart
+
+    audio = load_audio(str(EX / "three_speakers.ogg"))
+    turns = json.loads((EX / "three_speakers.json").read_text())["turns"]
+    settings = release_settings(enc)
+    emb, wins, owner = embed_regions(audio, speech_spans(audio, max_span=30.0), enc, settings.window, settings.hop)
+    emb = enc.project(emb)
+    block = _blocks(owner, settings.block)
+    blocks = np.unique(block)
+    blk = np.stack([_unit(emb[block == b].mean(0)) for b in blocks])
+    centre = [np.mean([sum(wins[i]) / 2 for i in np.flatnonzero(block == b)]) for b in blocks]
+    who = np.array([next(t["speaker"] for t in turns if t["start"] - 0.3 <= c <= t["end"] + 0.3) for c in centre])
+    found = split_apart(blk, np.zeros(len(blk), int), settings.split)
+    assert len(set(found)) == 2
+    assert len(set(found[who == "emh"])) == 1 and set(found[who == "emh"]).isdisjoint(found[who != "emh"])
+    true = np.unique(who, return_inverse=True)[1]
+    assert np.array_equal(split_apart(blk, true, settings.split), true)
+
+
 def test_release_carries_its_clustering_settings(clf, enc, tmp_path):
     """A speaker release may name the settings its projection was tuned with (`diarization` in
     config.json); diarize, count_voices and the analysis use them, and the report records them."""

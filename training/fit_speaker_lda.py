@@ -93,7 +93,8 @@ def main(argv=None):
         threshold = best["threshold"] if best else None
     if threshold is not None or best:
         config["diarization"] = {k_: v for k_, v in (("method", best.get("method") if best else None),
-                                                     ("threshold", threshold)) if v is not None}
+                                                     ("threshold", threshold),
+                                                     ("split", best.get("split") if best else None)) if v is not None}
         if best:
             config["diarization_tuning"] = {"report": tilde(args.tuning), "best": best}
     dtype = torch.float16 if config.get("provenance", {}).get("stored_dtype") == "float16" else None

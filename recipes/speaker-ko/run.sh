@@ -35,10 +35,10 @@ exp="$out/exp/speaker"; teacher="$out/speaker-resemblyzer"; release="$out/speake
 conv="$data/conversations"
 if [[ "$budget" == full ]]; then
     n_train=16; n_dev=10; speakers=2-4; turns=16; steps=(--steps 1200 --lr 1e-4)
-    thresholds=0.55,0.6,0.65,0.7,0.75,0.8,0.85
+    thresholds=0.55,0.6,0.65,0.7,0.75,0.8,0.85; splits=0.65,0.7,0.75,0.8,2.0
 else
     n_train=3; n_dev=1; speakers=2-2; turns=4; steps=(--steps 3 --batch 4 --val-speakers "" --tv-tracks 1)
-    thresholds=0.65,0.75
+    thresholds=0.65,0.75; splits=0.7
 fi
 
 if run_stage 0 prepare; then
@@ -86,7 +86,7 @@ if run_stage 4 tune; then
     "$PY" -m training.tune_diarization --encoder "$exp/release" --conversations "$conv/train" --cache "$exp/cache/train" \
         --variants clean,noise,tv --fit wccn --fit-conversations "$conv/train-fitnoise" --fit-cache "$exp/cache/fit" \
         --fit-variants clean,noise,tv,household --thresholds "$thresholds" --switch-penalties 0.3 --blocks 3 \
-        --methods ahc,spectral --out "$out/results/diarization_tuning"
+        --methods ahc,spectral --splits "$splits" --out "$out/results/diarization_tuning"
     done_stage 4 tune
 fi
 
