@@ -24,7 +24,7 @@ cosine), and a smoothing pass, over the speech regions of one recording.
    the time between the midpoints to its neighbours.
 
 Why spectral: a threshold tuned on train speakers was far from right on other voices (22.7% DER
-at 0.65 on 30 dev conversations; spectral 12.0%): results/diarization_spectral.md.
+at 0.65 on 30 dev conversations; spectral 12.0%, with the split 10.3%): results/diarization_spectral.md.
 """
 from __future__ import annotations
 
