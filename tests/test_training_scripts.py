@@ -153,6 +153,19 @@ def test_family_conversations_add_one_child(tmp_path, clip_audio):
         assert child_as_parent(t, [(s, e, "female") for s, e in kid], 100000) == 100.0
     with pytest.raises(ValueError):
         make_conversations.main(["--manifest", str(adults), "--noise", str(FIX / "noise"), "--out", str(out), "--children", str(kids)])
+    # --child-of mother: the child's voice is made from the conversation's mother (here ava or avc)
+    two = tmp_path / "two-kids.jsonl"
+    two.write_text("".join(json.dumps({"audio": str(a), "text": "", "speaker": f"child-{src}", "gender": "child",
+                                       "utt": a.stem, "source_speaker": src}) + "\n"
+                           for a, src in [(CLIPS[-1][0], "avc"), (FIX / "ko-speech" / "kih00023.flac", "ava")]),
+                   encoding="utf-8")
+    mothers = tmp_path / "mothers"
+    make_conversations.main(["--manifest", str(adults), "--noise", str(FIX / "noise"), "--out", str(mothers), "--n", "3",
+                             "--turns", "6", "--seed", "2", "--speakers", "2-2", "--children", str(two), "--child-of", "mother"])
+    for line in (mothers / "truth.jsonl").read_text(encoding="utf-8").splitlines():
+        t = json.loads(line)
+        mother = next(s for s, g in t["speakers"].items() if g == "female")
+        assert t["speakers"][f"child-{mother}"] == "child"
 
 
 # -- tune_lm ---------------------------------------------------------------------------------------

@@ -31,7 +31,9 @@ as a fourth field. Two more variants serve them:
 
 With `--children MANIFEST` (rows of gender `child`, e.g. `training/child_voice.py --one-voice`)
 one child joins every conversation, made from a speaker who is not one of its adults; its
-segments carry gender `child`, and the female share stays the adults' (`child_seconds` apart):
+segments carry gender `child`, and the female share stays the adults' (`child_seconds` apart);
+`--child-of mother` makes the child from the conversation's mother instead (a child who sounds
+like its parent, the harder case):
 
     python -m training.child_voice --manifest data/ko-speech/dev.jsonl --out data/child-dev --copies 1 --one-voice --seed 1
     python -m training.make_conversations --manifest data/ko-speech/dev.jsonl --speakers 2-3 \
@@ -148,6 +150,9 @@ def main(argv=None):
     p.add_argument("--children", default=None, metavar="MANIFEST",
                    help="with --speakers: one child of this manifest (gender 'child', e.g. training/child_voice.py "
                         "--one-voice) joins every conversation, made from a speaker not among its adults")
+    p.add_argument("--child-of", choices=["other", "mother"], default="other",
+                   help="--children: the child's voice made from another speaker, or from the conversation's "
+                        "mother (the hard case: a child sounds like its parent)")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -218,7 +223,10 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out, kids=None)
             pools = {s: by[s]["utts"] for s in chosen}
             gender = {s: by[s]["gender"] for s in chosen}
             if kids:
-                kid = rng.choice(sorted(c for c, v in kids.items() if v["source"] not in chosen) or sorted(kids))
+                if args.child_of == "mother":
+                    kid = rng.choice(sorted(c for c, v in kids.items() if v["source"] == chosen[0]) or sorted(kids))
+                else:
+                    kid = rng.choice(sorted(c for c, v in kids.items() if v["source"] not in chosen) or sorted(kids))
                 pools[kid], gender[kid] = kids[kid]["utts"], "child"
             wav, segs = build_multi(pools, rng, args.turns, args.overlap_prob)
             others = sorted(s for s in by if s not in chosen)
