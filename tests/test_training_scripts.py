@@ -129,7 +129,7 @@ def test_multi_speaker_conversations_match_their_truth(tmp_path, clip_audio):
 
 def test_family_conversations_add_one_child(tmp_path, clip_audio):
     from training import make_conversations
-    from training.evaluate_speakers import child_as_parent
+    from training.evaluate_speakers import adult_as_child, child_as_parent
 
     adults = write_manifest(tmp_path / "dev.jsonl", [c for c in CLIPS if c[3] != "teen"])
     kids = tmp_path / "kids.jsonl"   # pmi's clip stands in for a child's voice
@@ -151,6 +151,10 @@ def test_family_conversations_add_one_child(tmp_path, clip_audio):
         kid = [(s, e) for s, e, g, _ in t["segments"] if g == "child"]
         assert child_as_parent(t, [(s, e, "child") for s, e in kid], 100000) == 0.0
         assert child_as_parent(t, [(s, e, "female") for s, e in kid], 100000) == 100.0
+        # ... and its converse: one adult alone, labelled child
+        grown = [(s, e, g) for s, e, g, _ in t["segments"] if g != "child"]
+        assert adult_as_child(t, grown, 100000) == 0.0
+        assert adult_as_child(t, [(s, e, "child") for s, e, _ in grown], 100000) == 100.0
     with pytest.raises(ValueError):
         make_conversations.main(["--manifest", str(adults), "--noise", str(FIX / "noise"), "--out", str(out), "--children", str(kids)])
     # --child-of mother: the child's voice is made from the conversation's mother (here ava or avc)

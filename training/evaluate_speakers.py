@@ -67,7 +67,7 @@ def score(truth, hyp_gender, hyp_speaker, female_share):
     single = ((true == 1) | (true == 2)) & (hyp > 0)
     m = der_metric()
     d = m(reference(truth), annotation(hyp_speaker), detailed=True)
-    extra = {}
+    extra = {"adult_as_child": adult_as_child(truth, hyp_gender, len(true))}
     if any(x[2] == "child" for x in truth["segments"]):
         extra["child_as_parent"] = child_as_parent(truth, hyp_gender, len(true))
     return {
@@ -93,6 +93,20 @@ def child_as_parent(truth, hyp_gender, n: int) -> float:
             parent[int(s / STEP):int(e / STEP)] = True
     only = child & ~other & found
     return round(100 * float(parent[only].mean()), 2) if only.any() else 0.0
+
+
+def adult_as_child(truth, hyp_gender, n: int) -> float:
+    """% of the time exactly one adult talks and something is found that is labelled child (the
+    wrong-gender figure counts female/male swaps only)."""
+    adults, others, found, child = (np.zeros(n, np.int8) for _ in range(4))
+    for s, e, g, *_ in truth["segments"]:
+        (adults if g in ("female", "male") else others)[int(s / STEP):int(e / STEP)] += 1
+    for s, e, g in hyp_gender:
+        found[int(s / STEP):int(e / STEP)] = 1
+        if g == "child":
+            child[int(s / STEP):int(e / STEP)] = 1
+    one = (adults == 1) & (others == 0) & (found == 1)
+    return round(100 * float(child[one].mean()), 2) if one.any() else 0.0
 
 
 def clustering(st) -> str:
@@ -147,7 +161,8 @@ def main(argv=None):
                                  ("pitch", psegs, psegs)):
                 sc = score(truth, gs, ss, 0.0)
                 mono.append({"speaker": spk, "gender": gender, "system": name, "seconds": round(truth["duration"], 1),
-                             "wrong_gender": sc["wrong_gender"], "speakers_found": sc["speakers_found"]})
+                             "wrong_gender": sc["wrong_gender"], "adult_as_child": sc["adult_as_child"],
+                             "speakers_found": sc["speakers_found"]})
                 print(json.dumps(mono[-1]), flush=True)
     for t in truths:
         for v in args.variants.split(","):
@@ -194,6 +209,7 @@ def main(argv=None):
                 "wrong_gender": round(float(np.mean([r["wrong_gender"] for r in rs])), 2),
                 "count_right": round(float(np.mean([r["speakers_found"] == r["true_speakers"] for r in rs])), 2),
             }
+            summary[f"{sysname}/{v}"]["adult_as_child"] = round(float(np.mean([r["adult_as_child"] for r in rs])), 2)
             kid = [r["child_as_parent"] for r in rs if "child_as_parent" in r]
             if kid:
                 summary[f"{sysname}/{v}"]["child_as_parent"] = round(float(np.mean(kid)), 2)
@@ -201,6 +217,7 @@ def main(argv=None):
     load = os.getloadavg()
     mono_summary = {name: {"recordings": len(rs), "wrong_gender": round(float(np.mean([r["wrong_gender"] for r in rs])), 2),
                            "wrong_gender_max": round(float(np.max([r["wrong_gender"] for r in rs])), 2),
+                           "adult_as_child": round(float(np.mean([r["adult_as_child"] for r in rs])), 2),
                            "one_speaker_found": round(float(np.mean([r["speakers_found"] == 1 for r in rs])), 2)}
                     for name in ("speakers", "gender-only", "pitch")
                     for rs in [[r for r in mono if r["system"] == name]] if rs}
@@ -220,23 +237,25 @@ def main(argv=None):
              "in the reference, so TV speech found counts as false alarm or confusion). DER by "
              "pyannote.metrics DiarizationErrorRate(collar=0.25, skip_overlap=True) (pyannote's collar is "
              "the total width: +-0.125 s), mean over files. Share error: adult female share, percentage "
-             "points. Wrong gender: share of found single-speaker speech given the other gender.", "",
-             "| system | variant | files | DER % | confusion % | miss % | false alarm % | share error pp (mean / max) | wrong gender % | speaker count right |"
+             "points. Wrong gender: share of found single-speaker speech given the other gender; adult speech "
+             "called child: share of found speech of one adult alone labelled child.", "",
+             "| system | variant | files | DER % | confusion % | miss % | false alarm % | share error pp (mean / max) | wrong gender % | adult speech called child % | speaker count right |"
              + (" child speech counted as a parent % |" if kids else ""),
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if kids else "")]
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if kids else "")]
     for k, s in summary.items():
         sysname, v = k.split("/")
         lines.append(f"| {sysname} | {v} | {s['files']} | {s['der']:.2f} | {s['confusion']:.2f} | {s['miss']:.2f} | "
                      f"{s['false_alarm']:.2f} | {s['share_error_pp']:.2f} / {s['share_error_max_pp']:.2f} | "
-                     f"{s['wrong_gender']:.2f} | {100 * s['count_right']:.0f}% |"
+                     f"{s['wrong_gender']:.2f} | {s['adult_as_child']:.2f} | {100 * s['count_right']:.0f}% |"
                      + (f" {s.get('child_as_parent', 0.0):.2f} |" if kids else ""))
     if mono_summary:
         lines += ["", f"One-speaker recordings (`--manifest {args.manifest}`: each adult dev speaker alone, "
                       f"up to {args.monologue_seconds:g} s):", "",
-                  "| system | recordings | wrong-gender time % (mean / max) | one speaker found |", "|---|---|---|---|"]
+                  "| system | recordings | wrong-gender time % (mean / max) | called child % | one speaker found |",
+                  "|---|---|---|---|---|"]
         for name, m in mono_summary.items():
             lines.append(f"| {name} | {m['recordings']} | {m['wrong_gender']:.2f} / {m['wrong_gender_max']:.2f} | "
-                         f"{100 * m['one_speaker_found']:.0f}% |")
+                         f"{m['adult_as_child']:.2f} | {100 * m['one_speaker_found']:.0f}% |")
     lines += ["", f"Load average while measuring: {res['load_average']} on {res['cpu_count']} CPUs "
                   "(a busy shared machine: RTFs in the JSON are not speed claims).", "",
               "| conversation | variant | speakers | system | DER % | share error pp | wrong gender % | found |",
