@@ -165,7 +165,7 @@ def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
     ahc = min((r for r in tuning["grid"] if r["method"] == "ahc"), key=lambda r: r["der_mean"])
     settings = release_settings(enc)
     assert settings.method == tuning["best"]["method"] == enc.config["diarization"]["method"]
-    assert settings.threshold == ahc["threshold"] == enc.config["diarization"]["threshold"]
+    assert settings.threshold == ahc["threshold"] == tuning["best_ahc"]["threshold"] == enc.config["diarization"]["threshold"]
     assert {r["method"] for r in tuning["grid"]} == {"ahc", "spectral"}
     assert json.loads((out / "results" / "diarization_eval.json").read_text(encoding="utf-8"))["summary"]
     # Weights of its own (not the teacher's), and they still tell a man from a woman.

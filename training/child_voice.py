@@ -147,10 +147,8 @@ def main(argv=None):
                     factor = rng.uniform(*args.speed)
                     y, params = speed_child(a, factor), {"transform": "speed", "factor": round(factor, 3)}
                 elif label == "child":
-                    if args.one_voice:
-                        cf0, alpha = voices.setdefault((r["speaker"], k), draw_child(g, rng))
-                    else:
-                        cf0, alpha = draw_child(g, rng)
+                    drawn = draw_child(g, rng)   # for every utterance: --one-voice keeps the random stream
+                    cf0, alpha = voices.setdefault((r["speaker"], k), drawn) if args.one_voice else drawn
                     y = child_voice(a, cf0, alpha, source_f0=f0)
                     params = {"transform": "child_voice", "f0": round(cf0, 1), "formant_scale": round(alpha, 3)}
                 else:

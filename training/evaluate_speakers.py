@@ -82,37 +82,36 @@ def score(truth, hyp_gender, hyp_speaker, female_share):
     }
 
 
+def cover(segments, n: int, keep=lambda label: True) -> np.ndarray:
+    """(n,) how many of `segments` ((start, end, label, ...)) whose label `keep` accepts cover each STEP frame."""
+    out = np.zeros(n, np.int16)
+    for s, e, g, *_ in segments:
+        if keep(g):
+            out[int(s / STEP):int(e / STEP)] += 1
+    return out
+
+
 def child_as_parent(truth, hyp_gender, n: int) -> float:
     """% of the time only the child talks and something is found that is labelled female or male."""
-    child, other, found, parent = (np.zeros(n, bool) for _ in range(4))
-    for s, e, g, *_ in truth["segments"]:
-        (child if g == "child" else other)[int(s / STEP):int(e / STEP)] = True
-    for s, e, g in hyp_gender:
-        found[int(s / STEP):int(e / STEP)] = True
-        if g in ("female", "male"):
-            parent[int(s / STEP):int(e / STEP)] = True
-    only = child & ~other & found
+    only = (cover(truth["segments"], n, lambda g: g == "child") > 0) & (cover(truth["segments"], n, lambda g: g != "child") == 0)
+    only &= cover(hyp_gender, n) > 0
+    parent = cover(hyp_gender, n, lambda g: g in ("female", "male")) > 0
     return round(100 * float(parent[only].mean()), 2) if only.any() else 0.0
 
 
 def adult_as_child(truth, hyp_gender, n: int) -> float:
     """% of the time exactly one adult talks and something is found that is labelled child (the
     wrong-gender figure counts female/male swaps only)."""
-    adults, others, found, child = (np.zeros(n, np.int8) for _ in range(4))
-    for s, e, g, *_ in truth["segments"]:
-        (adults if g in ("female", "male") else others)[int(s / STEP):int(e / STEP)] += 1
-    for s, e, g in hyp_gender:
-        found[int(s / STEP):int(e / STEP)] = 1
-        if g == "child":
-            child[int(s / STEP):int(e / STEP)] = 1
-    one = (adults == 1) & (others == 0) & (found == 1)
+    one = (cover(truth["segments"], n, lambda g: g in ("female", "male")) == 1) & (cover(truth["segments"], n) == 1)
+    one &= cover(hyp_gender, n) > 0
+    child = cover(hyp_gender, n, lambda g: g == "child") > 0
     return round(100 * float(child[one].mean()), 2) if one.any() else 0.0
 
 
 def clustering(st) -> str:
     if st.method == "spectral":
-        return (f"spectral clustering, average linkage at threshold {st.threshold} under "
-                f"{st.spectral_min_blocks} blocks")
+        return (f"spectral clustering, clusters split at {st.split}, average linkage at threshold {st.threshold} "
+                f"under {st.spectral_min_blocks} blocks")
     return f"threshold {st.threshold}"
 
 

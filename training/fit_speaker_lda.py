@@ -80,21 +80,13 @@ def main(argv=None):
                    + (f" --threshold {args.threshold}" if args.threshold is not None else "")
                    + (f" --tuning {args.tuning}" if args.tuning else "")),
     }
-    tuning = json.loads(Path(args.tuning).read_text(encoding="utf-8")) if args.tuning else None
-    best = tuning["best"] if tuning else None
-    if args.threshold is not None:
-        threshold = args.threshold
-    elif best and best.get("method", "ahc") != "ahc":
-        # spectral clustering needs no threshold, but recordings too short for it fall back to
-        # average linkage: the best threshold of the grid's ahc rows
-        threshold = min((r for r in tuning["grid"] if r.get("method", "ahc") == "ahc"),
-                        key=lambda r: r["der_mean"], default={"threshold": None})["threshold"]
-    else:
-        threshold = best["threshold"] if best else None
+    tuning = json.loads(Path(args.tuning).read_text(encoding="utf-8")) if args.tuning else {}
+    best = tuning.get("best")
+    # the threshold: average linkage's, also where spectral clustering falls back on short recordings
+    threshold = args.threshold if args.threshold is not None else (tuning.get("best_ahc") or best or {}).get("threshold")
     if threshold is not None or best:
-        config["diarization"] = {k_: v for k_, v in (("method", best.get("method") if best else None),
-                                                     ("threshold", threshold),
-                                                     ("split", best.get("split") if best else None)) if v is not None}
+        config["diarization"] = {k_: v for k_, v in (("method", (best or {}).get("method")), ("threshold", threshold),
+                                                     ("split", (best or {}).get("split"))) if v is not None}
         if best:
             config["diarization_tuning"] = {"report": tilde(args.tuning), "best": best}
     dtype = torch.float16 if config.get("provenance", {}).get("stored_dtype") == "float16" else None

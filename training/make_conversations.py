@@ -56,7 +56,7 @@ import soundfile as sf
 import torch
 
 from speech.audio import SAMPLE_RATE
-from training.manifest import normalize_gender, read_manifest
+from training.manifest import CHILD, label_name, normalize_gender, read_manifest
 from training.data import load_utterances
 from training.noise import HOUSEHOLD, NoiseBank, limit_peak, mix_at_snr, noise_part
 from training.tv_mix import add_tv, tv_sound
@@ -176,7 +176,7 @@ def main(argv=None):
             raise ValueError("--children needs --speakers")
         kid_rows = read_manifest(args.children)
         for r, a in zip(kid_rows, load_utterances(kid_rows, trim_db=30)):
-            if str(r.get("gender", "")).strip().lower() == "child":
+            if label_name(r) == CHILD:
                 kids.setdefault(r["speaker"], {"source": r.get("source_speaker"), "utts": []})["utts"].append(a)
         if not kids:
             raise ValueError(f"{args.children} has no rows with gender 'child'")
@@ -223,11 +223,12 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out, kids=None)
             pools = {s: by[s]["utts"] for s in chosen}
             gender = {s: by[s]["gender"] for s in chosen}
             if kids:
-                if args.child_of == "mother":
-                    kid = rng.choice(sorted(c for c, v in kids.items() if v["source"] == chosen[0]) or sorted(kids))
+                if args.child_of == "mother":        # chosen[0] is the conversation's first woman
+                    fits = [c for c, v in kids.items() if v["source"] == chosen[0]]
                 else:
-                    kid = rng.choice(sorted(c for c, v in kids.items() if v["source"] not in chosen) or sorted(kids))
-                pools[kid], gender[kid] = kids[kid]["utts"], "child"
+                    fits = [c for c, v in kids.items() if v["source"] not in chosen]
+                kid = rng.choice(sorted(fits) or sorted(kids))
+                pools[kid], gender[kid] = kids[kid]["utts"], CHILD
             wav, segs = build_multi(pools, rng, args.turns, args.overlap_prob)
             others = sorted(s for s in by if s not in chosen)
             tv, tv_spans, chain = tv_sound(len(wav), [a for s in others for a in by[s]["utts"]], rng)

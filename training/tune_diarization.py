@@ -158,11 +158,14 @@ def main(argv=None):
         grid.append(row)
         print(json.dumps(row), flush=True)
     best = min(grid, key=lambda r: r["der_mean"])
+    # the best average-linkage row too: spectral clustering falls back to its threshold on short recordings
+    best_ahc = min((r for r in grid if r["method"] == "ahc"), key=lambda r: r["der_mean"], default=None)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"conversations": str(folder), "files": len(cache),
                                                     "fit": args.fit, "fit_variants": fit_variants,
-                                                    "base": asdict(base), "best": best, "grid": grid}, indent=2) + "\n")
+                                                    "base": asdict(base), "best": best, "best_ahc": best_ahc,
+                                                    "grid": grid}, indent=2) + "\n")
     vs = args.variants.split(",")
     lines = ["# Diarization tuning on TRAIN speakers", "",
              f"`python -m training.tune_diarization {' '.join(sys.argv[1:] if argv is None else argv)}` "
