@@ -8,9 +8,11 @@ child), with talk time, shares and the parents' ratio.
 Pipeline (default, `diarize=True`): Silero VAD -> speech regions -> speaker diarization
 (speech/diarize.py: window embeddings, spectral or average-linkage clustering, smoothing; `speakers` fixes
 the count) -> each speaker's label from the gender classifier over ALL of that speaker's speech
-(so one sentence ending cannot flip it) -> turns (a speaker's segments less than `max_gap` apart
-merge) -> optional transcription. `female` and `male` count adult speakers; `child` and `tv`
-speakers are their own classes; the family's shares leave `tv` out.
+(so one sentence ending cannot flip it), then segments of at least a second that the classifier
+alone calls child inside an adult speaker (or adult inside a child) split off as their own speaker
+(`label_speakers`) -> turns (a speaker's segments less than `max_gap` apart merge) -> optional
+transcription. `female` and `male` count adult speakers; `child` and `tv` speakers are their own
+classes; the family's shares leave `tv` out.
 
 The gender-only pipeline (`diarize=False`, before speakers were found) is kept for comparison:
 Silero VAD -> speech regions (at most `max_span` s each, so memory stays bounded)
@@ -397,6 +399,17 @@ def find_speech(audio: np.ndarray, vad_threshold: float = 0.5, max_span: float =
                         gain_db=level_gain_db(audio), progress=progress)
 
 
+# A speaker's class is decided over all of its speech, so one sentence cannot flip it; but when
+# clustering merges a parent into the child's cluster (or the child into a parent's), whole turns of
+# the other class sit inside it. A segment of at least CLASS_SPLIT_SECONDS whose own probabilities
+# say child where the speaker is an adult (or an adult where the speaker is a child) with at least
+# CLASS_SPLIT_CONFIDENCE becomes a speaker of its own class. Female/male never flip this way.
+# Chosen on families of TRAIN speakers (0.8-0.95 and 1-3 s measured alike there);
+# results/diarization_class_split.md.
+CLASS_SPLIT_SECONDS = 1.0
+CLASS_SPLIT_CONFIDENCE = 0.9
+
+
 def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speakers, step, encoder_gain=1.0,
                       detect_tv: bool = False):
     """Diarize, then label each speaker from all of its speech -> (segments, speakers)."""
@@ -407,30 +420,61 @@ def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speak
     found = diarize(audio, spans, encoder or default_encoder(), speakers=speakers, gain=encoder_gain)
     release()
     step(0.6, "labelling speakers")
-    ids = sorted({k for _, _, k in found})
-    speaker_list, label_of, prob_of = [], {}, {}
-    for k in ids:
-        mine = [(s, e) for s, e, j in found if j == k]
-        sid = f"S{k + 1}"
-        probs = speaker_probabilities(audio, mine, classifier)
-        label = max(probs, key=probs.get)
-        cls = "child" if label == "child" else label
-        if detect_tv and is_tv(audio, mine):
-            cls = "tv"
-        label_of[k], prob_of[k] = label, probs
-        speaker_list.append(Speaker(sid, label, cls, probs, 0.0, 0.0, 0))
-        release()
-    segments = [Segment(s, e, label_of[k], prob_of[k][label_of[k]], speaker=f"S{k + 1}") for s, e, k in found]
+    out = label_speakers(audio, found, classifier, split_classes=speakers is None, detect_tv=detect_tv)
     step(1.0, "labelling speakers")
+    return out
+
+
+def label_speakers(audio: np.ndarray, found: list, classifier: GenderClassifier, split_classes: bool = True,
+                   detect_tv: bool = False):
+    """Diarization output [(start, end, speaker index)] -> (segments, speakers): each speaker
+    labelled from all of its speech; with `split_classes` (not when the caller fixed the number of
+    speakers), turns of the other side of child/adult split off (CLASS_SPLIT_* above)."""
+    groups, label_of = {}, {}                 # speaker key -> [(span, summed logits, seconds judged)]
+    for k in sorted({k for _, _, k in found}):
+        mine = [(s, e) for s, e, j in found if j == k]
+        sums, weights = segment_logits(audio, mine, classifier)
+        label = _label(pooled_probabilities(audio, mine, sums, weights, classifier))
+        moved = {}
+        for (s, e), x, w in zip(mine, sums, weights):
+            own = classifier.probabilities(x[None] / w)[0] if w > 0 else None
+            cls = classifier.labels[int(own.argmax())] if own is not None else label
+            if (split_classes and e - s >= CLASS_SPLIT_SECONDS and (cls == "child") != (label == "child")
+                    and float(own.max()) >= CLASS_SPLIT_CONFIDENCE):
+                moved.setdefault(cls, []).append(((s, e), x, w))
+            else:
+                groups.setdefault(k, []).append(((s, e), x, w))
+        for cls, items in moved.items():
+            groups[(k, cls)] = items
+        release()
+    key_of = {span: key for key, items in groups.items() for span, _, _ in items}
+    first = {}
+    for s, e, _ in found:                     # speakers numbered by first speech, as diarize numbers them
+        first.setdefault(key_of[(s, e)], len(first))
+    speaker_list, prob_of = [], {}
+    for key in sorted(groups, key=first.get):
+        mine = [span for span, _, _ in groups[key]]
+        probs = pooled_probabilities(audio, mine, torch.stack([x for _, x, _ in groups[key]]),
+                                     torch.tensor([w for _, _, w in groups[key]]), classifier)
+        label = _label(probs)
+        cls = "tv" if detect_tv and is_tv(audio, mine) else label
+        label_of[key], prob_of[key] = label, probs
+        speaker_list.append(Speaker(f"S{first[key] + 1}", label, cls, probs, 0.0, 0.0, 0))
+    segments = [Segment(s, e, label_of[key_of[(s, e)]], prob_of[key_of[(s, e)]][label_of[key_of[(s, e)]]],
+                        speaker=f"S{first[key_of[(s, e)]] + 1}") for s, e, _ in found]
     return segments, speaker_list
 
 
-def speaker_probabilities(audio: np.ndarray, spans, classifier: GenderClassifier, max_piece: float = 30.0) -> dict:
-    """The classifier's probabilities over all of one speaker's speech: the duration-weighted mean
-    of its logits over the speaker's segments (as GenderClassifier.predict pools one clip's
-    regions), calibrated once."""
-    chunks, weights = [], []
-    for s, e in spans:
+def _label(probs: dict) -> str:
+    return max(probs, key=probs.get)
+
+
+def segment_logits(audio: np.ndarray, spans, classifier: GenderClassifier, max_piece: float = 30.0):
+    """Each span's classifier logits, summed over its pieces of at most `max_piece` seconds and
+    weighted by their seconds -> (sums (len(spans), C), seconds judged (len(spans),): 0 for a span
+    too short to judge). All pieces go through the classifier together (span_logits' batches)."""
+    chunks, weights, owner = [], [], []
+    for i, (s, e) in enumerate(spans):
         t = s
         while t < e:                      # bounded pieces: memory stays flat for long monologues
             u = min(e, t + max_piece)
@@ -438,16 +482,30 @@ def speaker_probabilities(audio: np.ndarray, spans, classifier: GenderClassifier
             if len(a) >= classifier.min_samples:
                 chunks.append(a)
                 weights.append(u - t)
+                owner.append(i)
             t = u
-    if not chunks:                        # too short to judge: the whole of it as one piece
-        chunks = [np.concatenate([audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in spans])]
-        weights = [1.0]
-        if len(chunks[0]) < classifier.min_samples:
-            chunks[0] = np.pad(chunks[0], (0, classifier.min_samples - len(chunks[0])))
-    logits = span_logits(classifier, chunks)
-    w = torch.tensor(weights)[:, None]
-    p = classifier.probabilities((logits * w).sum(0, keepdim=True) / w.sum())[0].tolist()
-    return {k: float(v) for k, v in zip(classifier.labels, p)}
+    sums, seconds = torch.zeros(len(spans), len(classifier.labels)), torch.zeros(len(spans))
+    if chunks:
+        logits = span_logits(classifier, chunks)
+        for j, i in enumerate(owner):
+            sums[i] += logits[j] * weights[j]
+            seconds[i] += weights[j]
+    return sums, seconds
+
+
+def pooled_probabilities(audio: np.ndarray, spans, sums: torch.Tensor, seconds: torch.Tensor,
+                         classifier: GenderClassifier) -> dict:
+    """The classifier's probabilities over all of these spans (from segment_logits): the
+    duration-weighted mean of their logits, calibrated once. Spans too short to judge, all of them:
+    their audio joined into one piece (padded to the classifier's minimum)."""
+    if float(seconds.sum()) > 0:
+        p = classifier.probabilities(sums.sum(0, keepdim=True) / seconds.sum())[0]
+    else:
+        piece = np.concatenate([audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in spans])
+        if len(piece) < classifier.min_samples:
+            piece = np.pad(piece, (0, classifier.min_samples - len(piece)))
+        p = classifier.probabilities(span_logits(classifier, [piece]))[0]
+    return {k: float(v) for k, v in zip(classifier.labels, p.tolist())}
 
 
 BATCH_SECONDS = 30.0    # at most this much audio in one gender-CNN batch: its first conv block holds

@@ -205,7 +205,7 @@ def test_transcription_hears_the_original_level(clf, tmp_path):
 
 
 def test_gender_batches_bounded_in_length_give_the_same_logits(clf):
-    """speaker_probabilities scores a speaker's speech in batches of at most BATCH_SECONDS of
+    """segment_logits scores a speaker's speech in batches of at most BATCH_SECONDS of
     audio: batches under the bound are the classifier's own (identical logits), longer ones are
     split (equal within 1e-5), each row still the logits of its own piece."""
     from speech.analysis import span_logits

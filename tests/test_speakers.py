@@ -300,3 +300,39 @@ def test_tv_speaker_is_not_family(clf, enc):
     assert rep.genders["tv"]["seconds"] > 10
     assert abs(rep.parents_ratio[0] - plain.parents_ratio[0]) < 0.03, (rep.summary(), plain.summary())
     assert sum(sp.share for sp in rep.speakers) == pytest.approx(1.0)
+
+
+def test_child_turns_inside_an_adult_speaker_split_off(clf):
+    """Clustering merged a father and a child into one speaker: the child's turns, which the
+    classifier alone calls child with confidence, become a child speaker of their own and the father
+    stays male. Not when the caller fixed the number of speakers; and a woman merged with the man
+    stays one speaker (female and male never split this way: one sentence cannot flip a gender)."""
+    from speech.analysis import label_speakers
+    from training.child_voice import child_voice
+
+    def clip(path):
+        return librosa.effects.trim(load_audio(path), top_db=30)[0]
+
+    father = [clip(G / "emh00305.flac"), clip(EX / "ko_male_emh00003.flac")]
+    child = child_voice(clip(G / "ava00021.flac"), f0=300.0, formant_scale=1.3)
+    woman = clip(EX / "ko_female_ava00013.flac")
+
+    def recording(clips):
+        parts, found, t = [], [], 0.0
+        for a in clips:
+            parts += [a, np.zeros(SAMPLE_RATE // 2, np.float32)]
+            found.append((t, t + len(a) / SAMPLE_RATE, 0))            # all of it given to speaker 0
+            t += len(a) / SAMPLE_RATE + 0.5
+        return np.concatenate(parts).astype(np.float32), found
+
+    audio, found = recording([father[0], child, father[1], father[0]])
+    segments, speakers = label_speakers(audio, found, clf)
+    assert [(sp.id, sp.cls) for sp in speakers] == [("S1", "male"), ("S2", "child")], speakers
+    assert [s.speaker for s in segments] == ["S1", "S2", "S1", "S1"]
+    assert [s.gender for s in segments] == ["male", "child", "male", "male"]
+    _, fixed = label_speakers(audio, found, clf, split_classes=False)
+    assert [sp.cls for sp in fixed] == ["male"]
+
+    audio, found = recording([father[0], woman, father[1]])
+    segments, speakers = label_speakers(audio, found, clf)
+    assert len(speakers) == 1 and {s.speaker for s in segments} == {"S1"}

@@ -84,7 +84,7 @@ def main(argv=None):
 
     st.mark("import speech")
     for owner, attr in [(analysis, "load_speech"), (analysis, "find_speech"), (speaker, "default_encoder"),
-                        (diarize, "embed_regions"), (diarize, "assign"), (analysis, "speaker_probabilities"),
+                        (diarize, "embed_regions"), (diarize, "assign"), (analysis, "segment_logits"),
                         (analysis, "is_tv")]:
         st.wrap(owner, attr)
     clf = GenderClassifier.load()
