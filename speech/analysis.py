@@ -37,7 +37,7 @@ import torch
 
 from .audio import SAMPLE_RATE, AudioError, AudioSource
 from .formats import LINE_WIDTH, split_span, subtitle_cues, text_width, to_srt, to_vtt
-from .gender import LABELS, GenderClassifier
+from .gender import CHILD, LABELS, GenderClassifier
 from .usable import load_speech, require_speech
 from .level import level_gain_db
 from .memory import release
@@ -430,39 +430,32 @@ def label_speakers(audio: np.ndarray, found: list, classifier: GenderClassifier,
     """Diarization output [(start, end, speaker index)] -> (segments, speakers): each speaker
     labelled from all of its speech; with `split_classes` (not when the caller fixed the number of
     speakers), turns of the other side of child/adult split off (CLASS_SPLIT_* above)."""
-    groups, label_of = {}, {}                 # speaker key -> [(span, summed logits, seconds judged)]
+    groups = {}          # speaker key (its index; (index, class) for turns split off) -> [(span, logits, seconds)]
     for k in sorted({k for _, _, k in found}):
         mine = [(s, e) for s, e, j in found if j == k]
-        sums, weights = segment_logits(audio, mine, classifier)
-        label = _label(pooled_probabilities(audio, mine, sums, weights, classifier))
-        moved = {}
-        for (s, e), x, w in zip(mine, sums, weights):
-            own = classifier.probabilities(x[None] / w)[0] if w > 0 else None
-            cls = classifier.labels[int(own.argmax())] if own is not None else label
-            if (split_classes and e - s >= CLASS_SPLIT_SECONDS and (cls == "child") != (label == "child")
-                    and float(own.max()) >= CLASS_SPLIT_CONFIDENCE):
-                moved.setdefault(cls, []).append(((s, e), x, w))
-            else:
-                groups.setdefault(k, []).append(((s, e), x, w))
-        for cls, items in moved.items():
-            groups[(k, cls)] = items
+        sums, seconds = segment_logits(audio, mine, classifier)
+        label = _label(pooled_probabilities(audio, mine, sums, seconds, classifier))
+        own = classifier.probabilities(sums / seconds.clamp(min=1e-9)[:, None])     # each segment on its own
+        for i, (s, e) in enumerate(mine):
+            cls = classifier.labels[int(own[i].argmax())]
+            moves = (split_classes and seconds[i] > 0 and e - s >= CLASS_SPLIT_SECONDS
+                     and (cls == CHILD) != (label == CHILD) and float(own[i].max()) >= CLASS_SPLIT_CONFIDENCE)
+            groups.setdefault((k, cls) if moves else k, []).append(((s, e), sums[i], seconds[i]))
         release()
     key_of = {span: key for key, items in groups.items() for span, _, _ in items}
     first = {}
     for s, e, _ in found:                     # speakers numbered by first speech, as diarize numbers them
         first.setdefault(key_of[(s, e)], len(first))
-    speaker_list, prob_of = [], {}
+    speaker_of = {}
     for key in sorted(groups, key=first.get):
-        mine = [span for span, _, _ in groups[key]]
-        probs = pooled_probabilities(audio, mine, torch.stack([x for _, x, _ in groups[key]]),
-                                     torch.tensor([w for _, _, w in groups[key]]), classifier)
+        spans_, sums, seconds = zip(*groups[key])
+        probs = pooled_probabilities(audio, spans_, torch.stack(sums), torch.stack(seconds), classifier)
         label = _label(probs)
-        cls = "tv" if detect_tv and is_tv(audio, mine) else label
-        label_of[key], prob_of[key] = label, probs
-        speaker_list.append(Speaker(f"S{first[key] + 1}", label, cls, probs, 0.0, 0.0, 0))
-    segments = [Segment(s, e, label_of[key_of[(s, e)]], prob_of[key_of[(s, e)]][label_of[key_of[(s, e)]]],
-                        speaker=f"S{first[key_of[(s, e)]] + 1}") for s, e, _ in found]
-    return segments, speaker_list
+        cls = "tv" if detect_tv and is_tv(audio, spans_) else label
+        speaker_of[key] = Speaker(f"S{first[key] + 1}", label, cls, probs, 0.0, 0.0, 0)
+    segments = [Segment(s, e, sp.label, sp.probabilities[sp.label], speaker=sp.id)
+                for s, e, _ in found for sp in [speaker_of[key_of[(s, e)]]]]
+    return segments, list(speaker_of.values())
 
 
 def _label(probs: dict) -> str:

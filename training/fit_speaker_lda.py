@@ -85,8 +85,8 @@ def main(argv=None):
     # the threshold: average linkage's, also where spectral clustering falls back on short recordings
     threshold = args.threshold if args.threshold is not None else (tuning.get("best_ahc") or best or {}).get("threshold")
     if threshold is not None or best:
-        config["diarization"] = {k_: v for k_, v in (("method", (best or {}).get("method")), ("threshold", threshold),
-                                                     ("split", (best or {}).get("split"))) if v is not None}
+        chosen = {"method": (best or {}).get("method"), "threshold": threshold, "split": (best or {}).get("split")}
+        config["diarization"] = {k: v for k, v in chosen.items() if v is not None}
         if best:
             config["diarization_tuning"] = {"report": tilde(args.tuning), "best": best}
     dtype = torch.float16 if config.get("provenance", {}).get("stored_dtype") == "float16" else None
