@@ -36,6 +36,7 @@ from .features import FeatureConfig
 from .hub import resolve_model
 from .models.deepspeech2 import DeepSpeech2, DS2Dims
 from .models.gender import GenderDims, GenderNet
+from .models.campplus import CamPlusDims, CamPlusNet
 from .models.speaker import SpeakerDims, SpeakerNet
 from .models.teacher import TeacherHead, TeacherHeadDims
 from .text import Tokenizer, tokenizer_from_dict
@@ -64,6 +65,7 @@ MODEL_TYPES = {
     "deepspeech2": ModelType("stt", DS2Dims, DeepSpeech2),
     "gender-cnn": ModelType("gender", GenderDims, GenderNet),
     "speaker-lstm": ModelType("speaker", SpeakerDims, SpeakerNet, extras=("projection.",)),   # an LDA
+    "speaker-campplus": ModelType("speaker", CamPlusDims, CamPlusNet, extras=("projection.",)),
     "tv-logistic": ModelType("tv", weights=False),   # its few numbers live in config["model"]
     "whisper-ctc-head": ModelType("teacher", TeacherHeadDims, TeacherHead),   # training.whisper_teacher
 }
@@ -233,26 +235,28 @@ def read_config(ref) -> dict:
     return config
 
 
-def load_bundle(ref=None, expected_type: Optional[str] = None, token: Optional[str] = None,
+def load_bundle(ref=None, expected_type=None, token: Optional[str] = None,
                 weights: bool = True, map_location: str = "cpu") -> Bundle:
     """A release from a local folder (or a file in it), a Hub repo id `owner/name[@rev]` (through
-    speech.hub), or None for the embedded default of `expected_type`. `weights=False` reads the
-    config only."""
+    speech.hub), or None for the embedded default of `expected_type` (one type, or a tuple of types
+    of one kind, any of which will do). `weights=False` reads the config only."""
     if expected_type is None and (ref is None or str(ref).strip() in ("", "default")):
         raise CheckpointError(f"load_bundle(None) needs an expected_type; model types = {sorted(MODEL_TYPES)}")
+    expected = (expected_type,) if isinstance(expected_type, str) else expected_type
     # A file in a release (config.json, model.safetensors) stands for its folder.
-    folder = resolve_model(ref, model_type(expected_type).kind if expected_type else "release", token=token)
+    folder = resolve_model(ref, model_type(expected[0]).kind if expected else "release", token=token)
     config = read_config(folder)
-    if expected_type is not None and config.get("model_type") != expected_type:
-        raise CheckpointError(
-            f"{folder} holds a {config.get('model_type')!r} model, but a {expected_type!r} model is needed")
+    if expected is not None and config.get("model_type") not in expected:
+        need = " or ".join(repr(t) for t in expected)
+        raise CheckpointError(f"{folder} holds a {config.get('model_type')!r} model, but a {need} model is needed")
     bundle = Bundle.from_config(config, folder=folder)
     if weights and bundle.type.weights:
         file = Path(folder) / WEIGHTS_NAME
         if not file.exists():
             raise CheckpointError(f"No {WEIGHTS_NAME} in {folder}")
         state = load_file(str(file), device=map_location)
-        bundle.state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+        # copies: the file is memory-mapped, and a release rewritten in place must not change a loaded model
+        bundle.state = {k: (v.to(torch.float32, copy=True) if v.is_floating_point() else v.clone()) for k, v in state.items()}
     return bundle
 
 

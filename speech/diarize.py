@@ -81,10 +81,7 @@ def embed_regions(audio: np.ndarray, spans, encoder: SpeakerEncoder, window: flo
         m = encoder.mels(chunk, level=False)                      # one STFT per region
         for ws, we in _windows(s, e, window, hop):
             a = int(round((ws - s) * frames_per_s))
-            x = m[a:a + min(p, int(round((we - ws) * frames_per_s)))]
-            if len(x) < p:
-                x = torch.cat([x, torch.zeros(p - len(x), x.shape[1])])
-            mels.append(x)
+            mels.append(encoder.partial(m[a:a + min(p, int(round((we - ws) * frames_per_s)))]))
             wins.append((ws, we))
             owner.append(k)
             if len(mels) == batch_size:          # embed as we go: memory stays flat for hours of audio

@@ -21,7 +21,8 @@ from .dataclass_dict import dataclass_from_dict
 @dataclass(frozen=True)
 class FeatureConfig:
     sample_rate: int = SAMPLE_RATE
-    kind: str = "logmel"            # "logmel" or "linear" (the study's 161-bin spectrogram)
+    kind: str = "logmel"            # "logmel", "linear" (the study's 161-bin spectrogram) or "fbank"
+                                    # (Kaldi's log mel filterbank: povey window, pre-emphasis, no dither)
     n_fft: int = 400
     win_length: int = 400           # 25 ms
     hop_length: int = 160           # 10 ms
@@ -40,10 +41,15 @@ class FeatureConfig:
     pcm_scale: float = INT16_SCALE  # int16 full scale the features expect (the study's loader divides by 32767)
 
     def __post_init__(self):
-        if self.kind not in ("logmel", "linear"):
-            raise ValueError(f"FeatureConfig.kind must be 'logmel' or 'linear', got {self.kind!r}")
-        if self.window not in ("hann", "hamming"):
-            raise ValueError(f"FeatureConfig.window must be 'hann' or 'hamming', got {self.window!r}")
+        if self.kind not in ("logmel", "linear", "fbank"):
+            raise ValueError(f"FeatureConfig.kind must be 'logmel', 'linear' or 'fbank', got {self.kind!r}")
+        if self.window not in ("hann", "hamming", "povey"):
+            raise ValueError(f"FeatureConfig.window must be 'hann', 'hamming' or 'povey', got {self.window!r}")
+        if (self.kind == "fbank") != (self.window == "povey"):
+            raise ValueError("FeatureConfig: the povey window is Kaldi's, for kind 'fbank' only (and it needs it)")
+        if self.kind == "fbank" and (self.log != "log" or self.normalize != "none" or self.power != 2.0):
+            raise ValueError("FeatureConfig kind 'fbank' is Kaldi's log power filterbank: log='log', "
+                             "power=2.0, normalize='none'")
         if self.log not in ("log", "log1p", "none"):
             raise ValueError(f"FeatureConfig.log must be 'log', 'log1p' or 'none', got {self.log!r}")
         if self.normalize not in ("per_bin", "global", "none"):
@@ -57,7 +63,7 @@ class FeatureConfig:
 
     @property
     def n_features(self) -> int:
-        return self.n_mels if self.kind == "logmel" else self.n_fft // 2 + 1
+        return self.n_fft // 2 + 1 if self.kind == "linear" else self.n_mels
 
     @property
     def frame_shift(self) -> float:
@@ -65,6 +71,9 @@ class FeatureConfig:
 
     def num_frames(self, n_samples):
         """Frames produced for `n_samples` samples (int or LongTensor)."""
+        if self.kind == "fbank":   # Kaldi's count; center=False is its snip_edges
+            return (n_samples + self.hop_length // 2) // self.hop_length if self.center else \
+                (n_samples - self.win_length) // self.hop_length + 1
         if self.center:
             return n_samples // self.hop_length + 1
         return (n_samples - self.n_fft) // self.hop_length + 1
@@ -107,6 +116,9 @@ def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] 
         lengths = torch.full((audio.shape[0],), audio.shape[1], dtype=torch.long, device=audio.device)
     if cfg.pcm_scale != INT16_SCALE:  # audio arrives as int16 / INT16_SCALE; the model expects int16 / pcm_scale
         audio = audio * (INT16_SCALE / cfg.pcm_scale)
+    if cfg.kind == "fbank":
+        x, frame_lengths = _kaldi_fbank(audio, lengths, cfg)
+        return x[0] if single else (x, frame_lengths)
     tf = _transforms(cfg).to(audio.device)
     with torch.autocast(device_type=audio.device.type, enabled=False):
         x = tf(audio.float())                                   # (B, F, T)
@@ -134,6 +146,29 @@ def compute_features(audio, cfg: FeatureConfig, lengths: Optional[torch.Tensor] 
         x = (x * m).transpose(1, 2).contiguous()                # (B, F, T) -> (B, T, F), zero padding
     if single:
         return x[0]
+    return x, frame_lengths
+
+
+def _kaldi_fbank(audio: torch.Tensor, lengths: torch.Tensor, cfg: FeatureConfig):
+    """(B, N) -> ((B, T, n_mels) zero-padded, frame_lengths): torchaudio's Kaldi-compatible fbank of
+    each waveform's valid samples (Kaldi's defaults otherwise: pre-emphasis 0.97, DC removed, FFT
+    rounded up to a power of two; `center` means Kaldi's snip_edges=False, frames every hop from 0)."""
+    from torchaudio.compliance import kaldi
+
+    rows = []
+    for i in range(audio.shape[0]):
+        wav = audio[i:i + 1, :int(lengths[i])].float()
+        if wav.shape[1] < cfg.win_length:
+            wav = torch.nn.functional.pad(wav, (0, cfg.win_length - wav.shape[1]))
+        rows.append(kaldi.fbank(wav, num_mel_bins=cfg.n_mels, sample_frequency=cfg.sample_rate,
+                                frame_length=1000 * cfg.win_length / cfg.sample_rate,
+                                frame_shift=1000 * cfg.hop_length / cfg.sample_rate, dither=0.0,
+                                window_type="povey", snip_edges=not cfg.center, low_freq=cfg.f_min,
+                                high_freq=cfg.f_max or 0.0))
+    frame_lengths = torch.tensor([len(r) for r in rows], device=audio.device)
+    x = torch.zeros(len(rows), int(frame_lengths.max()), cfg.n_mels, device=audio.device)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = r
     return x, frame_lengths
 
 

@@ -23,7 +23,7 @@ if not CHECKPOINTS.is_dir():  # installed with pip: the same release folders are
 DEFAULTS = {
     "stt": CHECKPOINTS / "ds2-ko",
     "gender": CHECKPOINTS / "gender-child-ko",
-    "speaker": CHECKPOINTS / "speaker-ko",
+    "speaker": CHECKPOINTS / "speaker-campplus",
     "tv": CHECKPOINTS / "tv-ko",
 }
 # Files a release folder may hold; nothing else is fetched.

@@ -1,8 +1,14 @@
-"""Speaker embeddings: resemblyzer's pretrained voice encoder (GE2E, 3-layer LSTM), loaded from a
-safetensors release, with the same front end as the `resemblyzer` package.
+"""Speaker embeddings from a safetensors release of one of two networks, each with its own front end:
 
-    enc = SpeakerEncoder.load()                      # checkpoints/speaker-ko
-    e = enc.embed_windows(audio, [(0.0, 1.6), ...])  # (N, 256), L2-normed, cosine = dot product
+- `speaker-campplus` (the default, checkpoints/speaker-campplus): CAM++ (speech/models/campplus.py),
+  3D-Speaker's network trained on about 200k Chinese and English speakers, on 80 Kaldi fbanks, each
+  window mean-normalised; 192 dims. training/convert_campplus.py makes the release.
+- `speaker-lstm`: resemblyzer's pretrained voice encoder (GE2E, 3-layer LSTM) with the same front end
+  as the `resemblyzer` package (below); checkpoints/speaker-resemblyzer and its Korean fine-tune
+  checkpoints/speaker-ko.
+
+    enc = SpeakerEncoder.load()                      # checkpoints/speaker-campplus
+    e = enc.embed_windows(audio, [(0.0, 1.6), ...])  # (N, E), L2-normed, cosine = dot product
 
 Front end (resemblyzer.audio): the waveform's level is raised (never lowered) to -30 dBFS, then a
 power mel spectrogram (25 ms Hann window, 10 ms hop, 40 slaney mels, no log); the network reads
@@ -22,7 +28,10 @@ import torch
 from .audio import SAMPLE_RATE
 from .bundle import load_bundle, release_name
 from .features import FeatureConfig, compute_features
+from .models.campplus import MODEL_TYPE as CAMPLUS_TYPE, CamPlusDims, CamPlusNet  # noqa: F401 (re-exported)
 from .models.speaker import MODEL_TYPE, SpeakerDims, SpeakerNet  # noqa: F401 (re-exported)
+
+SPEAKER_TYPES = (CAMPLUS_TYPE, MODEL_TYPE)
 
 INT16_MAX = 2 ** 15 - 1
 
@@ -32,6 +41,15 @@ def resemblyzer_features(n_mels: int = 40) -> FeatureConfig:
     return FeatureConfig(kind="logmel", n_fft=400, win_length=400, hop_length=160, window="hann",
                          periodic_window=True, n_mels=n_mels, f_min=0.0, f_max=None, power=2.0,
                          log="none", center=True, pad_mode="constant", normalize="none")
+
+
+def campplus_features(n_mels: int = 80) -> FeatureConfig:
+    """Kaldi's fbank as 3D-Speaker computes it (torchaudio.compliance.kaldi.fbank, no dither), with a
+    frame every 10 ms from the first sample (snip_edges off) so windows cut from a region's frames
+    line up with the region's time."""
+    return FeatureConfig(kind="fbank", n_fft=512, win_length=400, hop_length=160, window="povey",
+                         periodic_window=False, n_mels=n_mels, f_min=20.0, f_max=None, power=2.0,
+                         log="log", center=True, normalize="none")
 
 
 def raise_level(wav: np.ndarray, target_dbfs: float) -> np.ndarray:
@@ -60,7 +78,7 @@ class SpeakerEncoder:
 
     @classmethod
     def load(cls, ref: Optional[str] = None, token: Optional[str] = None) -> "SpeakerEncoder":
-        bundle = load_bundle(ref, MODEL_TYPE, token=token)
+        bundle = load_bundle(ref, SPEAKER_TYPES, token=token)
         folder = bundle.folder
         proj = {k: v for k, v in bundle.state.items() if k.startswith("projection.")}
         model = bundle.build_model()
@@ -87,6 +105,19 @@ class SpeakerEncoder:
         """(N,) 16 kHz waveform -> (T, n_mels) power mels; `level`: raise it to -30 dBFS first."""
         wav = np.asarray(wav, dtype=np.float32)
         return compute_features(raise_level(wav, self.dims.target_dbfs) if level else wav, self.features)
+
+    def partial(self, mels: torch.Tensor) -> torch.Tensor:
+        """A window's frames (T, F) -> exactly `partial_frames`: cut, or filled up: with zeros for
+        resemblyzer (as it pads an utterance's last partial), by repeating the frames for CAM++
+        (zeros would shift its per-window mean)."""
+        p = self.dims.partial_frames
+        mels = mels[:p]
+        if len(mels) < p:
+            if isinstance(self.model, CamPlusNet) and len(mels):
+                mels = mels.repeat(-(-p // len(mels)), 1)[:p]
+            else:
+                mels = torch.cat([mels, torch.zeros(p - len(mels), mels.shape[1])])
+        return mels
 
     @torch.inference_mode()
     def embed_mels(self, mels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
@@ -115,13 +146,7 @@ class SpeakerEncoder:
         """Embeddings (N, E) of (start, end)-second windows of one 16 kHz array. Windows shorter
         than a partial are zero-padded (as resemblyzer pads an utterance's last partial).
         `level=False` when the caller has already raised the level (per speech region)."""
-        p = self.dims.partial_frames
-        mels = []
-        for s, e in windows:
-            m = self.mels(audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)], level)[:p]
-            if len(m) < p:
-                m = torch.cat([m, torch.zeros(p - len(m), m.shape[1])])
-            mels.append(m)
+        mels = [self.partial(self.mels(audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)], level)) for s, e in windows]
         if not mels:
             return np.zeros((0, self.dims.embedding), np.float32)
         return self.embed_mels(torch.stack(mels), batch_size)

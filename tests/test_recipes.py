@@ -68,6 +68,11 @@ def speaker(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def campplus(tmp_path_factory):
+    return run_recipe(tmp_path_factory, "speaker-campplus")
+
+
+@pytest.fixture(scope="module")
 def curve(tmp_path_factory):
     return run_recipe(tmp_path_factory, "ds2-curve")
 
@@ -146,6 +151,32 @@ def test_gender_recipe_writes_a_calibrated_release_that_classifies_a_real_clip(g
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     shipped_result = GenderClassifier.load(str(ROOT / "checkpoints" / "gender-ko")).predict(str(CLIP))
     assert not np.allclose(list(result.probabilities.values()), list(shipped_result.probabilities.values()))
+
+
+def test_campplus_recipe_writes_a_tuned_release_that_finds_speakers(campplus):
+    """recipes/speaker-campplus: the shipped network's weights (small budget: copied, not
+    downloaded) with a whitening and clustering of its own, from its own train conversations."""
+    from speech.diarize import diarize, release_settings
+    from speech.speaker import SpeakerEncoder
+    from speech.vad import speech_spans
+
+    out, log = campplus
+    for n, name in enumerate(["prepare", "convert", "conversations", "tune", "project", "evaluate"]):
+        assert f"stage {n} {name}: done" in log
+    tuning = json.loads((out / "results" / "diarization_tuning.json").read_text(encoding="utf-8"))
+    enc = SpeakerEncoder.load(str(out / "speaker-campplus"))
+    shipped = SpeakerEncoder.load(str(ROOT / "checkpoints" / "speaker-campplus"))
+    audio = load_audio(str(CLIP))
+    assert np.allclose(enc.embed_utterance(audio), shipped.embed_utterance(audio), atol=1e-6)   # the network
+    assert enc.config["projection"]["kind"] == "wccn" and enc.projection[1].shape == (192, 192)
+    assert not np.allclose(enc.projection[1], shipped.projection[1])       # fitted on its own conversations
+    settings = release_settings(enc)
+    assert settings.method == tuning["best"]["method"] and settings.threshold == tuning["best_ahc"]["threshold"]
+    assert json.loads((out / "results" / "diarization_eval.json").read_text(encoding="utf-8"))["summary"]
+    woman, man = (load_audio(str(ROOT / "tests" / "fixtures" / "gender" / f)) for f in ("ava00021.flac", "emh00305.flac"))
+    gap = np.zeros(8000, np.float32)
+    both = np.concatenate([woman, gap, man, gap, woman])
+    assert len({k for *_, k in diarize(both, speech_spans(both, max_span=30.0), enc)}) == 2
 
 
 def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):

@@ -31,6 +31,23 @@ TURNS = [(G / "ava00021.flac", "ava"), (G / "emh00305.flac", "emh"), (EX / "ko_f
          (EX / "ko_male_emh00003.flac", "emh"), (G / "emf00002.flac", "emf")]
 
 
+CHECKPOINTS = FIX.parent.parent / "checkpoints"
+# Utterances of held-out speakers (kih, lmy: ko-speech fixtures; the others dev speakers).
+CLIPS = [(FIX / "ko-speech" / "kih00023.flac", "kih"), (FIX / "ko-speech" / "kih00024.flac", "kih"),
+         (FIX / "ko-speech" / "lmy02037.flac", "lmy"), (G / "ava00021.flac", "ava"),
+         (EX / "ko_female_ava00013.flac", "ava"), (G / "avc00010.flac", "avc"), (G / "emf00002.flac", "emf"),
+         (G / "emh00305.flac", "emh"), (EX / "ko_male_emh00003.flac", "emh")]
+
+
+def margin(e: np.ndarray) -> float:
+    """The lowest same-speaker cosine minus the highest other-speaker cosine among CLIPS' embeddings."""
+    sim = e @ e.T
+    pairs = [(i, j) for i in range(len(CLIPS)) for j in range(i + 1, len(CLIPS))]
+    same = [sim[i, j] for i, j in pairs if CLIPS[i][1] == CLIPS[j][1]]
+    other = [sim[i, j] for i, j in pairs if CLIPS[i][1] != CLIPS[j][1]]
+    return float(min(same) - max(other))
+
+
 @pytest.fixture(scope="module")
 def enc():
     return SpeakerEncoder.load()
@@ -74,33 +91,42 @@ def purity(found, truth) -> float:
 
 
 def test_encoder_release_and_embeddings(enc):
+    """The default release is CAM++ (3D-Speaker's, about 200k Chinese and English speakers, never
+    Korean): 192-dim embeddings on Kaldi fbanks that put every same-speaker pair of these Korean
+    utterances above every pair of different speakers by themselves, before the release's
+    whitening (the Korean fine-tune of resemblyzer, speaker-ko, needs its whitening for that:
+    next test but one)."""
     cfg = load_bundle(enc.folder, weights=False).to_config()
-    assert cfg["license"].startswith("CC BY-NC-SA 4.0") and cfg["features"]["log"] == "none" and cfg["dims"]["layers"] == 3
-    assert cfg["provenance"]["init"] == "checkpoints/speaker-resemblyzer"      # resemblyzer's, fine-tuned here
-    kih1, kih2, lmy = (enc.embed_utterance(load_audio(FIX / "ko-speech" / f)) for f in
-                       ("kih00023.flac", "kih00024.flac", "lmy02037.flac"))
-    for e in (kih1, kih2, lmy):
-        assert e.shape == (256,) and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-4) and (e >= 0).all()
-    assert kih1 @ kih2 > kih1 @ lmy + 0.2          # same speaker, other sentence >> other speaker
-    # A window alone and the same window among others give one embedding (batched LSTM, padding).
+    assert cfg["model_type"] == "speaker-campplus" and cfg["license"].startswith("Apache-2.0 (the network)")
+    assert cfg["features"]["kind"] == "fbank" and cfg["provenance"]["stored_dtype"] == "float16"
+    assert cfg["projection"]["kind"] == "wccn" and enc.projection[1].shape == (192, 192)
+    embs = np.stack([enc.embed_utterance(load_audio(f)) for f, _ in CLIPS])
+    assert embs.shape == (len(CLIPS), 192) and np.allclose(np.linalg.norm(embs, axis=1), 1.0, atol=1e-4)
+    assert margin(embs) > 0.05 and margin(enc.project(embs)) > 0.1       # 0.107 and 0.203 measured
+    # A window alone and the same window among others give one embedding (batch norm in eval mode).
     a = load_audio(G / "ava00021.flac")
     one = enc.embed_windows(a, [(1.0, 2.6)])
     many = enc.embed_windows(a, [(0.0, 1.0), (1.0, 2.6), (3.0, 4.6)])
     assert np.allclose(one[0], many[1], atol=1e-5)
+    # A window shorter than the network's 1.6 s is filled up by repeating its frames (zeros would
+    # move its per-window mean): it stays nearer its own speaker than to the other speakers.
+    short = enc.embed_windows(a, [(1.0, 1.6)])[0]
+    others = [e for e, (_, who) in zip(embs, CLIPS) if who != "ava"]
+    assert short @ embs[4] > max(short @ e for e in others)      # ava, another sentence
 
 
-def test_default_encoder_hears_the_voice_through_noise(enc):
-    """The shipped encoder (resemblyzer's, taught by itself to hear through a home's noise and TV:
+def test_fine_tuned_encoder_hears_the_voice_through_noise():
+    """speaker-ko (resemblyzer's encoder taught by itself to hear through a home's noise and TV:
     training/train_speaker.py) keeps a held-out speaker's windows in household noise at 5 dB nearer
     their clean embeddings than resemblyzer's own encoder does."""
     import torch
 
     from training.noise import mix_at_snr
 
-    teacher = SpeakerEncoder.load(str(FIX.parent.parent / "checkpoints" / "speaker-resemblyzer"))
+    teacher = SpeakerEncoder.load(str(CHECKPOINTS / "speaker-resemblyzer"))
     noise = load_audio(FIX / "noise" / "vacuum_6s.flac")
     gains = {}
-    for e in (teacher, enc):
+    for e in (teacher, SpeakerEncoder.load(str(CHECKPOINTS / "speaker-ko"))):
         cos = []
         for path in (G / "ava00021.flac", G / "emh00305.flac", G / "avc00010.flac"):
             a = load_audio(path)
@@ -112,27 +138,16 @@ def test_default_encoder_hears_the_voice_through_noise(enc):
     assert gains["speaker-ko"] > gains["speaker-resemblyzer"] + 0.05, gains
 
 
-def test_projection_separates_speakers(enc):
-    """The release's projection (within-speaker whitening fitted on TRAIN speakers,
+def test_projection_separates_speakers():
+    """speaker-ko's projection (within-speaker whitening fitted on TRAIN speakers,
     training/fit_speaker_lda.py --kind wccn) puts every same-speaker pair of these utterances
     above every pair of different speakers; resemblyzer's own embeddings do not (a man and a woman
     of the dev set are closer there than two sentences of one speaker)."""
-    cfg = json.loads((enc.folder / "config.json").read_text())
-    assert cfg["projection"]["kind"] == "wccn" and enc.projection[1].shape == (256, 256)
-    clips = [(FIX / "ko-speech" / "kih00023.flac", "kih"), (FIX / "ko-speech" / "kih00024.flac", "kih"),
-             (FIX / "ko-speech" / "lmy02037.flac", "lmy"), (G / "ava00021.flac", "ava"),
-             (EX / "ko_female_ava00013.flac", "ava"), (G / "avc00010.flac", "avc"), (G / "emf00002.flac", "emf"),
-             (G / "emh00305.flac", "emh"), (EX / "ko_male_emh00003.flac", "emh")]
-    raw = np.stack([enc.embed_utterance(load_audio(f)) for f, _ in clips])
-
-    def margin(e):
-        sim = e @ e.T
-        pairs = [(i, j) for i in range(len(clips)) for j in range(i + 1, len(clips))]
-        same = [sim[i, j] for i, j in pairs if clips[i][1] == clips[j][1]]
-        other = [sim[i, j] for i, j in pairs if clips[i][1] != clips[j][1]]
-        return min(same) - max(other)
-
-    assert margin(enc.project(raw)) > 0          # 0.009 with speaker-ko (resemblyzer's own encoder: 0.02)
+    ko = SpeakerEncoder.load(str(CHECKPOINTS / "speaker-ko"))
+    cfg = json.loads((ko.folder / "config.json").read_text())
+    assert cfg["projection"]["kind"] == "wccn" and ko.projection[1].shape == (256, 256)
+    raw = np.stack([ko.embed_utterance(load_audio(f)) for f, _ in CLIPS])
+    assert margin(ko.project(raw)) > 0          # 0.009 (resemblyzer's own encoder: 0.02)
     assert margin(raw) < 0
 
 

@@ -124,7 +124,12 @@ def main(argv=None):
     p.add_argument("--monologue-seconds", type=float, default=120.0)
     p.add_argument("--out", default="results/diarization_eval")
     p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one)")
+    p.add_argument("--systems", default="speakers,gender-only,pitch",
+                   help="which to score (gender-only and pitch do not depend on the speaker release)")
     args = p.parse_args(argv)
+    systems = args.systems.split(",")
+    if not set(systems) <= {"speakers", "gender-only", "pitch"}:
+        p.error(f"--systems: speakers, gender-only and/or pitch, not {args.systems!r}")
     clf, enc = GenderClassifier.load(), SpeakerEncoder.load(args.encoder)
     folder = Path(args.conversations)
     truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
@@ -150,14 +155,17 @@ def main(argv=None):
             truth = {"name": f"mono-{spk}", "speakers": {spk: gender}, "duration": len(audio) / SAMPLE_RATE,
                      "segments": segs, "female_share": 1.0 if gender == "female" else 0.0}
             spans = find_speech(audio)
-            rep = analyze(audio, clf, encoder=enc, spans=spans)
-            g = analyze(audio, clf, diarize=False, spans=spans)
-            psegs = pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15])
-            for name, gs, ss in (("speakers", [(x.start, x.end, x.gender) for x in rep.segments],
-                                  [(x.start, x.end, x.speaker) for x in rep.segments]),
-                                 ("gender-only", [(x.start, x.end, x.gender) for x in g.segments],
-                                  [(x.start, x.end, x.gender) for x in g.segments]),
-                                 ("pitch", psegs, psegs)):
+            found = {}
+            if "speakers" in systems:
+                rep = analyze(audio, clf, encoder=enc, spans=spans)
+                found["speakers"] = ([(x.start, x.end, x.gender) for x in rep.segments],
+                                     [(x.start, x.end, x.speaker) for x in rep.segments])
+            if "gender-only" in systems:
+                g = analyze(audio, clf, diarize=False, spans=spans)
+                found["gender-only"] = ([(x.start, x.end, x.gender) for x in g.segments],) * 2
+            if "pitch" in systems:
+                found["pitch"] = (pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15]),) * 2
+            for name, (gs, ss) in found.items():
                 sc = score(truth, gs, ss, 0.0)
                 mono.append({"speaker": spk, "gender": gender, "system": name, "seconds": round(truth["duration"], 1),
                              "wrong_gender": sc["wrong_gender"], "adult_as_child": sc["adult_as_child"],
@@ -172,25 +180,30 @@ def main(argv=None):
             vad_s = time.perf_counter() - t0
             base = {"conversation": t["name"], "variant": v, "true_speakers": len(t["speakers"]),
                     "duration": round(t["duration"], 1)}
-            rep = analyze(audio, clf, encoder=enc, spans=spans)
-            ratio = rep.parents_ratio or (0.0, 0.0)
-            tv = {sp.id for sp in rep.speakers if sp.cls == "tv"}     # reported apart: not family speech
-            fam = [x for x in rep.segments if x.speaker not in tv]
-            segs = [(s.start, s.end, s.gender) for s in fam]
-            rows.append({**base, "system": "speakers", "tv_speakers_found": len(tv),
-                         **score(t, segs, [(s.start, s.end, s.speaker) for s in fam], ratio[0]),
-                         "rtf": round((rep.rtf * rep.duration + vad_s) / rep.duration, 4)})
-            print(json.dumps(rows[-1]), flush=True)
-            g = analyze(audio, clf, diarize=False, spans=spans)
-            segs = [(s.start, s.end, s.gender) for s in g.segments]
-            rows.append({**base, "system": "gender-only", **score(t, segs, segs, g.parents_ratio[0] if g.parents_ratio else 0.0),
-                         "rtf": round((g.rtf * g.duration + vad_s) / g.duration, 4)})
-            segs = pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15])
-            fs = sum(e - s for s, e, x in segs if x == "female")
-            ms = sum(e - s for s, e, x in segs if x == "male")
-            rows.append({**base, "system": "pitch", **score(t, segs, segs, fs / (fs + ms) if fs + ms else 0.0),
-                         "rtf": None})
-            print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
+            if "speakers" in systems:
+                rep = analyze(audio, clf, encoder=enc, spans=spans)
+                ratio = rep.parents_ratio or (0.0, 0.0)
+                tv = {sp.id for sp in rep.speakers if sp.cls == "tv"}     # reported apart: not family speech
+                fam = [x for x in rep.segments if x.speaker not in tv]
+                segs = [(s.start, s.end, s.gender) for s in fam]
+                rows.append({**base, "system": "speakers", "tv_speakers_found": len(tv),
+                             **score(t, segs, [(s.start, s.end, s.speaker) for s in fam], ratio[0]),
+                             "rtf": round((rep.rtf * rep.duration + vad_s) / rep.duration, 4)})
+                print(json.dumps(rows[-1]), flush=True)
+            if "gender-only" in systems:
+                g = analyze(audio, clf, diarize=False, spans=spans)
+                segs = [(s.start, s.end, s.gender) for s in g.segments]
+                rows.append({**base, "system": "gender-only",
+                             **score(t, segs, segs, g.parents_ratio[0] if g.parents_ratio else 0.0),
+                             "rtf": round((g.rtf * g.duration + vad_s) / g.duration, 4)})
+                print(json.dumps(rows[-1]), flush=True)
+            if "pitch" in systems:
+                segs = pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15])
+                fs = sum(e - s for s, e, x in segs if x == "female")
+                ms = sum(e - s for s, e, x in segs if x == "male")
+                rows.append({**base, "system": "pitch", **score(t, segs, segs, fs / (fs + ms) if fs + ms else 0.0),
+                             "rtf": None})
+                print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for sysname in ("speakers", "gender-only", "pitch"):
         for v in args.variants.split(","):
@@ -228,7 +241,8 @@ def main(argv=None):
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     lines = ["# Who spoke: speakers vs gender-only analysis vs pitch baseline", "",
              f"`python -m training.evaluate_speakers --conversations {folder}"
-             + (f" --encoder {args.encoder}" if args.encoder else "") + f"` (speaker model {enc.model_name}, "
+             + (f" --encoder {args.encoder}" if args.encoder else "")
+             + (f" --systems {args.systems}" if len(systems) < 3 else "") + f"` (speaker model {enc.model_name}, "
              f"{clustering(release_settings(enc))}): {len(truths)} synthetic "
              "conversations of 2-4 held-out dev speakers (training/make_conversations.py --speakers 2-4), "
              "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through "

