@@ -8,7 +8,7 @@ folder or a Hugging Face Hub repo id (owner/name[@revision]), and unset means th
   SPEECH_WHISPER_MODEL         CTranslate2 Whisper model, the engine that answers by default (default:
                                Whisper base, pinned on the Hub, or the copy setup.sh assembles)
   SPEECH_GENDER_MODEL          gender classifier (default: checkpoints/gender-child-ko: female, male, child)
-  SPEECH_SPEAKER_MODEL         speaker encoder for who-spoke (default: checkpoints/speaker-ko)
+  SPEECH_SPEAKER_MODEL         speaker encoder for who-spoke (default: checkpoints/speaker-campplus)
   SPEECH_MAX_SECONDS           longest input for speech to text and gender (default 300)
   SPEECH_MAX_ANALYSIS_SECONDS  longest input for conversation analysis (default 3600)
   SPEECH_CONCURRENCY           requests worked on at once (default 1); the others wait in the queue

@@ -198,6 +198,8 @@ def add_analyze(sub):
                                    "and report talk time, shares and the parents' ratio (adult female : adult male).")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (household recordings, up to hours long)")
     p.add_argument("--model", default=None, help="gender model: local folder, Hub repo id or 'default'")
+    p.add_argument("--speaker-model", default=None,
+                   help="speaker encoder: local folder, Hub repo id or 'default' (checkpoints/speaker-campplus)")
     p.add_argument("--transcribe", action="store_true", help="also transcribe each turn (slower)")
     p.add_argument("--stt-engine", default=None, choices=["ds2", "whisper"],
                    help="speech-to-text engine for --transcribe (default: the best available, Whisper base)")
@@ -234,6 +236,7 @@ def cmd_analyze(args) -> int:
     or one after another (rttm: its lines name their file); srt/vtt need one file or --output-dir."""
     from .analysis import analyze
     from .gender import GenderClassifier
+    from .speaker import SpeakerEncoder
 
     several = len(args.files) > 1
     if several and (args.output or args.plot):
@@ -244,6 +247,7 @@ def cmd_analyze(args) -> int:
         return 2
     try:
         clf = GenderClassifier.load(args.model)
+        encoder = SpeakerEncoder.load(args.speaker_model)
         stt = None
         if args.transcribe:
             from .stt import load_engine
@@ -262,7 +266,8 @@ def cmd_analyze(args) -> int:
     run, csv_header = _Files(), True
 
     def work(path):   # no usable speech raises
-        return analyze(path, clf, stt=stt, progress=bar, speakers=args.speakers, detect_tv=args.detect_tv)
+        return analyze(path, clf, stt=stt, progress=bar, speakers=args.speakers, detect_tv=args.detect_tv,
+                       encoder=encoder)
 
     for path, report in run.each(args.files, work, "analysing", show, bar):
         if out_dir is not None or not several or args.format in ("srt", "vtt"):

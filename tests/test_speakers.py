@@ -278,6 +278,11 @@ def test_fixed_speaker_count_cli(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["analyze", str(path), "--speakers", "0"])
     assert "at least 1" in capsys.readouterr().err
+    # another speaker encoder release, by folder; one that is not there is an error, not a traceback
+    assert main(["analyze", str(path), "--speaker-model", str(CHECKPOINTS / "speaker-ko"), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["settings"]["speaker_model"] == "speaker-ko"
+    assert main(["analyze", str(path), "--speaker-model", str(tmp_path / "nothing"), "--no-progress"]) == 2
+    assert "could not load a model" in capsys.readouterr().err
 
 
 def test_quiet_speech_is_found(clf, enc):

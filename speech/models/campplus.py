@@ -82,9 +82,11 @@ class _FCM(nn.Module):
         self.out_channels = c * (n_mels // 8)
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x.unsqueeze(1))))
+        # channels-last: oneDNN's 2-D convolutions run about 1.4x faster on CPU (same numbers)
+        x = x.unsqueeze(1).contiguous(memory_format=torch.channels_last)
+        x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(self.layer2(self.layer1(x)))))
-        return x.flatten(1, 2)
+        return x.contiguous().flatten(1, 2)
 
 
 class _CAM(nn.Module):
@@ -162,7 +164,7 @@ class CamPlusNet(nn.Module):
     def __init__(self, dims: CamPlusDims):
         super().__init__()
         self.dims = dims
-        self.head = _FCM(dims.head_channels, dims.n_mels)
+        self.head = _FCM(dims.head_channels, dims.n_mels).to(memory_format=torch.channels_last)
         self.xvector = nn.Sequential()
         self.xvector.add_module("tdnn", _TDNN(self.head.out_channels, dims.channels))
         c = dims.channels
