@@ -69,10 +69,11 @@ def _windows(start: float, end: float, window: float, hop: float) -> list[tuple[
 
 
 def embed_regions(audio: np.ndarray, spans, encoder: SpeakerEncoder, window: float, hop: float,
-                  batch_size: int = 64, gain: float = 1.0):
+                  batch_size: Optional[int] = None, gain: float = 1.0):
     """-> (embeddings (N, E), windows [(start, end)], region index of each window). `gain` undoes
     a level normalisation the caller applied (the encoder wants the recording's own level)."""
     p = encoder.dims.partial_frames
+    batch_size = batch_size or encoder.batch_size
     frames_per_s = SAMPLE_RATE / encoder.features.hop_length
     mels, wins, owner, out = [], [], [], []
     for k, (s, e) in enumerate(spans):
