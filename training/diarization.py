@@ -1,7 +1,7 @@
 """Diarization scoring and the speaker-embedding LDA fit, shared by tune_diarization,
 evaluate_speakers and fit_speaker_lda: the reference and hypothesis as pyannote annotations,
 the DER (0.25 s collar, overlap skipped), and the projections (LDA, within-speaker whitening) of
-window embeddings of train speakers.
+window embeddings of train speakers; and the float16 check of the speaker-encoder converters.
 """
 from __future__ import annotations
 
@@ -76,3 +76,22 @@ def fit_lda(truths: list, cache: Path, variants: list, dims: int, exclude=()):
     mean, matrix = lda.xbar_.astype(np.float32), lda.scalings_[:, :k].astype(np.float32)
     assert np.allclose((x[:5] - mean) @ matrix, lda.transform(x[:5]), atol=1e-3)
     return mean, matrix, len(y), len(set(y))
+
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+
+
+def float16_worst_cosine(network, dims, state: dict, features, clips=None) -> float:
+    """The lowest cosine, over real clips (default: the ko-speech and example test clips), between
+    the utterance embeddings of a speaker network with `state` and with `state` rounded to float16:
+    what a float16 release would lose (convert_resemblyzer, convert_campplus)."""
+    from speech.audio import load_audio
+    from speech.speaker import SpeakerEncoder
+
+    full, half = network(dims), network(dims)
+    full.load_state_dict(state, strict=True)
+    half.load_state_dict({k: v.half().to(v.dtype) if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    clips = clips or sorted(str(x) for x in (FIXTURES / "ko-speech").glob("*.flac")) + \
+        sorted(str(x) for x in (FIXTURES / "examples").glob("ko_*.flac"))
+    a, b = SpeakerEncoder(full, features, {}), SpeakerEncoder(half, features, {})
+    return min(float(a.embed_utterance(load_audio(c)) @ b.embed_utterance(load_audio(c))) for c in clips)
