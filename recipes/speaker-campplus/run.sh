@@ -32,6 +32,7 @@ stop_stage=5
 install_stage=6
 threads=2
 source "$(dirname "$0")/../common.sh"
+source "$(dirname "$0")/../speaker_stages.sh"
 
 exp="$out/exp/speaker"; converted="$exp/converted"; release="$out/speaker-campplus"
 conv="$data/conversations"
@@ -60,6 +61,7 @@ import sys
 from speech.bundle import load_bundle, save_bundle
 b = load_bundle("checkpoints/speaker-campplus")
 b.info.pop("projection", None); b.info.pop("diarization", None); b.info.pop("diarization_tuning", None)
+b.info["license"] = "Apache-2.0"                    # the network's alone, as convert_campplus writes it
 b.state = {k: v for k, v in b.state.items() if not k.startswith("projection.")}
 save_bundle(sys.argv[1], b)
 PY
@@ -68,41 +70,22 @@ PY
 fi
 
 if run_stage 2 conversations; then
-    rm -rf "$conv"
-    common=(--noise "$NOISE" --speakers "$speakers" --turns "$turns")
-    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train" --n "$n_train" --seed 1 "${common[@]}"
-    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train-fitnoise" --n "$n_train" --seed 1 \
-        --noise-part train "${common[@]}"
-    dev_speakers="$dev"
-    if [[ "$budget" == small ]]; then   # the TV of a conversation talks with the voices of other speakers
-        dev_speakers="$data/dev-small-4.jsonl"
-        "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev_speakers" --speakers-per-gender 2 --per-speaker 2
-    fi
-    "$PY" -m training.make_conversations --manifest "$dev_speakers" --out "$conv/dev" --n "$n_dev" --seed 2 "${common[@]}"
+    stage_speaker_conversations
     done_stage 2 conversations
 fi
 
 if run_stage 3 tune; then
-    rm -rf "$exp/cache"
-    "$PY" -m training.tune_diarization --encoder "$converted" --conversations "$conv/train" --cache "$exp/cache/train" \
-        --variants clean,noise,tv --fit wccn --fit-conversations "$conv/train-fitnoise" --fit-cache "$exp/cache/fit" \
-        --fit-variants clean,noise,tv,household --thresholds "$thresholds" --switch-penalties 0.3 --blocks 3 \
-        --methods ahc,spectral --splits "$splits" --out "$out/results/diarization_tuning"
+    stage_speaker_tune "$converted"
     done_stage 3 tune
 fi
 
 if run_stage 4 project; then
-    rm -rf "$release"
-    mkdir -p "$release"
-    cp "$converted"/config.json "$converted"/model.safetensors "$release/"
-    "$PY" -m training.fit_speaker_lda --release "$release" --conversations "$conv/train-fitnoise" --cache "$exp/cache/fit" \
-        --variants clean,noise,tv,household --kind wccn --shrink 3 --tuning "$out/results/diarization_tuning.json"
+    stage_speaker_project "$converted" "$release"
     done_stage 4 project
 fi
 
 if run_stage 5 evaluate; then
-    "$PY" -m training.evaluate_speakers --encoder "$release" --conversations "$conv/dev" --manifest "$dev" \
-        --out "$out/results/diarization_eval"
+    stage_speaker_evaluate "$release"
     done_stage 5 evaluate
 fi
 

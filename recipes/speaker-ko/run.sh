@@ -30,6 +30,7 @@ stop_stage=6
 install_stage=7
 threads=1
 source "$(dirname "$0")/../common.sh"
+source "$(dirname "$0")/../speaker_stages.sh"
 
 exp="$out/exp/speaker"; teacher="$out/speaker-resemblyzer"; release="$out/speaker-ko"
 conv="$data/conversations"
@@ -60,17 +61,7 @@ if run_stage 1 teacher; then
 fi
 
 if run_stage 2 conversations; then
-    rm -rf "$conv"
-    common=(--noise "$NOISE" --speakers "$speakers" --turns "$turns")
-    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train" --n "$n_train" --seed 1 "${common[@]}"
-    "$PY" -m training.make_conversations --manifest "$train" --out "$conv/train-fitnoise" --n "$n_train" --seed 1 \
-        --noise-part train "${common[@]}"
-    dev_speakers="$dev"
-    if [[ "$budget" == small ]]; then   # the TV of a conversation talks with the voices of other speakers
-        dev_speakers="$data/dev-small-4.jsonl"
-        "$PY" recipes/subset_manifest.py "$data/dev.jsonl" "$dev_speakers" --speakers-per-gender 2 --per-speaker 2
-    fi
-    "$PY" -m training.make_conversations --manifest "$dev_speakers" --out "$conv/dev" --n "$n_dev" --seed 2 "${common[@]}"
+    stage_speaker_conversations
     done_stage 2 conversations
 fi
 
@@ -82,26 +73,17 @@ if run_stage 3 train; then
 fi
 
 if run_stage 4 tune; then
-    rm -rf "$exp/cache"
-    "$PY" -m training.tune_diarization --encoder "$exp/release" --conversations "$conv/train" --cache "$exp/cache/train" \
-        --variants clean,noise,tv --fit wccn --fit-conversations "$conv/train-fitnoise" --fit-cache "$exp/cache/fit" \
-        --fit-variants clean,noise,tv,household --thresholds "$thresholds" --switch-penalties 0.3 --blocks 3 \
-        --methods ahc,spectral --splits "$splits" --out "$out/results/diarization_tuning"
+    stage_speaker_tune "$exp/release"
     done_stage 4 tune
 fi
 
 if run_stage 5 project; then
-    rm -rf "$release"
-    mkdir -p "$release"
-    cp "$exp/release"/config.json "$exp/release"/model.safetensors "$release/"
-    "$PY" -m training.fit_speaker_lda --release "$release" --conversations "$conv/train-fitnoise" --cache "$exp/cache/fit" \
-        --variants clean,noise,tv,household --kind wccn --shrink 3 --tuning "$out/results/diarization_tuning.json"
+    stage_speaker_project "$exp/release" "$release"
     done_stage 5 project
 fi
 
 if run_stage 6 evaluate; then
-    "$PY" -m training.evaluate_speakers --encoder "$release" --conversations "$conv/dev" --manifest "$dev" \
-        --out "$out/results/diarization_eval"
+    stage_speaker_evaluate "$release"
     done_stage 6 evaluate
 fi
 
