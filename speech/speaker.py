@@ -64,9 +64,9 @@ def raise_level(wav: np.ndarray, target_dbfs: float) -> np.ndarray:
 class SpeakerEncoder:
     """The network and its front end; with `projection` (a within-speaker whitening or an LDA fitted
     on this project's TRAIN speakers, training/fit_speaker_lda.py), `project` maps embeddings to a space where Korean
-    speakers lie further apart. The encoder's own embeddings stay resemblyzer's."""
+    speakers lie further apart. The network's own embeddings are unchanged by it."""
 
-    def __init__(self, model: SpeakerNet, features: FeatureConfig, config: dict, folder: Optional[Path] = None,
+    def __init__(self, model: torch.nn.Module, features: FeatureConfig, config: dict, folder: Optional[Path] = None,
                  projection: Optional[tuple] = None):
         self.model = model.for_inference() if isinstance(model, CamPlusNet) else model.eval()
         # windows per forward pass: CAM++'s 2-D front holds ~20 MB of activations per window (batches
@@ -112,7 +112,7 @@ class SpeakerEncoder:
     def partial(self, mels: torch.Tensor) -> torch.Tensor:
         """A window's frames (T, F) -> exactly `partial_frames`: cut, or filled up: with zeros for
         resemblyzer (as it pads an utterance's last partial), by repeating the frames for CAM++
-        (zeros would shift its per-window mean)."""
+        (zeros would pull its per-window mean, which the network subtracts, towards silence)."""
         p = self.dims.partial_frames
         mels = mels[:p]
         if len(mels) < p:
@@ -149,7 +149,7 @@ class SpeakerEncoder:
     def embed_windows(self, audio: np.ndarray, windows: list, batch_size: Optional[int] = None,
                       level: bool = True) -> np.ndarray:
         """Embeddings (N, E) of (start, end)-second windows of one 16 kHz array. Windows shorter
-        than a partial are zero-padded (as resemblyzer pads an utterance's last partial).
+        than a partial are filled up (`partial`).
         `level=False` when the caller has already raised the level (per speech region)."""
         mels = [self.partial(self.mels(audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)], level)) for s, e in windows]
         if not mels:
