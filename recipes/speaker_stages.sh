@@ -1,5 +1,5 @@
 # Sourced by recipes/speaker-*/run.sh after common.sh: the stages both speaker encoders share. The
-# recipe sets conv, exp, out, speakers, turns, n_train, n_dev, thresholds and splits first.
+# recipe sets conv, exp, out, speakers, turns, n_train, n_dev, thresholds, splits and merges first.
 
 # Synthetic conversations of 2-4 train speakers (scored while tuning), the same ones with the train
 # part of each noise clip (the whitening is fitted on them) and conversations of the dev speakers.
@@ -18,13 +18,14 @@ stage_speaker_conversations() {
 }
 
 # stage_speaker_tune ENCODER: the clustering (average linkage over $thresholds, spectral over
-# $splits), each train conversation scored through a whitening fitted without its speakers and noise.
+# $splits and $merges), each train conversation scored through a whitening fitted without its
+# speakers and noise.
 stage_speaker_tune() {
     rm -rf "$exp/cache"
     "$PY" -m training.tune_diarization --encoder "$1" --conversations "$conv/train" --cache "$exp/cache/train" \
         --variants clean,noise,tv --fit wccn --fit-conversations "$conv/train-fitnoise" --fit-cache "$exp/cache/fit" \
         --fit-variants clean,noise,tv,household --thresholds "$thresholds" --switch-penalties 0.3 --blocks 3 \
-        --methods ahc,spectral --splits "$splits" --out "$out/results/diarization_tuning"
+        --methods ahc,spectral --splits "$splits" --merges "$merges" --out "$out/results/diarization_tuning"
 }
 
 # stage_speaker_project SOURCE RELEASE: SOURCE's weights with the whitening fitted on all train

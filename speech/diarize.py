@@ -56,6 +56,8 @@ class DiarizationSettings:
     block: int = 3                    # windows per clustered block (0: a whole speech region)
     min_speaker: float = 4.0          # seconds: smaller clusters join the nearest larger one
     min_share: float = 0.01           # ... and, in long recordings, clusters under this share of the speech
+    merge: float = 0.0                # a cluster whose centroid lies closer than this (cosine distance) to a
+                                      # larger one's joins it (0: never; `speakers` fixed: never)
     switch_penalty: float = 0.3       # in cosine-similarity units (x scale below)
     scale: float = 10.0               # similarity -> log-score
 
@@ -217,6 +219,30 @@ def fold_small(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, min_spe
     return np.unique(labels, return_inverse=True)[1]
 
 
+def merge_close(emb: np.ndarray, labels: np.ndarray, seconds: np.ndarray, distance: float) -> np.ndarray:
+    """Clusters whose centroid is within `distance` (cosine) of a larger cluster's centroid join the
+    nearest such larger cluster, the smallest first, until none is left. With a TV under the
+    conversation, windows of family speech with the TV's voice beneath form a small cluster next to
+    their speaker's (results/diarization_campplus.md)."""
+    labels = labels.copy()
+    seconds = np.broadcast_to(np.asarray(seconds, dtype=float), labels.shape)
+    while True:
+        ids = np.unique(labels)
+        size = {i: seconds[labels == i].sum() for i in ids}
+        cent = {i: _unit(emb[labels == i].mean(0)) for i in ids}
+        best = None
+        for i in ids:
+            larger = [j for j in ids if (size[j], -j) > (size[i], -i)]        # ties: the lower id is larger
+            if not larger:
+                continue
+            j = max(larger, key=lambda j: float(cent[i] @ cent[j]))
+            if 1.0 - float(cent[i] @ cent[j]) < distance and (best is None or size[i] < best[0]):
+                best = (size[i], i, j)
+        if best is None:
+            return np.unique(labels, return_inverse=True)[1]
+        labels[labels == best[1]] = best[2]
+
+
 def release_settings(encoder: SpeakerEncoder, **changes) -> DiarizationSettings:
     """The settings tuned for this encoder: its release's `diarization` section (e.g. the threshold
     its own projection was tuned with) over the defaults above, then `changes`."""
@@ -271,6 +297,8 @@ def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Opti
     # hour of chained train conversations (20 speakers) 4 s alone left 29 speakers, 1% of the speech 21.
     min_speaker = max(settings.min_speaker, settings.min_share * sum(e - s for s, e in spans))
     blk_labels = fold_small(blk_emb, blk_labels, blk_sec, min_speaker, keep=speakers if speakers else None)
+    if settings.merge and not speakers:
+        blk_labels = merge_close(blk_emb, blk_labels, blk_sec, settings.merge)
     labels = blk_labels[block]                                    # each window starts with its block's speaker
     k = labels.max() + 1
     sim = emb @ _centroids(emb, labels, k).T                      # (N, K)

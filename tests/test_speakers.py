@@ -358,3 +358,30 @@ def test_child_turns_inside_an_adult_speaker_split_off(clf):
     audio, found = recording([father[0], woman, father[1]])
     segments, speakers = label_speakers(audio, found, clf)
     assert len(speakers) == 1 and {s.speaker for s in segments} == {"S1"}
+
+
+def test_merge_close_joins_a_voice_cut_in_two(enc):
+    """merge_close on the blocks of examples/three_speakers.ogg: one woman's blocks cut into two
+    clusters (as a TV under some of her turns cuts them) come back together at the release's
+    distance; the three true speakers stay three (two of them women)."""
+    from speech.diarize import _blocks, _unit, embed_regions, merge_close
+
+    audio = load_audio(str(EX / "three_speakers.ogg"))
+    turns = json.loads((EX / "three_speakers.json").read_text())["turns"]
+    settings = release_settings(enc)
+    assert settings.merge > 0
+    emb, wins, owner = embed_regions(audio, speech_spans(audio, max_span=30.0), enc, settings.window, settings.hop)
+    emb = enc.project(emb)
+    block = _blocks(owner, settings.block)
+    blocks = np.unique(block)
+    blk = np.stack([_unit(emb[block == b].mean(0)) for b in blocks])
+    centre = [np.mean([sum(wins[i]) / 2 for i in np.flatnonzero(block == b)]) for b in blocks]
+    who = np.array([next(t["speaker"] for t in turns if t["start"] - 0.3 <= c <= t["end"] + 0.3) for c in centre])
+    true = np.unique(who, return_inverse=True)[1]
+    seconds = np.array([wins[np.flatnonzero(block == b)[-1]][1] - wins[np.flatnonzero(block == b)[0]][0] for b in blocks])
+    assert np.array_equal(merge_close(blk, true, seconds, settings.merge), true)
+    for k in range(true.max() + 1):
+        cut = true.copy()
+        cut[np.flatnonzero(true == k)[::2]] = true.max() + 1        # every other block of speaker k apart
+        merged = merge_close(blk, cut, seconds, settings.merge)
+        assert len(set(merged)) == 3 and all(len(set(merged[true == j])) == 1 for j in range(3)), k

@@ -109,10 +109,11 @@ def adult_as_child(truth, hyp_gender, n: int) -> float:
 
 
 def clustering(st) -> str:
+    merge = f", clusters within {st.merge} of a larger one merged" if st.merge else ""
     if st.method == "spectral":
-        return (f"spectral clustering, clusters split at {st.split}, average linkage at threshold {st.threshold} "
-                f"under {st.spectral_min_blocks} blocks")
-    return f"threshold {st.threshold}"
+        return (f"spectral clustering, clusters split at {st.split}{merge}, average linkage at threshold "
+                f"{st.threshold} under {st.spectral_min_blocks} blocks")
+    return f"threshold {st.threshold}{merge}"
 
 
 def main(argv=None):

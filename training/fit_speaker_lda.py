@@ -88,7 +88,8 @@ def main(argv=None):
     # the threshold: average linkage's, also where spectral clustering falls back on short recordings
     threshold = args.threshold if args.threshold is not None else (tuning.get("best_ahc") or best or {}).get("threshold")
     if threshold is not None or best:
-        chosen = {"method": (best or {}).get("method"), "threshold": threshold, "split": (best or {}).get("split")}
+        chosen = {"method": (best or {}).get("method"), "threshold": threshold, "split": (best or {}).get("split"),
+                  "merge": (best or {}).get("merge") or None}
         config["diarization"] = {k: v for k, v in chosen.items() if v is not None}
         if best:
             config["diarization_tuning"] = {"report": tilde(args.tuning), "best": best}

@@ -68,6 +68,8 @@ def main(argv=None):
     p.add_argument("--methods", default="ahc", help="clustering methods: ahc (over --thresholds), spectral (no threshold)")
     p.add_argument("--splits", default=None,
                    help="spectral: split distances to try (speech.diarize.split_apart; default the release's)")
+    p.add_argument("--merges", default=None,
+                   help="merge distances to try (speech.diarize.merge_close; default the release's)")
     p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one)")
     p.add_argument("--out", default="results/diarization_tuning")
     args = p.parse_args(argv)
@@ -139,10 +141,11 @@ def main(argv=None):
     splits = [float(x) for x in args.splits.split(",")] if args.splits else [base.split]
     clusterings = [(m, th, sp) for m in args.methods.split(",")
                    for th, sp in ([(t, None) for t in thresholds] if m == "ahc" else [(None, x) for x in splits])]
-    for (method, th, split), sw, blk in itertools.product(clusterings, [float(x) for x in args.switch_penalties.split(",")],
-                                                          [int(x) for x in args.blocks.split(",")]):
+    merges = [float(x) for x in args.merges.split(",")] if args.merges else [base.merge]
+    for (method, th, split), sw, blk, merge in itertools.product(
+            clusterings, [float(x) for x in args.switch_penalties.split(",")], [int(x) for x in args.blocks.split(",")], merges):
         st = replace(base, method=method, threshold=base.threshold if th is None else th,
-                     split=base.split if split is None else split, switch_penalty=sw, block=blk)
+                     split=base.split if split is None else split, switch_penalty=sw, block=blk, merge=merge)
         per_variant = {}
         for t, v, spans, emb, wins, owner in cache:
             m = per_variant.setdefault(v, der_metric())
@@ -150,7 +153,7 @@ def main(argv=None):
             m(reference(t), annotation(hyp))
             n_true = len(t.get("speakers") or [0, 0])
             per_variant.setdefault(v + "_count_ok", []).append(len({k for *_, k in hyp}) == n_true)
-        row = {"method": method, "threshold": th, "split": split, "switch_penalty": sw, "block": blk}
+        row = {"method": method, "threshold": th, "split": split, "switch_penalty": sw, "block": blk, "merge": merge}
         for v in args.variants.split(","):
             row[f"der_{v}"] = round(100 * abs(per_variant[v]), 2)
             row[f"count_ok_{v}"] = round(float(np.mean(per_variant[v + "_count_ok"])), 3)
@@ -172,15 +175,16 @@ def main(argv=None):
              f"({len(truths)} conversations of 2-4 "
              f"train speakers x {len(vs)} variants). DER by pyannote.metrics (collar 0.25 s, overlap excluded); "
              "'count ok' = share of files where the number of speakers found is right.", "",
-             "| method | threshold | split | switch penalty | block | " + " | ".join(f"DER {v} (%) | count ok {v}" for v in vs)
-             + " | mean DER (%) |",
-             "|---|---|---|---|---|" + "---|---|" * len(vs) + "---|"]
+             "| method | threshold | split | merge | switch penalty | block | "
+             + " | ".join(f"DER {v} (%) | count ok {v}" for v in vs) + " | mean DER (%) |",
+             "|---|---|---|---|---|---|" + "---|---|" * len(vs) + "---|"]
     for r in grid:
         lines.append(f"| {r['method']} | {'-' if r['threshold'] is None else r['threshold']} | "
-                     f"{'-' if r['split'] is None else r['split']} | "
+                     f"{'-' if r['split'] is None else r['split']} | {r['merge'] or '-'} | "
                      f"{r['switch_penalty']} | {r['block']} | " +
                      " | ".join(f"{r[f'der_{v}']:.2f} | {r[f'count_ok_{v}']:.2f}" for v in vs) + f" | {r['der_mean']:.2f} |")
     lines += ["", f"Lowest mean DER: {best['method']}, threshold {best['threshold']}, split {best['split']}, "
+                  f"merge {best['merge']}, "
                   f"switch penalty {best['switch_penalty']}, "
                   f"block {best['block']} ({best['der_mean']:.2f}%)."
               + (f" {args.fit.upper()} fitted per conversation on the other conversations' windows without its "

@@ -39,9 +39,10 @@ conv="$data/conversations"
 if [[ "$budget" == full ]]; then
     n_train=16; n_dev=10; speakers=2-4; turns=16
     thresholds=0.6,0.65,0.7,0.75,0.8,0.85; splits=0.6,0.7,0.8,0.9,2.0
+    merges=0,0.45      # 0.45: best of 0.4-0.6 on these 16 train conversations and 40 others (train2)
 else
     n_train=3; n_dev=1; speakers=2-2; turns=4
-    thresholds=0.7,0.75; splits=0.8
+    thresholds=0.7,0.75; splits=0.8; merges=0,0.45
 fi
 
 if run_stage 0 prepare; then

@@ -36,10 +36,10 @@ exp="$out/exp/speaker"; teacher="$out/speaker-resemblyzer"; release="$out/speake
 conv="$data/conversations"
 if [[ "$budget" == full ]]; then
     n_train=16; n_dev=10; speakers=2-4; turns=16; steps=(--steps 1200 --lr 1e-4)
-    thresholds=0.55,0.6,0.65,0.7,0.75,0.8,0.85; splits=0.65,0.7,0.75,0.8,2.0
+    thresholds=0.55,0.6,0.65,0.7,0.75,0.8,0.85; splits=0.65,0.7,0.75,0.8,2.0; merges=0
 else
     n_train=3; n_dev=1; speakers=2-2; turns=4; steps=(--steps 3 --batch 4 --val-speakers "" --tv-tracks 1)
-    thresholds=0.65,0.75; splits=0.7
+    thresholds=0.65,0.75; splits=0.7; merges=0
 fi
 
 if run_stage 0 prepare; then
