@@ -184,11 +184,10 @@ def test_spectral_clustering_keeps_two_women_apart_in_noise(enc):
     assert len({k for *_, k in diarize(x, spans, enc, speakers=2)}) == 2
 
 
-def test_split_apart_takes_a_distinct_voice_out_of_a_cluster(enc):
-    """split_apart on the blocks of examples/three_speakers.ogg: put all in one cluster, the man's
-    blocks come out as their own (the two women, closer than `split`, stay together); clusters
-    that are one speaker each stay as they are."""
-    from speech.diarize import _blocks, _unit, embed_regions, split_apart
+def three_speaker_blocks(enc):
+    """examples/three_speakers.ogg as diarize clusters it: the release's projected block embeddings,
+    each block's true speaker and its seconds."""
+    from speech.diarize import _blocks, _unit, embed_regions
 
     audio = load_audio(str(EX / "three_speakers.ogg"))
     turns = json.loads((EX / "three_speakers.json").read_text())["turns"]
@@ -198,13 +197,26 @@ def test_split_apart_takes_a_distinct_voice_out_of_a_cluster(enc):
     block = _blocks(owner, settings.block)
     blocks = np.unique(block)
     blk = np.stack([_unit(emb[block == b].mean(0)) for b in blocks])
-    centre = [np.mean([sum(wins[i]) / 2 for i in np.flatnonzero(block == b)]) for b in blocks]
+    idx = [np.flatnonzero(block == b) for b in blocks]
+    centre = [np.mean([sum(wins[i]) / 2 for i in ix]) for ix in idx]
     who = np.array([next(t["speaker"] for t in turns if t["start"] - 0.3 <= c <= t["end"] + 0.3) for c in centre])
-    found = split_apart(blk, np.zeros(len(blk), int), settings.split)
+    seconds = np.array([wins[ix[-1]][1] - wins[ix[0]][0] for ix in idx])
+    return blk, who, seconds
+
+
+def test_split_apart_takes_a_distinct_voice_out_of_a_cluster(enc):
+    """split_apart on the blocks of examples/three_speakers.ogg: put all in one cluster, the man's
+    blocks come out as their own (the two women, closer than `split`, stay together); clusters
+    that are one speaker each stay as they are."""
+    from speech.diarize import split_apart
+
+    blk, who, _ = three_speaker_blocks(enc)
+    split = release_settings(enc).split
+    found = split_apart(blk, np.zeros(len(blk), int), split)
     assert len(set(found)) == 2
     assert len(set(found[who == "emh"])) == 1 and set(found[who == "emh"]).isdisjoint(found[who != "emh"])
     true = np.unique(who, return_inverse=True)[1]
-    assert np.array_equal(split_apart(blk, true, settings.split), true)
+    assert np.array_equal(split_apart(blk, true, split), true)
 
 
 def test_release_carries_its_clustering_settings(clf, enc, tmp_path):
@@ -361,27 +373,18 @@ def test_child_turns_inside_an_adult_speaker_split_off(clf):
 
 
 def test_merge_close_joins_a_voice_cut_in_two(enc):
-    """merge_close on the blocks of examples/three_speakers.ogg: one woman's blocks cut into two
+    """merge_close on the blocks of examples/three_speakers.ogg: one speaker's blocks cut into two
     clusters (as a TV under some of her turns cuts them) come back together at the release's
     distance; the three true speakers stay three (two of them women)."""
-    from speech.diarize import _blocks, _unit, embed_regions, merge_close
+    from speech.diarize import merge_close
 
-    audio = load_audio(str(EX / "three_speakers.ogg"))
-    turns = json.loads((EX / "three_speakers.json").read_text())["turns"]
-    settings = release_settings(enc)
-    assert settings.merge > 0
-    emb, wins, owner = embed_regions(audio, speech_spans(audio, max_span=30.0), enc, settings.window, settings.hop)
-    emb = enc.project(emb)
-    block = _blocks(owner, settings.block)
-    blocks = np.unique(block)
-    blk = np.stack([_unit(emb[block == b].mean(0)) for b in blocks])
-    centre = [np.mean([sum(wins[i]) / 2 for i in np.flatnonzero(block == b)]) for b in blocks]
-    who = np.array([next(t["speaker"] for t in turns if t["start"] - 0.3 <= c <= t["end"] + 0.3) for c in centre])
+    blk, who, seconds = three_speaker_blocks(enc)
+    merge = release_settings(enc).merge
+    assert merge > 0
     true = np.unique(who, return_inverse=True)[1]
-    seconds = np.array([wins[np.flatnonzero(block == b)[-1]][1] - wins[np.flatnonzero(block == b)[0]][0] for b in blocks])
-    assert np.array_equal(merge_close(blk, true, seconds, settings.merge), true)
+    assert np.array_equal(merge_close(blk, true, seconds, merge), true)
     for k in range(true.max() + 1):
         cut = true.copy()
         cut[np.flatnonzero(true == k)[::2]] = true.max() + 1        # every other block of speaker k apart
-        merged = merge_close(blk, cut, seconds, settings.merge)
+        merged = merge_close(blk, cut, seconds, merge)
         assert len(set(merged)) == 3 and all(len(set(merged[true == j])) == 1 for j in range(3)), k
