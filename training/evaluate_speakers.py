@@ -108,6 +108,29 @@ def adult_as_child(truth, hyp_gender, n: int) -> float:
     return round(100 * float(child[one].mean()), 2) if one.any() else 0.0
 
 
+def run_systems(audio, spans, systems, clf, enc) -> dict:
+    """The chosen systems on one recording's speech regions -> {system: (gender segments, speaker
+    segments, adult female share, seconds it took or None, extra row fields)}. A speaker reported
+    as `tv` is not family speech: its segments are left out."""
+    out = {}
+    if "speakers" in systems:
+        rep = analyze(audio, clf, encoder=enc, spans=spans)
+        tv = {sp.id for sp in rep.speakers if sp.cls == "tv"}
+        fam = [x for x in rep.segments if x.speaker not in tv]
+        out["speakers"] = ([(x.start, x.end, x.gender) for x in fam], [(x.start, x.end, x.speaker) for x in fam],
+                           (rep.parents_ratio or (0.0, 0.0))[0], rep.rtf * rep.duration, {"tv_speakers_found": len(tv)})
+    if "gender-only" in systems:
+        g = analyze(audio, clf, diarize=False, spans=spans)
+        segs = [(x.start, x.end, x.gender) for x in g.segments]
+        out["gender-only"] = (segs, segs, g.parents_ratio[0] if g.parents_ratio else 0.0, g.rtf * g.duration, {})
+    if "pitch" in systems:
+        segs = pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15])
+        fs = sum(e - s for s, e, x in segs if x == "female")
+        ms = sum(e - s for s, e, x in segs if x == "male")
+        out["pitch"] = (segs, segs, fs / (fs + ms) if fs + ms else 0.0, None, {})
+    return out
+
+
 def clustering(st) -> str:
     merge = f", clusters within {st.merge} of a larger one merged" if st.merge else ""
     if st.method == "spectral":
@@ -156,18 +179,8 @@ def main(argv=None):
             truth = {"name": f"mono-{spk}", "speakers": {spk: gender}, "duration": len(audio) / SAMPLE_RATE,
                      "segments": segs, "female_share": 1.0 if gender == "female" else 0.0}
             spans = find_speech(audio)
-            found = {}
-            if "speakers" in systems:
-                rep = analyze(audio, clf, encoder=enc, spans=spans)
-                found["speakers"] = ([(x.start, x.end, x.gender) for x in rep.segments],
-                                     [(x.start, x.end, x.speaker) for x in rep.segments])
-            if "gender-only" in systems:
-                g = analyze(audio, clf, diarize=False, spans=spans)
-                found["gender-only"] = ([(x.start, x.end, x.gender) for x in g.segments],) * 2
-            if "pitch" in systems:
-                found["pitch"] = (pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15]),) * 2
-            for name, (gs, ss) in found.items():
-                sc = score(truth, gs, ss, 0.0)
+            for name, (gs, ss, share, _, _) in run_systems(audio, spans, systems, clf, enc).items():
+                sc = score(truth, gs, ss, share)
                 mono.append({"speaker": spk, "gender": gender, "system": name, "seconds": round(truth["duration"], 1),
                              "wrong_gender": sc["wrong_gender"], "adult_as_child": sc["adult_as_child"],
                              "speakers_found": sc["speakers_found"]})
@@ -181,29 +194,10 @@ def main(argv=None):
             vad_s = time.perf_counter() - t0
             base = {"conversation": t["name"], "variant": v, "true_speakers": len(t["speakers"]),
                     "duration": round(t["duration"], 1)}
-            if "speakers" in systems:
-                rep = analyze(audio, clf, encoder=enc, spans=spans)
-                ratio = rep.parents_ratio or (0.0, 0.0)
-                tv = {sp.id for sp in rep.speakers if sp.cls == "tv"}     # reported apart: not family speech
-                fam = [x for x in rep.segments if x.speaker not in tv]
-                segs = [(s.start, s.end, s.gender) for s in fam]
-                rows.append({**base, "system": "speakers", "tv_speakers_found": len(tv),
-                             **score(t, segs, [(s.start, s.end, s.speaker) for s in fam], ratio[0]),
-                             "rtf": round((rep.rtf * rep.duration + vad_s) / rep.duration, 4)})
-                print(json.dumps(rows[-1]), flush=True)
-            if "gender-only" in systems:
-                g = analyze(audio, clf, diarize=False, spans=spans)
-                segs = [(s.start, s.end, s.gender) for s in g.segments]
-                rows.append({**base, "system": "gender-only",
-                             **score(t, segs, segs, g.parents_ratio[0] if g.parents_ratio else 0.0),
-                             "rtf": round((g.rtf * g.duration + vad_s) / g.duration, 4)})
-                print(json.dumps(rows[-1]), flush=True)
-            if "pitch" in systems:
-                segs = pitch_segments(audio, [(s, e) for s, e in spans if e - s >= 0.15])
-                fs = sum(e - s for s, e, x in segs if x == "female")
-                ms = sum(e - s for s, e, x in segs if x == "male")
-                rows.append({**base, "system": "pitch", **score(t, segs, segs, fs / (fs + ms) if fs + ms else 0.0),
-                             "rtf": None})
+            seconds = len(audio) / SAMPLE_RATE
+            for name, (gs, ss, share, took, extra) in run_systems(audio, spans, systems, clf, enc).items():
+                rows.append({**base, "system": name, **extra, **score(t, gs, ss, share),
+                             "rtf": None if took is None else round((took + vad_s) / seconds, 4)})
                 print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for sysname in ("speakers", "gender-only", "pitch"):

