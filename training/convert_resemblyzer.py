@@ -19,7 +19,7 @@ import torch
 
 from speech.bundle import save_release
 from speech.speaker import MODEL_TYPE, SpeakerDims, SpeakerNet, resemblyzer_features
-from training.diarization import float16_worst_cosine
+from training.diarization import release_dtype
 
 
 def read_state(wheel: str = None, pt: str = None) -> dict:
@@ -49,11 +49,7 @@ def main(argv=None):
                        embedding=state["linear.weight"].shape[0],
                        layers=sum(1 for k in state if k.startswith("lstm.weight_ih_l")))
     feats = resemblyzer_features(dims.n_mels)
-    worst = float16_worst_cosine(SpeakerNet, dims, state, feats, args.check_audio)
-    print(f"float16 vs float32 embeddings on the check clips: worst cosine {worst:.6f}")
-    dtype = torch.float16 if args.dtype == "float16" else None
-    if dtype is not None and worst < args.min_cosine:
-        raise SystemExit(f"float16 parity fails ({worst:.6f} < {args.min_cosine}); use --dtype float32")
+    dtype, worst = release_dtype(args, SpeakerNet, dims, state, feats)
     n_params = sum(v.numel() for v in state.values())
     config = {
         "model_type": MODEL_TYPE,
