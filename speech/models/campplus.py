@@ -82,7 +82,8 @@ class _FCM(nn.Module):
         self.out_channels = c * (n_mels // 8)
 
     def fold_batchnorm(self) -> None:
-        """Inference only: each convolution absorbs the batch norm after it (about 9% faster on CPU)."""
+        """Inference only: each convolution absorbs the batch norm after it (on the 2-core CPU 10.8 vs
+        13.0 ms per window in batches of 64, 7.4 vs 7.5 in batches of 16: results/analysis_benchmark.md)."""
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
         pairs = [(self, "conv1", "bn1"), (self, "conv2", "bn2")]
@@ -175,8 +176,9 @@ class _Embedding(nn.Module):
 
 
 class CamPlusNet(nn.Module):
-    # windows per forward pass at inference: the 2-D front holds ~20 MB of activations per window
-    # (batches of 64 peaked at 1.5 GB) and batches of 16 ran faster on the 2-core CPU (10.1 vs 12.3 ms)
+    # windows per forward pass at inference: about 14 MB of activations per window (the network alone
+    # peaked at 1536 MB in batches of 64, 864 MB in batches of 16), and batches of 16 ran faster on
+    # the 2-core CPU (7.5 vs 13.0 ms per window: results/analysis_benchmark.md)
     batch_size = 16
     repeat_fill = True       # a short window is filled with its own frames, repeated: zeros would pull
                              # the per-window mean, which the network subtracts, towards silence
