@@ -23,6 +23,14 @@ cosine), and a smoothing pass, over the speech regions of one recording.
    change of speaker inside a region costs `switch_penalty`; at a pause it is free). A window owns
    the time between the midpoints to its neighbours.
 
+`diarization()` keeps steps 1 and 2 (a `Diarization`); its `segments()` is step 3, and
+`segments(without=[k])` runs step 3 again without speaker k's centroid, so that a speaker found to
+be no one (speech/analysis.py: a mixed voice) gives its windows to the speakers they are closest to:
+
+    d = diarization(audio, spans, encoder)
+    segs = d.segments()                      # as diarize()
+    segs = d.segments(without=[2])           # speaker 2's windows go to the others
+
 Why spectral: a threshold tuned on train speakers was far from right on other voices (22.7% DER
 at 0.65 on 30 dev conversations; spectral 12.0%, with the split 10.3%): results/diarization_spectral.md.
 """
@@ -254,11 +262,18 @@ def diarize(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optiona
             settings: Optional[DiarizationSettings] = None, gain: float = 1.0) -> list[tuple[float, float, int]]:
     """Speech regions of one 16 kHz recording -> [(start, end, speaker)] with speakers numbered
     0, 1, ... by first appearance. `settings`: default, the encoder's release_settings."""
+    return diarization(audio, spans, encoder, speakers, settings, gain).segments()
+
+
+def diarization(audio: np.ndarray, spans, encoder: SpeakerEncoder, speakers: Optional[int] = None,
+                settings: Optional[DiarizationSettings] = None, gain: float = 1.0) -> "Diarization":
+    """Steps 1 and 2 for one recording: its windows and their clusters (`Diarization.segments()`
+    is step 3)."""
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be 1 or more, got {speakers}")
     settings = settings or release_settings(encoder)
     emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop, gain=gain)
-    return assign(encoder.project(emb), wins, owner, spans, speakers, settings)
+    return Diarization.from_windows(encoder.project(emb), wins, owner, spans, speakers, settings)
 
 
 def _blocks(owner: np.ndarray, size: int) -> np.ndarray:
@@ -273,13 +288,9 @@ def _blocks(owner: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Optional[int] = None,
-           settings: DiarizationSettings = DiarizationSettings()) -> list[tuple[float, float, int]]:
-    """Window embeddings (from embed_regions) -> speaker segments: steps 2 and 3 above."""
-    from .analysis import viterbi
-
-    if len(wins) == 0:
-        return []
+def cluster_windows(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Optional[int] = None,
+                    settings: DiarizationSettings = DiarizationSettings()) -> np.ndarray:
+    """Window embeddings (from embed_regions, projected) -> each window's cluster: step 2 above."""
     block = _blocks(owner, settings.block)
     blocks = np.unique(block)
     blk_emb = np.stack([_unit(emb[block == b].mean(0)) for b in blocks])
@@ -299,29 +310,78 @@ def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Opti
     blk_labels = fold_small(blk_emb, blk_labels, blk_sec, min_speaker, keep=speakers if speakers else None)
     if settings.merge and not speakers:
         blk_labels = merge_close(blk_emb, blk_labels, blk_sec, settings.merge)
-    labels = blk_labels[block]                                    # each window starts with its block's speaker
-    k = labels.max() + 1
-    sim = emb @ _centroids(emb, labels, k).T                      # (N, K)
-    cost = np.full(len(wins), settings.switch_penalty * settings.scale)
-    cost[np.r_[True, owner[1:] != owner[:-1]]] = 0.0              # a new region may start with anyone
-    path = viterbi(settings.scale * sim, cost) if k > 1 else np.zeros(len(wins), int)
+    return blk_labels[block]                                    # each window starts with its block's speaker
 
-    out = []
-    for r in np.unique(owner):
-        idx = np.flatnonzero(owner == r)
-        s, e = spans[r]
-        centres = np.array([(wins[i][0] + wins[i][1]) / 2 for i in idx])
-        edges = np.concatenate([[s], (centres[1:] + centres[:-1]) / 2, [e]])
-        for j, i in enumerate(idx):
-            a, b, spk = float(edges[j]), float(edges[j + 1]), int(path[i])
-            if out and out[-1][2] == spk and abs(out[-1][1] - a) < 1e-6:
-                out[-1] = (out[-1][0], b, spk)
-            elif b > a:
-                out.append((a, b, spk))
-    first = {}
-    for _, _, spk in out:
-        first.setdefault(spk, len(first))
-    return [(a, b, first[spk]) for a, b, spk in out]
+
+@dataclass
+class Diarization:
+    """One recording's projected window embeddings and their clusters (steps 1 and 2), from which
+    `segments` draws who spoke when (step 3). Kept whole so that a speaker found afterwards to be
+    no one (speech/analysis.py: a voice neither clearly female nor male, windows of two voices at
+    once) can be taken out and its windows given to the speakers they are closest to."""
+
+    emb: np.ndarray
+    wins: list
+    owner: np.ndarray
+    spans: list
+    labels: np.ndarray                # each window's cluster
+    settings: DiarizationSettings
+
+    @classmethod
+    def from_windows(cls, emb, wins, owner, spans, speakers: Optional[int] = None,
+                     settings: DiarizationSettings = DiarizationSettings()) -> "Diarization":
+        labels = cluster_windows(emb, wins, owner, spans, speakers, settings) if len(wins) else np.zeros(0, int)
+        return cls(emb, wins, owner, spans, labels, settings)
+
+    def segments(self, without=()) -> list[tuple[float, float, int]]:
+        """[(start, end, speaker)], speakers numbered 0, 1, ... by first appearance. `without`:
+        speakers (numbered as `segments()` numbers them) whose windows go to the others."""
+        if len(self.wins) == 0:
+            return []
+        out = self._viterbi(list(range(self.labels.max() + 1)))
+        if without:
+            first = list(dict.fromkeys(c for *_, c in out))         # cluster of speaker 0, 1, ...
+            gone = {first[i] for i in without}
+            keep = [c for c in range(self.labels.max() + 1) if c not in gone]
+            if not keep:
+                raise ValueError("cannot take out every speaker")
+            out = self._viterbi(keep)
+        number = {}
+        for *_, c in out:
+            number.setdefault(c, len(number))
+        return [(a, b, number[c]) for a, b, c in out]
+
+    def _viterbi(self, keep: list) -> list[tuple[float, float, int]]:
+        """Step 3 with the centroids of the clusters in `keep` only -> [(start, end, cluster)]."""
+        from .analysis import viterbi
+
+        st = self.settings
+        cent = _centroids(self.emb, self.labels, self.labels.max() + 1)[keep]
+        sim = self.emb @ cent.T                                         # (N, K)
+        owner = self.owner
+        cost = np.full(len(self.wins), st.switch_penalty * st.scale)
+        cost[np.r_[True, owner[1:] != owner[:-1]]] = 0.0              # a new region may start with anyone
+        path = viterbi(st.scale * sim, cost) if len(keep) > 1 else np.zeros(len(self.wins), int)
+        path = np.asarray(keep)[path]
+        out = []
+        for r in np.unique(owner):
+            idx = np.flatnonzero(owner == r)
+            s, e = self.spans[r]
+            centres = np.array([(self.wins[i][0] + self.wins[i][1]) / 2 for i in idx])
+            edges = np.concatenate([[s], (centres[1:] + centres[:-1]) / 2, [e]])
+            for j, i in enumerate(idx):
+                a, b, spk = float(edges[j]), float(edges[j + 1]), int(path[i])
+                if out and out[-1][2] == spk and abs(out[-1][1] - a) < 1e-6:
+                    out[-1] = (out[-1][0], b, spk)
+                elif b > a:
+                    out.append((a, b, spk))
+        return out
+
+
+def assign(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speakers: Optional[int] = None,
+           settings: DiarizationSettings = DiarizationSettings()) -> list[tuple[float, float, int]]:
+    """Window embeddings (from embed_regions, projected) -> speaker segments: steps 2 and 3 above."""
+    return Diarization.from_windows(emb, wins, owner, spans, speakers, settings).segments()
 
 
 def count_voices(audio: np.ndarray, encoder: SpeakerEncoder, settings: Optional[DiarizationSettings] = None) -> int:

@@ -179,6 +179,32 @@ def test_campplus_recipe_writes_a_tuned_release_that_finds_speakers(campplus):
     assert len({k for *_, k in diarize(both, speech_spans(both, max_span=30.0), enc)}) == 2
 
 
+def test_tune_mixed_scores_the_recipes_train_conversations(campplus, tmp_path):
+    """training/tune_mixed on the recipe's train conversations and window cache: one row per file
+    and grid pair; with nothing taken out, its DER is the diarization's as tune_diarization scores it."""
+    from speech.diarize import assign, release_settings
+    from speech.speaker import SpeakerEncoder
+    from training.diarization import annotation, der_metric, reference
+    from training.tune_mixed import main
+
+    out, _ = campplus
+    conv, cache = out / "data" / "conversations" / "train", out / "exp" / "speaker" / "cache" / "train"
+    main(["--conversations", str(conv), "--caches", str(cache), "--variants", "tv,clean", "--limit", "2",
+          "--grid", "0/0,0.92/0.15", "--out", str(tmp_path / "mixed")])
+    res = json.loads((tmp_path / "mixed.json").read_text(encoding="utf-8"))
+    assert len(res["rows"]) == 2 * 2 * 2 and [r["confidence"] for r in res["summary"]] == [0.0, 0.92]
+    assert "| none taken out |" in (tmp_path / "mixed.md").read_text(encoding="utf-8")
+    enc = SpeakerEncoder.load()
+    truths = {t["name"]: t for t in map(json.loads, (conv / "truth.jsonl").read_text(encoding="utf-8").splitlines())}
+    for r in res["rows"]:
+        if r["confidence"] == 0:
+            z = np.load(cache / f"{r['conversation']}.{r['variant']}.npz")
+            hyp = assign(enc.project(z["emb"]), [tuple(w) for w in z["wins"]], z["owner"],
+                         [tuple(s) for s in z["spans"]], None, release_settings(enc))
+            der = der_metric()(reference(truths[r["conversation"]]), annotation(hyp))
+            assert r["der"] == pytest.approx(100 * der, abs=0.01)
+
+
 def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
     from speech.diarize import diarize, release_settings
     from speech.speaker import SpeakerEncoder

@@ -388,3 +388,62 @@ def test_merge_close_joins_a_voice_cut_in_two(enc):
         cut[np.flatnonzero(true == k)[::2]] = true.max() + 1        # every other block of speaker k apart
         merged = merge_close(blk, cut, seconds, merge)
         assert len(set(merged)) == 3 and all(len(set(merged[true == j])) == 1 for j in range(3)), k
+
+
+def test_a_speaker_taken_out_gives_its_windows_to_the_others(enc):
+    """Diarization.segments(without=...): on examples/three_speakers.ogg, the man taken out leaves
+    the two women, numbered 0 and 1 by first appearance, over exactly the same speech; his windows
+    go to them; every speaker taken out is an error."""
+    from speech.diarize import diarization
+
+    audio = load_audio(str(EX / "three_speakers.ogg"))
+    truth = [(t["start"], t["end"], t["speaker"]) for t in json.loads((EX / "three_speakers.json").read_text())["turns"]]
+    d = diarization(audio, speech_spans(audio, max_span=30.0), enc)
+    found = d.segments()
+    assert len({k for *_, k in found}) == 3 and purity(found, truth) > 0.95
+    man = next(k for s, e, k in found if any(spk == "emh" and s < te and ts < e for ts, te, spk in truth))
+    rest = d.segments(without=[man])
+    assert sorted({k for *_, k in rest}) == [0, 1] and rest[0][2] == 0
+    assert sum(e - s for s, e, _ in rest) == pytest.approx(sum(e - s for s, e, _ in found))
+    women = [x for x in truth if x[2] != "emh"]
+    assert purity(rest, women) > 0.95                      # the women's own speech stays theirs
+    with pytest.raises(ValueError):
+        d.segments(without=[0, 1, 2])
+
+
+def test_a_mixed_voice_is_no_one(clf, enc):
+    """A man and a woman we never hear alone talk at once, twice, in a conversation of a father
+    and a mother: those windows cluster as a third speaker whose speech is neither clearly female
+    nor male (a TV under a parent's quiet sentences makes such clusters). The analysis takes it
+    out: two speakers, the father and the mother, and no speech lost."""
+    from speech.analysis import find_speech, label_speakers, mixed_voices
+    from speech.diarize import diarization
+
+    def clip(path):
+        return librosa.effects.trim(load_audio(path), top_db=30)[0]
+
+    father = [clip(G / "emh00305.flac"), clip(EX / "ko_male_emh00003.flac")]
+    mother = [clip(G / "ava00021.flac"), clip(EX / "ko_female_ava00013.flac")]
+    a, b = clip(G / "emf00002.flac"), clip(G / "avc00010.flac")
+    both = a[:min(len(a), len(b))] + b[:min(len(a), len(b))]
+    seq = [father[0], mother[0], father[1], mother[1]] * 3 + [both, father[0], mother[1], both] + [father[1], mother[0]] * 2
+    gap = np.zeros(SAMPLE_RATE * 6 // 10, np.float32)
+    audio = np.concatenate([x for clip_ in seq for x in (clip_, gap)]).astype(np.float32)
+    audio += (1e-3 * np.random.default_rng(0).standard_normal(len(audio))).astype(np.float32)
+
+    found = diarization(audio, find_speech(audio), enc).segments()
+    assert len({k for *_, k in found}) == 3
+    _, speakers = label_speakers(audio, found, clf)
+    pair = {sp.id: max(sp.probabilities["female"], sp.probabilities["male"])
+            / (sp.probabilities["female"] + sp.probabilities["male"]) for sp in speakers}
+    assert pair["S3"] < 0.92 < min(pair["S1"], pair["S2"])
+    assert mixed_voices(audio, found, clf) == [2]
+    assert mixed_voices(audio, found, clf, confidence=min(pair.values()) - 0.01) == []
+    assert mixed_voices(audio, found, clf, share=0.01) == []
+    assert mixed_voices(audio, [(s, e, 0) for s, e, k in found if k == 2], clf, share=2.0) == []   # never everyone
+
+    rep = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
+    assert [(sp.id, sp.cls) for sp in rep.speakers] == [("S1", "male"), ("S2", "female")], rep.summary()
+    assert rep.speech_seconds == pytest.approx(sum(e - s for s, e, _ in found))
+    fixed = analyze((SAMPLE_RATE, audio), clf, encoder=enc, speakers=3)     # a count the caller fixed stands
+    assert len(fixed.speakers) == 3

@@ -1,7 +1,8 @@
 """Diarization scoring and the speaker-embedding LDA fit, shared by tune_diarization,
-evaluate_speakers and fit_speaker_lda: the reference and hypothesis as pyannote annotations,
-the DER (0.25 s collar, overlap skipped), and the projections (LDA, within-speaker whitening) of
-window embeddings of train speakers; and the float16 check of the speaker-encoder converters.
+tune_mixed, evaluate_speakers and fit_speaker_lda: the reference and hypothesis as pyannote
+annotations, the DER (0.25 s collar, overlap skipped), a conversation's speech regions and window
+embeddings (kept in a cache folder), and the projections (LDA, within-speaker whitening) of window
+embeddings of train speakers; and the float16 check of the speaker-encoder converters.
 """
 from __future__ import annotations
 
@@ -27,6 +28,28 @@ def der_metric():
 
 def reference(truth: dict):
     return annotation([(s, e, x[3] if len(x) > 3 else x[2]) for x in truth["segments"] for s, e in [x[:2]]])
+
+
+def cached_windows(folder: Path, name: str, variant: str, encoder, settings, min_samples: int,
+                   cache=None):
+    """One conversation file's speech regions (as the analysis finds them: speech.analysis.find_speech,
+    regions too short for the gender classifier dropped) and raw window embeddings -> (spans, emb,
+    wins, owner); read from / written to `cache`/NAME.VARIANT.npz when a cache folder is given."""
+    from speech.analysis import find_speech
+    from speech.audio import SAMPLE_RATE, load_audio
+    from speech.diarize import embed_regions
+
+    f = Path(cache) / f"{name}.{variant}.npz" if cache else None
+    if f is not None and f.exists():
+        z = np.load(f)
+        return [tuple(x) for x in z["spans"]], z["emb"], [tuple(x) for x in z["wins"]], z["owner"]
+    audio = load_audio(Path(folder) / f"{name}.{variant}.flac")
+    spans = [(s, e) for s, e in find_speech(audio) if (e - s) * SAMPLE_RATE >= min_samples]
+    emb, wins, owner = embed_regions(audio, spans, encoder, settings.window, settings.hop)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, spans=np.array(spans), emb=emb, wins=np.array(wins), owner=owner)
+    return spans, emb, wins, owner
 
 
 def window_labels(truth: dict, wins) -> list:

@@ -37,12 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.analysis import find_speech
-from speech.audio import SAMPLE_RATE, load_audio
-from speech.diarize import assign, embed_regions, release_settings
+from speech.diarize import assign, release_settings
 from speech.gender import GenderClassifier
 from speech.speaker import SpeakerEncoder
-from training.diarization import annotation, der_metric, fit_lda, fit_wccn, reference
+from training.diarization import annotation, cached_windows, der_metric, fit_lda, fit_wccn, reference
 
 
 def main(argv=None):
@@ -92,17 +90,7 @@ def main(argv=None):
         if (src, t["name"], v) in seen:
             continue
         seen.add((src, t["name"], v))
-        f = cdir / f"{t['name']}.{v}.npz" if cdir else None
-        if f is not None and f.exists():
-            z = np.load(f)
-            spans, emb, wins, owner = [tuple(x) for x in z["spans"]], z["emb"], [tuple(x) for x in z["wins"]], z["owner"]
-        else:
-            audio = load_audio(src / f"{t['name']}.{v}.flac")
-            spans = [(s, e) for s, e in find_speech(audio) if (e - s) * SAMPLE_RATE >= min_samples]
-            emb, wins, owner = embed_regions(audio, spans, enc, base.window, base.hop)
-            if f is not None:
-                f.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(f, spans=np.array(spans), emb=emb, wins=np.array(wins), owner=owner)
+        spans, emb, wins, owner = cached_windows(src, t["name"], v, enc, base, min_samples, cdir)
         if src == folder and v in args.variants.split(","):
             cache.append((t, v, spans, emb, wins, owner))
         print(f"embedded {src.name}/{t['name']}.{v}: {len(wins)} windows", flush=True)
