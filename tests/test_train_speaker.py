@@ -37,3 +37,24 @@ def test_student_hears_the_voice_through_the_room(tmp_path):
         kept = float(distance(student.model(clean), target))
     assert after < 0.8 * before, (before, after)
     assert kept < 0.05, kept
+
+
+def test_cam_plus_plus_student_keeps_its_batch_norms(tmp_path):
+    """The CAM++ release (batch norms throughout) as teacher and starting point: three steps at a
+    learning rate too small to move the weights leave the student's clean embeddings on the
+    teacher's. With the student in train mode, batch statistics of a few noisy crops replaced the
+    running ones and moved the clean embeddings by a cosine distance of 0.1-0.3."""
+    torch.manual_seed(0)
+    cfg = SpeakerTrainConfig(manifest=str(FIX / "ko-speech" / "manifest.jsonl"), noise=str(FIX / "noise"),
+                             init=str(FIX.parent.parent / "checkpoints" / "speaker-campplus"),
+                             out=str(tmp_path / "run"), name="speaker-test", steps=3, batch=4, lr=1e-9,
+                             val_speakers="", tv_tracks=1, threads=1)
+    teacher, student = SpeakerEncoder.load(cfg.init), SpeakerEncoder.load(str(train(cfg)))
+    from training.data import load_utterances
+    from training.manifest import read_manifest
+
+    utts = load_utterances(read_manifest(cfg.manifest))
+    room = Room(cfg, utts, [], NoiseBank(cfg.noise, categories=HOUSEHOLD), 1.6, seed=123)
+    clean, _, _ = room.pairs(8, teacher.features, teacher.dims.target_dbfs)
+    with torch.no_grad():
+        assert float(distance(student.model(clean), teacher.model(clean))) < 1e-3

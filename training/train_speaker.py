@@ -5,6 +5,8 @@
     python -m training.fit_speaker_lda ... --release runs/speaker-robust/release   # its own projection
 
 (recipes/speaker-ko/run.sh runs it with the conversations, tuning and projection around it.)
+`--init` takes either speaker network: `--init checkpoints/speaker-campplus` teaches CAM++ the same
+way (a measured lead, not shipped: results/diarization_mixed.md).
 
 In 10 dB household noise, resemblyzer's 1.6 s windows of one speaker drift apart more than two
 speakers differ (results/diarization_eval.md). Here the frozen encoder embeds a clean 1.6 s crop
@@ -39,7 +41,7 @@ from speech.audio import SAMPLE_RATE
 from speech.bundle import load_bundle, save_release
 from speech.features import compute_features
 from speech.hub import tilde
-from speech.speaker import MODEL_TYPE, raise_level
+from speech.speaker import SPEAKER_TYPES, raise_level
 from training.data import fast_convolve, load_utterances
 from training.flags import add_flags, flag
 from training.manifest import read_manifest
@@ -151,13 +153,16 @@ def train(cfg: SpeakerTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    bundle = load_bundle(cfg.init, MODEL_TYPE)
+    bundle = load_bundle(cfg.init, SPEAKER_TYPES)
     if any(k.startswith("projection.") for k in bundle.state):
         print("note: the starting release's projection is not carried over (fit a new one for this encoder)")
     teacher = bundle.build_model().eval()
     for q in teacher.parameters():
         q.requires_grad_(False)
-    student = copy.deepcopy(teacher).train()
+    # eval mode throughout: batch norms (CAM++'s) keep the running statistics they were trained with
+    # (batches of 32 noisy crops moved every embedding, clean ones too, within ten steps); gradients
+    # flow all the same, and the LSTM encoder has no layer that differs between the modes
+    student = copy.deepcopy(teacher).eval()
     for q in student.parameters():
         q.requires_grad_(True)
     dims, features = teacher.dims, bundle.features
@@ -183,14 +188,11 @@ def train(cfg: SpeakerTrainConfig) -> Path:
 
     @torch.no_grad()
     def evaluate() -> dict:
-        student.eval()
         clean, noisy = val_set
         t = teacher(clean)
-        r = {"val_noisy_to_clean": float(distance(student(noisy), t)),
-             "val_clean": float(distance(student(clean), t)),
-             "val_teacher_noisy_to_clean": float(distance(teacher(noisy), t))}
-        student.train()
-        return r
+        return {"val_noisy_to_clean": float(distance(student(noisy), t)),
+                "val_clean": float(distance(student(clean), t)),
+                "val_teacher_noisy_to_clean": float(distance(teacher(noisy), t))}
 
     opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
     log = open(out / "log.jsonl", "w", encoding="utf-8")

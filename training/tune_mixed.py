@@ -54,6 +54,7 @@ def main(argv=None):
                    help="CONFIDENCE/SHARE pairs (0/0: none taken out)")
     p.add_argument("--limit", type=int, default=None, help="only the first N conversations of each folder")
     p.add_argument("--gender", default=None, help="gender classifier release (default: the embedded one)")
+    p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one); caches are its own")
     p.add_argument("--out", default="results/diarization_mixed")
     args = p.parse_args(argv)
     folders = [Path(x) for x in args.conversations.split(",")]
@@ -62,7 +63,7 @@ def main(argv=None):
         p.error("--caches: one folder per --conversations folder")
     grid = [tuple(float(y) for y in x.split("/")) for x in args.grid.split(",")]
     variants = args.variants.split(",")
-    enc, clf = SpeakerEncoder.load(), GenderClassifier.load(args.gender)
+    enc, clf = SpeakerEncoder.load(args.encoder), GenderClassifier.load(args.gender)
     settings = release_settings(enc)
     rows = []
     for folder, cache in zip(folders, caches):
