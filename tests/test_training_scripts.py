@@ -129,7 +129,7 @@ def test_multi_speaker_conversations_match_their_truth(tmp_path, clip_audio):
 
 def test_family_conversations_add_one_child(tmp_path, clip_audio):
     from training import make_conversations
-    from training.evaluate_speakers import adult_as_child, child_as_parent
+    from training.diarization import adult_as_child, child_as_parent
 
     adults = write_manifest(tmp_path / "dev.jsonl", [c for c in CLIPS if c[3] != "teen"])
     kids = tmp_path / "kids.jsonl"   # pmi's clip stands in for a child's voice

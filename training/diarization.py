@@ -1,6 +1,7 @@
 """Diarization scoring and the speaker-embedding LDA fit, shared by tune_diarization,
 tune_mixed, evaluate_speakers and fit_speaker_lda: the reference and hypothesis as pyannote
-annotations, the DER (0.25 s collar, overlap skipped), a conversation's speech regions and window
+annotations, the DER (0.25 s collar, overlap skipped), the who-spoke scores of one file (`score`:
+DER, female-share error, wrong-gender time, child/adult confusions), a conversation's speech regions and window
 embeddings (kept in a cache folder), and the projections (LDA, within-speaker whitening) of window
 embeddings of train speakers; and the float16 check of the speaker-encoder converters.
 """
@@ -28,6 +29,66 @@ def der_metric():
 
 def reference(truth: dict):
     return annotation([(s, e, x[3] if len(x) > 3 else x[2]) for x in truth["segments"] for s, e in [x[:2]]])
+
+
+STEP = 0.01
+
+
+def gender_frames(segments, duration):
+    """-> (N,) 0 none, 1 female, 2 male, 3 both."""
+    codes = np.zeros(int(np.ceil(duration / STEP)) + 1, dtype=np.int8)
+    for s, e, g in segments:
+        if g in ("female", "male"):
+            codes[int(s / STEP):int(e / STEP)] |= 1 if g == "female" else 2
+    return codes
+
+
+def score(truth, hyp_gender, hyp_speaker, female_share):
+    true = gender_frames([x[:3] for x in truth["segments"]], truth["duration"])
+    hyp = gender_frames(hyp_gender, truth["duration"])[:len(true)]
+    hyp = np.pad(hyp, (0, len(true) - len(hyp)))
+    single = ((true == 1) | (true == 2)) & (hyp > 0)
+    m = der_metric()
+    d = m(reference(truth), annotation(hyp_speaker), detailed=True)
+    extra = {"adult_as_child": adult_as_child(truth, hyp_gender, len(true))}
+    if any(x[2] == "child" for x in truth["segments"]):
+        extra["child_as_parent"] = child_as_parent(truth, hyp_gender, len(true))
+    return {
+        **extra,
+        "der": round(100 * d["diarization error rate"], 2),
+        "confusion": round(100 * d["confusion"] / max(d["total"], 1e-9), 2),
+        "miss": round(100 * d["missed detection"] / max(d["total"], 1e-9), 2),
+        "false_alarm": round(100 * d["false alarm"] / max(d["total"], 1e-9), 2),
+        "share_error_pp": round(100 * abs(female_share - truth["female_share"]), 2),
+        "wrong_gender": round(100 * float((hyp[single] != true[single]).mean()), 2) if single.any() else 0.0,
+        "speakers_found": len({x[2] for x in hyp_speaker}),
+    }
+
+
+def cover(segments, n: int, keep=lambda label: True) -> np.ndarray:
+    """(n,) how many of `segments` ((start, end, label, ...)) whose label `keep` accepts cover each STEP frame."""
+    out = np.zeros(n, np.int16)
+    for s, e, g, *_ in segments:
+        if keep(g):
+            out[int(s / STEP):int(e / STEP)] += 1
+    return out
+
+
+def child_as_parent(truth, hyp_gender, n: int) -> float:
+    """% of the time only the child talks and something is found that is labelled female or male."""
+    only = (cover(truth["segments"], n, lambda g: g == "child") > 0) & (cover(truth["segments"], n, lambda g: g != "child") == 0)
+    only &= cover(hyp_gender, n) > 0
+    parent = cover(hyp_gender, n, lambda g: g in ("female", "male")) > 0
+    return round(100 * float(parent[only].mean()), 2) if only.any() else 0.0
+
+
+def adult_as_child(truth, hyp_gender, n: int) -> float:
+    """% of the time exactly one adult talks and something is found that is labelled child (the
+    wrong-gender figure counts female/male swaps only)."""
+    one = (cover(truth["segments"], n, lambda g: g in ("female", "male")) == 1) & (cover(truth["segments"], n) == 1)
+    one &= cover(hyp_gender, n) > 0
+    child = cover(hyp_gender, n, lambda g: g == "child") > 0
+    return round(100 * float(child[one].mean()), 2) if one.any() else 0.0
 
 
 def cached_windows(folder: Path, name: str, variant: str, encoder, settings, min_samples: int,

@@ -28,8 +28,7 @@ from speech.diarize import Diarization, release_settings
 from speech.gender import GenderClassifier
 from speech.level import level_gain_db
 from speech.speaker import SpeakerEncoder
-from training.diarization import cached_windows
-from training.evaluate_speakers import score
+from training.diarization import cached_windows, score
 
 
 def analyse(audio, d: Diarization, clf, logits: dict, confidence: float, share: float):
