@@ -313,7 +313,7 @@ def cluster_windows(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speak
     return blk_labels[block]                                    # each window starts with its block's speaker
 
 
-@dataclass
+@dataclass(eq=False)
 class Diarization:
     """One recording's projected window embeddings and their clusters (steps 1 and 2), from which
     `segments` draws who spoke when (step 3). Kept whole so that a speaker found afterwards to be
@@ -342,7 +342,7 @@ class Diarization:
         if without:
             first = list(dict.fromkeys(c for *_, c in out))         # cluster of speaker 0, 1, ...
             gone = {first[i] for i in without}
-            keep = [c for c in range(self.labels.max() + 1) if c not in gone]
+            keep = sorted(c for c in first if c not in gone)        # a cluster that owned no window stays out
             if not keep:
                 raise ValueError("cannot take out every speaker")
             out = self._viterbi(keep)
