@@ -83,7 +83,7 @@ def embed_regions(audio: np.ndarray, spans, encoder: SpeakerEncoder, window: flo
     """-> (embeddings (N, E), windows [(start, end)], region index of each window). `gain` undoes
     a level normalisation the caller applied (the encoder wants the recording's own level)."""
     p = encoder.dims.partial_frames
-    batch_size = batch_size or encoder.batch_size
+    batch_size = batch_size or encoder.model.batch_size
     frames_per_s = SAMPLE_RATE / encoder.features.hop_length
     mels, wins, owner, out = [], [], [], []
     for k, (s, e) in enumerate(spans):

@@ -69,7 +69,6 @@ class SpeakerEncoder:
     def __init__(self, model: torch.nn.Module, features: FeatureConfig, config: dict, folder: Optional[Path] = None,
                  projection: Optional[tuple] = None):
         self.model = model.for_inference()
-        self.batch_size = model.batch_size
         self.features = features
         self.config = config
         self.folder = folder
@@ -122,7 +121,7 @@ class SpeakerEncoder:
     @torch.inference_mode()
     def embed_mels(self, mels: torch.Tensor, batch_size: Optional[int] = None) -> np.ndarray:
         """(N, T, n_mels) -> (N, E)."""
-        batch_size = batch_size or self.batch_size
+        batch_size = batch_size or self.model.batch_size
         out = [self.model(mels[i:i + batch_size]) for i in range(0, len(mels), batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, self.dims.embedding), np.float32)
 

@@ -193,4 +193,4 @@ def float16_worst_cosine(network, dims, state: dict, features, clips=None) -> fl
     clips = clips or sorted(str(x) for x in (FIXTURES / "ko-speech").glob("*.flac")) + \
         sorted(str(x) for x in (FIXTURES / "examples").glob("ko_*.flac"))
     a, b = SpeakerEncoder(full, features, {}), SpeakerEncoder(half, features, {})
-    return min(float(a.embed_utterance(load_audio(c)) @ b.embed_utterance(load_audio(c))) for c in clips)
+    return min(float(a.embed_utterance(w) @ b.embed_utterance(w)) for w in map(load_audio, clips))

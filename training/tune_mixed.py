@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.analysis import label_speakers, mixed_voices
+from speech.analysis import label_diarization
 from speech.audio import load_audio
 from speech.diarize import Diarization, release_settings
 from speech.gender import GenderClassifier
@@ -32,11 +32,9 @@ from training.diarization import cached_windows, score
 
 
 def analyse(audio, d: Diarization, clf, logits: dict, confidence: float, share: float):
-    """speech.analysis._speaker_segments' steps on a diarization -> (gender segments, speaker
-    segments, adult female share)."""
-    found = d.segments()
-    mixed = mixed_voices(audio, found, clf, logits, confidence, share) if confidence else []
-    segments, speakers = label_speakers(audio, d.segments(without=mixed) if mixed else found, clf, logits=logits)
+    """speech.analysis's labelling of a diarization with this grid pair -> (gender segments,
+    speaker segments, adult female share)."""
+    segments, speakers = label_diarization(audio, d, clf, confidence=confidence, share=share, logits=logits)
     cls = {sp.id: sp.cls for sp in speakers}
     f = sum(s.duration for s in segments if cls[s.speaker] == "female")
     m = sum(s.duration for s in segments if cls[s.speaker] == "male")
@@ -72,7 +70,7 @@ def main(argv=None):
                 d = Diarization.from_windows(enc.project(emb), wins, owner, spans, None, settings)
                 audio = load_audio(folder / f"{t['name']}.{v}.flac")
                 audio = audio * np.float32(10.0 ** (level_gain_db(audio) / 20.0))   # as analyze: the classifier hears it normalised
-                logits = {}
+                logits = {}                   # each segment judged once for the whole grid
                 for confidence, share in grid:
                     gs, ss, female = analyse(audio, d, clf, logits, confidence, share)
                     rows.append({"folder": folder.name, "conversation": t["name"], "variant": v,
