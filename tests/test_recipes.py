@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from speech.audio import load_audio
 from speech.bundle import load_bundle
@@ -155,20 +156,29 @@ def test_gender_recipe_writes_a_calibrated_release_that_classifies_a_real_clip(g
 
 def test_campplus_recipe_writes_a_tuned_release_that_finds_speakers(campplus):
     """recipes/speaker-campplus: the shipped network's weights (small budget: copied, not
-    downloaded) with a whitening and clustering of its own, from its own train conversations."""
+    downloaded), fine-tuned two steps and stored in float16, with a whitening and clustering of its
+    own, from its own train conversations."""
     from speech.diarize import diarize, release_settings
     from speech.speaker import SpeakerEncoder
     from speech.vad import speech_spans
 
     out, log = campplus
-    for n, name in enumerate(["prepare", "convert", "conversations", "tune", "project", "evaluate"]):
+    for n, name in enumerate(["prepare", "convert", "finetune", "conversations", "tune", "project", "evaluate"]):
         assert f"stage {n} {name}: done" in log
     tuning = json.loads((out / "results" / "diarization_tuning.json").read_text(encoding="utf-8"))
+    converted = SpeakerEncoder.load(str(out / "exp" / "speaker" / "converted"))
     enc = SpeakerEncoder.load(str(out / "speaker-campplus"))
     shipped = SpeakerEncoder.load(str(ROOT / "checkpoints" / "speaker-campplus"))
     audio = load_audio(str(CLIP))
-    assert np.allclose(enc.embed_utterance(audio), shipped.embed_utterance(audio), atol=1e-6)   # the network
-    assert enc.config["projection"]["kind"] == "wccn" and enc.projection[1].shape == (192, 192)
+    assert np.allclose(converted.embed_utterance(audio), shipped.embed_utterance(audio), atol=1e-6)  # the network
+    tuned = enc.embed_utterance(audio)
+    assert not np.allclose(tuned, shipped.embed_utterance(audio), atol=1e-4)     # moved by the fine-tune ...
+    assert float(tuned @ shipped.embed_utterance(audio)) > 0.9                   # ... not lost
+    cfg = enc.config
+    assert cfg["provenance"]["stored_dtype"] == "float16" and "train_speaker" in cfg["provenance"]["training"]
+    stored = load_file(str(out / "speaker-campplus" / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for k, v in stored.items() if v.is_floating_point() and "projection" not in k)
+    assert cfg["projection"]["kind"] == "wccn" and enc.projection[1].shape == (192, 192)
     assert not np.allclose(enc.projection[1], shipped.projection[1])       # fitted on its own conversations
     settings = release_settings(enc)
     assert settings.method == tuning["best"]["method"] and settings.threshold == tuning["best_ahc"]["threshold"]

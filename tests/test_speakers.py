@@ -92,18 +92,20 @@ def purity(found, truth) -> float:
 
 
 def test_encoder_release_and_embeddings(enc):
-    """The default release is CAM++ (3D-Speaker's, about 200k Chinese and English speakers, never
-    Korean): 192-dim embeddings on Kaldi fbanks that put every same-speaker pair of these Korean
+    """The default release is CAM++ (3D-Speaker's, about 200k Chinese and English speakers),
+    fine-tuned here on Korean train speakers to hear a voice through a home's noise and TV:
+    192-dim embeddings on Kaldi fbanks that put every same-speaker pair of these Korean
     utterances above every pair of different speakers by themselves, before the release's
     whitening (the Korean fine-tune of resemblyzer, speaker-ko, needs its whitening for that:
     next test but one)."""
     cfg = load_bundle(enc.folder, weights=False).to_config()
-    assert cfg["model_type"] == "speaker-campplus" and cfg["license"].startswith("Apache-2.0 (the network)")
+    assert cfg["model_type"] == "speaker-campplus" and cfg["license"].startswith("CC BY-NC-SA 4.0")
+    assert "fine-tuned by this project" in cfg["provenance"]["source"]
     assert cfg["features"]["kind"] == "fbank" and cfg["provenance"]["stored_dtype"] == "float16"
     assert cfg["projection"]["kind"] == "wccn" and enc.projection[1].shape == (192, 192)
     embs = np.stack([enc.embed_utterance(load_audio(f)) for f, _ in CLIPS])
     assert embs.shape == (len(CLIPS), 192) and np.allclose(np.linalg.norm(embs, axis=1), 1.0, atol=1e-4)
-    assert margin(embs) > 0.05 and margin(enc.project(embs)) > 0.1       # 0.107 and 0.203 measured
+    assert margin(embs) > 0.1 and margin(enc.project(embs)) > 0.15      # 0.229 and 0.282 measured (0.107 and 0.203 before the fine-tune)
     # A window alone and the same window among others give one embedding (batch norm in eval mode).
     a = load_audio(G / "ava00021.flac")
     one = enc.embed_windows(a, [(1.0, 2.6)])
@@ -166,9 +168,10 @@ def test_clusters_held_out_speakers(enc):
         diarize(audio, spans, enc, speakers=0)
 
 
-def test_spectral_clustering_keeps_two_women_apart_in_noise(enc):
+def test_clustering_keeps_two_women_apart_in_noise(enc):
     """Two women and a man (examples/three_speakers.ogg) under a vacuum cleaner at 10 dB: the
-    shipped release clusters a recording this long spectrally and finds all three."""
+    shipped release's clustering (average linkage, then close clusters merged) finds all three, and
+    so does spectral clustering, which a release may name instead (the recording is long enough)."""
     from speech.diarize import _blocks, embed_regions
 
     audio = load_audio(str(EX / "three_speakers.ogg"))
@@ -178,10 +181,13 @@ def test_spectral_clustering_keeps_two_women_apart_in_noise(enc):
     spans = speech_spans(x, max_span=30.0)
     settings = release_settings(enc)
     _, _, owner = embed_regions(x, spans, enc, settings.window, settings.hop)
-    assert settings.method == "spectral" and len(np.unique(_blocks(owner, settings.block))) >= settings.spectral_min_blocks
+    assert len(np.unique(_blocks(owner, settings.block))) >= settings.spectral_min_blocks
     found = diarize(x, spans, enc)
     assert len({k for *_, k in found}) == 3 and purity(found, truth) > 0.95
     assert len({k for *_, k in diarize(x, spans, enc, speakers=2)}) == 2
+    spectral = replace(settings, method="spectral", split=0.7)
+    found = diarize(x, spans, enc, settings=spectral)
+    assert len({k for *_, k in found}) == 3 and purity(found, truth) > 0.95
 
 
 def three_speaker_blocks(enc):
@@ -205,18 +211,22 @@ def three_speaker_blocks(enc):
 
 
 def test_split_apart_takes_a_distinct_voice_out_of_a_cluster(enc):
-    """split_apart on the blocks of examples/three_speakers.ogg: put all in one cluster, the man's
-    blocks come out as their own (the two women, closer than `split`, stay together); clusters
-    that are one speaker each stay as they are."""
+    """split_apart on the blocks of examples/three_speakers.ogg: put all in one cluster; at a split
+    distance of 0.8 the man's blocks come out as their own (the two women, closer than that, stay
+    together), at 0.7 (the default) the women part as well, at 1.0 nothing splits; clusters that
+    are one speaker each stay as they are."""
     from speech.diarize import split_apart
 
     blk, who, _ = three_speaker_blocks(enc)
-    split = release_settings(enc).split
-    found = split_apart(blk, np.zeros(len(blk), int), split)
+    one = np.zeros(len(blk), int)
+    found = split_apart(blk, one, 0.8)
     assert len(set(found)) == 2
     assert len(set(found[who == "emh"])) == 1 and set(found[who == "emh"]).isdisjoint(found[who != "emh"])
+    found = split_apart(blk, one, DiarizationSettings().split)
+    assert len(set(found)) == 3 and all(len(set(found[who == w])) == 1 for w in set(who))
+    assert len(set(split_apart(blk, one, 1.0))) == 1
     true = np.unique(who, return_inverse=True)[1]
-    assert np.array_equal(split_apart(blk, true, split), true)
+    assert np.array_equal(split_apart(blk, true, 0.8), true)
 
 
 def test_release_carries_its_clustering_settings(clf, enc, tmp_path):
@@ -228,7 +238,7 @@ def test_release_carries_its_clustering_settings(clf, enc, tmp_path):
     spans = speech_spans(audio, max_span=30.0)
     tuned = json.loads((enc.folder / "config.json").read_text())["diarization"]
     assert release_settings(enc) == replace(DiarizationSettings(), **tuned)        # the shipped release's own
-    assert tuned["method"] == "spectral"
+    assert tuned["method"] == "ahc" and tuned["merge"] > 0       # recipes/speaker-campplus's stage 4 chose it
     folder = tmp_path / "speaker-merged"
     shutil.copytree(enc.folder, folder)
     cfg = json.loads((folder / "config.json").read_text())

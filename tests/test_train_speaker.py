@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from speech.speaker import SpeakerEncoder
 from training.noise import HOUSEHOLD, NoiseBank
@@ -43,13 +44,19 @@ def test_cam_plus_plus_student_keeps_its_batch_norms(tmp_path):
     """The CAM++ release (batch norms throughout) as teacher and starting point: three steps at a
     learning rate too small to move the weights leave the student's clean embeddings on the
     teacher's. With the student in train mode, batch statistics of a few noisy crops replaced the
-    running ones and moved the clean embeddings by a cosine distance of 0.1-0.3."""
+    running ones and moved the clean embeddings by a cosine distance of 0.1-0.3. Stored in float16
+    as the recipe stores the shipped one (recipes/speaker-campplus: half the size)."""
     torch.manual_seed(0)
     cfg = SpeakerTrainConfig(manifest=str(FIX / "ko-speech" / "manifest.jsonl"), noise=str(FIX / "noise"),
                              init=str(FIX.parent.parent / "checkpoints" / "speaker-campplus"),
                              out=str(tmp_path / "run"), name="speaker-test", steps=3, batch=4, lr=1e-9,
-                             val_speakers="", tv_tracks=1, threads=1)
-    teacher, student = SpeakerEncoder.load(cfg.init), SpeakerEncoder.load(str(train(cfg)))
+                             val_speakers="", tv_tracks=1, threads=1, dtype="float16")
+    release = train(cfg)
+    teacher, student = SpeakerEncoder.load(cfg.init), SpeakerEncoder.load(str(release))
+    stored = load_file(str(release / "model.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert student.config["provenance"]["stored_dtype"] == "float16"
+    assert student.config["provenance"]["float16_worst_cosine"] > 0.999
     from training.data import load_utterances
     from training.manifest import read_manifest
 

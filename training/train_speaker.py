@@ -5,8 +5,8 @@
     python -m training.fit_speaker_lda ... --release runs/speaker-robust/release   # its own projection
 
 (recipes/speaker-ko/run.sh runs it with the conversations, tuning and projection around it.)
-`--init` takes either speaker network: `--init checkpoints/speaker-campplus` teaches CAM++ the same
-way (a measured lead, not shipped: results/diarization_mixed.md).
+`--init` takes either speaker network: recipes/speaker-campplus/run.sh teaches CAM++ the same way,
+with the speaker term below (`--speaker-weight 1 --dtype float16`): the shipped default encoder.
 
 In 10 dB household noise, resemblyzer's 1.6 s windows of one speaker drift apart more than two
 speakers differ (results/diarization_eval.md). Here the frozen encoder embeds a clean 1.6 s crop
@@ -14,13 +14,17 @@ of a TRAIN utterance, and the student (initialised from it) must give the same e
 same crop with the room added: household noise (the TRAIN part of each clip, 0-20 dB SNR), TV
 speech of the train speakers through training/tv_mix.py's chain (5-15 dB under the voice),
 sometimes reverberation. A second term keeps the student's clean embeddings where the teacher's
-are. The targets are the teacher's own embeddings, not speaker labels, so the 26 train speakers
-teach the mapping "room -> clean voice", not a speaker list; dev speakers and the noise kept for
-scoring (the held-out part of each clip) are never seen.
+are. The targets are the teacher's own embeddings, so the 26 train speakers teach the mapping
+"room -> clean voice", not a speaker list; an optional third term (`--speaker-weight`) keeps each
+train speaker's noisy crops nearer their own centroid than the others' within a batch (without it,
+CAM++ learnt to merge voices). Dev speakers and the noise kept for scoring (the held-out part of
+each clip) are never seen.
 
 Validation: the same loss on a fixed set of crops of the validation speakers (`--val-speakers`,
 held out of training) with noise from the held-out part of each clip.
-Writes `release/` (a speaker-lstm release of the shipped format, without a projection), `log.jsonl`.
+Writes `release/` (a release of the starting network's type, without a projection; float32, or
+float16 with `--dtype float16` when the check clips' embeddings keep a cosine of `--min-cosine`),
+`log.jsonl`.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from speech.features import compute_features
 from speech.hub import tilde
 from speech.speaker import SPEAKER_TYPES, raise_level
 from training.data import fast_convolve, load_utterances
+from training.diarization import release_dtype
 from training.flags import add_flags, flag
 from training.manifest import read_manifest
 from training.noise import HOUSEHOLD, NoiseBank, add_at_snr, limit_peak, noise_part, synthetic_rir
@@ -76,6 +81,9 @@ class SpeakerTrainConfig:
     tv_tracks: int = 24
     seed: int = 0
     threads: int = 2
+    dtype: str = flag("float32", "stored dtype of the release: float16 (half the size) only if no check clip's "
+                                 "embedding moves below --min-cosine", choices=["float32", "float16"])
+    min_cosine: float = flag(0.999, "with --dtype float16: parity needed on every check clip")
 
 
 class Room:
@@ -234,6 +242,7 @@ def train(cfg: SpeakerTrainConfig) -> Path:
             emit(rec)
 
     state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    dtype, worst = release_dtype(cfg.dtype, cfg.min_cosine, type(student), dims, state, features)
     config = bundle.to_config()
     config = {k: v for k, v in config.items() if k not in ("format", "format_version", "projection")}
     config["name"] = cfg.name
@@ -244,9 +253,10 @@ def train(cfg: SpeakerTrainConfig) -> Path:
             f"--{k.replace('_', '-')} {tilde(v) if isinstance(v, str) else v}" for k, v in asdict(cfg).items()),
         "init": tilde(cfg.init),
         "steps": cfg.steps, "minutes": round((time.time() - start) / 60, 1),
-        "stored_dtype": "float32",
+        "stored_dtype": cfg.dtype,
+        "float16_worst_cosine": round(worst, 6),
     }
-    release = save_release(out / "release", state, config)
+    release = save_release(out / "release", state, config, dtype=dtype)
     print(f"wrote {release}")
     return release
 
