@@ -127,6 +127,29 @@ def test_multi_speaker_conversations_match_their_truth(tmp_path, clip_audio):
         check_truth_against_audio(out, t, clip_audio, lambda name: speaker[name])
 
 
+def test_quiet_family_leaves_the_tv_talking_alone(tmp_path, clip_audio):
+    """--quiet-prob 1: every pause between turns lasts 10-40 s; there the clean variant is silent
+    and the tv variant holds the TV alone (10 dB under the speech, as loud as the noise: the stretch is
+    louder than in the noise variant)."""
+    from training import make_conversations
+
+    manifest = write_manifest(tmp_path / "dev.jsonl", CLIPS)
+    out = tmp_path / "conv"
+    make_conversations.main(["--manifest", str(manifest), "--noise", str(FIX / "noise"), "--out", str(out),
+                             "--n", "1", "--turns", "3", "--overlap-prob", "0", "--seed", "5", "--speakers", "2",
+                             "--quiet-prob", "1"])
+    speaker = {a.stem: spk for a, spk, _, _ in CLIPS}
+    t = json.loads((out / "truth.jsonl").read_text(encoding="utf-8"))
+    check_truth_against_audio(out, t, clip_audio, lambda name: speaker[name])
+    segs = sorted((s, e) for s, e, *_ in t["segments"])
+    gaps = [(a[1], b[0]) for a, b in zip(segs, segs[1:]) if b[0] - a[1] > 0.45]   # between turns, not utterances
+    assert len(gaps) == 2 and all(10.0 <= b - a <= 40.0 for a, b in gaps), gaps
+    quiet = slice(int((gaps[0][0] + 0.5) * 16000), int((gaps[0][1] - 0.5) * 16000))
+    clean, noise, tv = (sf.read(str(out / f"{t['name']}.{v}.flac"), dtype="float32")[0] for v in ("clean", "noise", "tv"))
+    assert np.abs(clean[quiet]).max() == 0.0
+    assert np.sqrt(np.mean(tv[quiet] ** 2)) > 1.2 * np.sqrt(np.mean(noise[quiet] ** 2))   # TV and noise: about as loud
+
+
 def test_family_conversations_add_one_child(tmp_path, clip_audio):
     from training import make_conversations
     from training.diarization import adult_as_child, child_as_parent
