@@ -215,6 +215,24 @@ def test_tune_mixed_scores_the_recipes_train_conversations(campplus, tmp_path):
             assert r["der"] == pytest.approx(100 * der, abs=0.01)
 
 
+def test_evaluate_speakers_scores_the_analysis_with_and_without_tv_detection(campplus, tmp_path):
+    """training/evaluate_speakers on the recipe's dev conversation: the `speakers-tv` system is the
+    analysis with --detect-tv, scored and reported beside `speakers`; an unknown system is refused."""
+    from training.evaluate_speakers import main
+
+    out, _ = campplus
+    res = tmp_path / "eval"
+    main(["--conversations", str(out / "data" / "conversations" / "dev"), "--variants", "tv",
+          "--systems", "speakers,speakers-tv", "--out", str(res)])
+    report = json.loads(res.with_suffix(".json").read_text(encoding="utf-8"))
+    assert set(report["summary"]) == {"speakers/tv", "speakers-tv/tv"}
+    rows = {r["system"]: r for r in report["rows"]}
+    assert all(0.0 <= rows[k]["der"] < 100.0 and "tv_speakers_found" in rows[k] for k in rows)
+    assert "--systems speakers,speakers-tv" in res.with_suffix(".md").read_text(encoding="utf-8")
+    with pytest.raises(SystemExit):
+        main(["--conversations", str(out / "data" / "conversations" / "dev"), "--systems", "speakers,tv-only"])
+
+
 def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
     from speech.diarize import diarize, release_settings
     from speech.speaker import SpeakerEncoder

@@ -423,9 +423,10 @@ def test_a_speaker_taken_out_gives_its_windows_to_the_others(enc):
 
 def test_a_mixed_voice_is_no_one(clf, enc):
     """A man and a woman we never hear alone talk at once, twice, in a conversation of a father
-    and a mother: those windows cluster as a third speaker whose speech is neither clearly female
-    nor male (a TV under a parent's quiet sentences makes such clusters). The analysis takes it
-    out: two speakers, the father and the mother, and no speech lost."""
+    and a mother: those windows cluster apart from the parents (one speaker or more, the shipped
+    encoder: two) whose speech is neither clearly female nor male (a TV under a parent's quiet
+    sentences makes such clusters). The analysis takes them out: two speakers, the father and the
+    mother, and no speech lost."""
     from speech.analysis import find_speech, label_speakers, mixed_voices
     from speech.diarize import diarization
 
@@ -440,17 +441,20 @@ def test_a_mixed_voice_is_no_one(clf, enc):
     gap = np.zeros(SAMPLE_RATE * 6 // 10, np.float32)
     audio = np.concatenate([x for clip_ in seq for x in (clip_, gap)]).astype(np.float32)
     audio += (1e-3 * np.random.default_rng(0).standard_normal(len(audio))).astype(np.float32)
+    starts = np.cumsum([0] + [len(c) + len(gap) for c in seq]) / SAMPLE_RATE
+    at_once = [(starts[i], starts[i] + len(both) / SAMPLE_RATE) for i, c in enumerate(seq) if c is both]
 
     found = diarization(audio, find_speech(audio), enc).segments()
-    assert len({k for *_, k in found}) == 3
+    mixed = sorted({k for *_, k in found} - {0, 1})                 # 0, 1: the father and the mother
+    assert mixed and all(any(s >= a - 0.5 and e <= b + 0.5 for a, b in at_once) for s, e, k in found if k in mixed)
     _, speakers = label_speakers(audio, found, clf)
     pair = {sp.id: max(sp.probabilities["female"], sp.probabilities["male"])
             / (sp.probabilities["female"] + sp.probabilities["male"]) for sp in speakers}
-    assert pair["S3"] < 0.92 < min(pair["S1"], pair["S2"])
-    assert mixed_voices(audio, found, clf) == [2]
+    assert max(pair[f"S{k + 1}"] for k in mixed) < 0.92 < min(pair["S1"], pair["S2"])
+    assert mixed_voices(audio, found, clf) == mixed
     assert mixed_voices(audio, found, clf, confidence=min(pair.values()) - 0.01) == []
     assert mixed_voices(audio, found, clf, share=0.01) == []
-    assert mixed_voices(audio, [(s, e, 0) for s, e, k in found if k == 2], clf, share=2.0) == []   # never everyone
+    assert mixed_voices(audio, [(s, e, 0) for s, e, k in found if k in mixed], clf, share=2.0) == []   # never everyone
 
     rep = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
     assert [(sp.id, sp.cls) for sp in rep.speakers] == [("S1", "male"), ("S2", "female")], rep.summary()

@@ -7,6 +7,8 @@ gender-only analysis and a pitch baseline.
 
 Systems, all on the same speech regions (one VAD pass per file):
 * `speakers`: speech.analysis.analyze (diarization, each speaker's gender over all its speech);
+* `speakers-tv`: the same with `detect_tv=True` (`analyze --detect-tv`: a speaker found to be a TV
+  is left out of the family's speech and shares);
 * `gender-only`: analyze(diarize=False), the analysis before speakers (a label per 40 ms frame);
 * `pitch`: each speech region's median F0 (speech.pitch.pitch_track, YIN), female above 165 Hz.
 
@@ -39,6 +41,8 @@ from speech.speaker import SpeakerEncoder
 from training.diarization import score
 
 PITCH_THRESHOLD = 165.0
+SYSTEMS = ("speakers", "speakers-tv", "gender-only", "pitch")
+DEFAULT_SYSTEMS = "speakers,gender-only,pitch"
 
 
 def pitch_segments(audio, spans):
@@ -55,12 +59,14 @@ def run_systems(audio, spans, systems, clf, enc) -> dict:
     segments, adult female share, seconds it took or None, extra row fields)}. A speaker reported
     as `tv` is not family speech: its segments are left out."""
     out = {}
-    if "speakers" in systems:
-        rep = analyze(audio, clf, encoder=enc, spans=spans)
+    for name, detect_tv in (("speakers", False), ("speakers-tv", True)):
+        if name not in systems:
+            continue
+        rep = analyze(audio, clf, encoder=enc, spans=spans, detect_tv=detect_tv)
         tv = {sp.id for sp in rep.speakers if sp.cls == "tv"}
         fam = [x for x in rep.segments if x.speaker not in tv]
-        out["speakers"] = ([(x.start, x.end, x.gender) for x in fam], [(x.start, x.end, x.speaker) for x in fam],
-                           (rep.parents_ratio or (0.0, 0.0))[0], rep.rtf * rep.duration, {"tv_speakers_found": len(tv)})
+        out[name] = ([(x.start, x.end, x.gender) for x in fam], [(x.start, x.end, x.speaker) for x in fam],
+                     (rep.parents_ratio or (0.0, 0.0))[0], rep.rtf * rep.duration, {"tv_speakers_found": len(tv)})
     if "gender-only" in systems:
         g = analyze(audio, clf, diarize=False, spans=spans)
         segs = [(x.start, x.end, x.gender) for x in g.segments]
@@ -90,12 +96,12 @@ def main(argv=None):
     p.add_argument("--monologue-seconds", type=float, default=120.0)
     p.add_argument("--out", default="results/diarization_eval")
     p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one)")
-    p.add_argument("--systems", default="speakers,gender-only,pitch",
+    p.add_argument("--systems", default=DEFAULT_SYSTEMS,
                    help="which to score (gender-only and pitch do not depend on the speaker release)")
     args = p.parse_args(argv)
     systems = args.systems.split(",")
-    if not set(systems) <= {"speakers", "gender-only", "pitch"}:
-        p.error(f"--systems: speakers, gender-only and/or pitch, not {args.systems!r}")
+    if not set(systems) <= set(SYSTEMS):
+        p.error(f"--systems: some of {', '.join(SYSTEMS)}, not {args.systems!r}")
     clf, enc = GenderClassifier.load(), SpeakerEncoder.load(args.encoder)
     folder = Path(args.conversations)
     truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
@@ -142,7 +148,7 @@ def main(argv=None):
                              "rtf": None if took is None else round((took + vad_s) / seconds, 4)})
                 print(json.dumps(rows[-1]), flush=True)
     summary = {}
-    for sysname in ("speakers", "gender-only", "pitch"):
+    for sysname in SYSTEMS:
         for v in args.variants.split(","):
             rs = [r for r in rows if r["system"] == sysname and r["variant"] == v]
             if not rs:
@@ -168,7 +174,7 @@ def main(argv=None):
                            "wrong_gender_max": round(float(np.max([r["wrong_gender"] for r in rs])), 2),
                            "adult_as_child": round(float(np.mean([r["adult_as_child"] for r in rs])), 2),
                            "one_speaker_found": round(float(np.mean([r["speakers_found"] == 1 for r in rs])), 2)}
-                    for name in ("speakers", "gender-only", "pitch")
+                    for name in SYSTEMS
                     for rs in [[r for r in mono if r["system"] == name]] if rs}
     res = {"conversations": str(folder), "speaker_model": enc.model_name, "cpu_count": os.cpu_count(), "cpu": platform.machine(),
            "load_average": [round(x, 1) for x in load], "summary": summary, "one_speaker": mono_summary,
@@ -179,7 +185,9 @@ def main(argv=None):
     lines = ["# Who spoke: speakers vs gender-only analysis vs pitch baseline", "",
              f"`python -m training.evaluate_speakers --conversations {folder}"
              + (f" --encoder {args.encoder}" if args.encoder else "")
-             + (f" --systems {args.systems}" if len(systems) < 3 else "") + f"` (speaker model {enc.model_name}, "
+             + (f" --manifest {args.manifest}" if args.manifest else "")
+             + (f" --variants {args.variants}" if args.variants != "clean,noise,tv" else "")
+             + (f" --systems {args.systems}" if args.systems != DEFAULT_SYSTEMS else "") + f"` (speaker model {enc.model_name}, "
              f"{clustering(release_settings(enc))}): {len(truths)} synthetic "
              "conversations of 2-4 held-out dev speakers (training/make_conversations.py --speakers 2-4), "
              "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through "
