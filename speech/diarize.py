@@ -306,11 +306,16 @@ def cluster_windows(emb: np.ndarray, wins: list, owner: np.ndarray, spans, speak
         raise ValueError(f"unknown clustering method {settings.method!r} (ahc or spectral)")
     # An hour holds more stray clusters (a laugh, a shout, a noisy minute) than a few minutes: on an
     # hour of chained train conversations (20 speakers) 4 s alone left 29 speakers, 1% of the speech 21.
-    min_speaker = max(settings.min_speaker, settings.min_share * sum(e - s for s, e in spans))
-    blk_labels = fold_small(blk_emb, blk_labels, blk_sec, min_speaker, keep=speakers if speakers else None)
+    blk_labels = fold_small(blk_emb, blk_labels, blk_sec, smallest_speaker(settings, spans),
+                            keep=speakers if speakers else None)
     if settings.merge and not speakers:
         blk_labels = merge_close(blk_emb, blk_labels, blk_sec, settings.merge)
     return blk_labels[block]                                    # each window starts with its block's speaker
+
+
+def smallest_speaker(settings: DiarizationSettings, spans) -> float:
+    """Seconds of speech a speaker needs: `min_speaker`, or `min_share` of the speech in long recordings."""
+    return max(settings.min_speaker, settings.min_share * sum(e - s for s, e in spans))
 
 
 @dataclass(eq=False)
@@ -326,30 +331,48 @@ class Diarization:
     spans: list
     labels: np.ndarray                # each window's cluster
     settings: DiarizationSettings
+    fixed: bool = False               # the caller fixed the number of speakers
 
     @classmethod
     def from_windows(cls, emb, wins, owner, spans, speakers: Optional[int] = None,
                      settings: DiarizationSettings = DiarizationSettings()) -> "Diarization":
         labels = cluster_windows(emb, wins, owner, spans, speakers, settings) if len(wins) else np.zeros(0, int)
-        return cls(emb, wins, owner, spans, labels, settings)
+        return cls(emb, wins, owner, spans, labels, settings, fixed=bool(speakers))
 
     def segments(self, without=()) -> list[tuple[float, float, int]]:
         """[(start, end, speaker)], speakers numbered 0, 1, ... by first appearance. `without`:
         speakers (numbered as `segments()` numbers them) whose windows go to the others."""
         if len(self.wins) == 0:
             return []
-        out = self._viterbi(list(range(self.labels.max() + 1)))
+        out = self._settled(list(range(self.labels.max() + 1)))
         if without:
             first = list(dict.fromkeys(c for *_, c in out))         # cluster of speaker 0, 1, ...
             gone = {first[i] for i in without}
             keep = sorted(c for c in first if c not in gone)        # a cluster that owned no window stays out
             if not keep:
                 raise ValueError("cannot take out every speaker")
-            out = self._viterbi(keep)
+            out = self._settled(keep)
         number = {}
         for *_, c in out:
             number.setdefault(c, len(number))
         return [(a, b, number[c]) for a, b, c in out]
+
+    def _settled(self, keep: list) -> list[tuple[float, float, int]]:
+        """Step 3 over the clusters in `keep`; a speaker the pass leaves with less speech than
+        `smallest_speaker` (step 2 folded small clusters before it, but the pass can shrink one
+        below it) gives its windows to the others, and the pass runs again. Not when the count was
+        fixed, and never every speaker."""
+        out = self._viterbi(keep)
+        floor = smallest_speaker(self.settings, self.spans)
+        while not self.fixed:
+            seconds: dict = {}
+            for a, b, c in out:
+                seconds[c] = seconds.get(c, 0.0) + b - a
+            small = {c for c, t in seconds.items() if t < floor}
+            if not small or len(small) == len(seconds):
+                break
+            out = self._viterbi(sorted(c for c in seconds if c not in small))
+        return out
 
     def _viterbi(self, keep: list) -> list[tuple[float, float, int]]:
         """Step 3 with the centroids of the clusters in `keep` only -> [(start, end, cluster)]."""

@@ -400,6 +400,29 @@ def test_merge_close_joins_a_voice_cut_in_two(enc):
         assert len(set(merged)) == 3 and all(len(set(merged[true == j])) == 1 for j in range(3)), k
 
 
+def test_a_speaker_the_pass_leaves_under_min_speaker_gives_its_windows_to_the_others():
+    """Step 3 (the Viterbi pass) can leave a cluster with less speech than `min_speaker`, though
+    step 2 folded small clusters before it: one 1.6 s window of a third voice between two
+    speakers wins its 0.8 s, and the diarization then gives it to the others (no time lost), as
+    fold_small would have. A voice with enough speech stays; a count the caller fixed stands."""
+    from speech.diarize import Diarization, _windows
+
+    def diarization(n_third, fixed=False):
+        spans = [(0.0, 24.0)]
+        wins = _windows(0.0, 24.0, 1.6, 0.8)
+        e = np.eye(3, dtype=np.float32)
+        third = range(12, 12 + n_third)
+        labels = np.array([2 if i in third else (0 if i < 12 else 1) for i in range(len(wins))])
+        return Diarization(e[labels], wins, np.zeros(len(wins), int), spans, labels, DiarizationSettings(), fixed=fixed)
+
+    assert len({k for *_, k in diarization(1)._viterbi([0, 1, 2])}) == 3      # the pass alone keeps it
+    found = diarization(1).segments()
+    assert len({k for *_, k in found}) == 2 and sum(b - a for a, b, _ in found) == pytest.approx(24.0)
+    assert len({k for *_, k in diarization(1, fixed=True).segments()}) == 3
+    kept = diarization(6).segments()                                          # 4.8 s: a speaker
+    assert len({k for *_, k in kept}) == 3 and sum(b - a for a, b, k in kept if k == 1) == pytest.approx(4.8)
+
+
 def test_a_speaker_taken_out_gives_its_windows_to_the_others(enc):
     """Diarization.segments(without=...): on examples/three_speakers.ogg, the man taken out leaves
     the two women, numbered 0 and 1 by first appearance, over exactly the same speech; his windows
