@@ -10,18 +10,21 @@ cosine), and a smoothing pass, over the speech regions of one recording.
 2. Embeddings go through the release's projection (a within-speaker whitening fitted on train
    speakers in clean, noisy and TV conversations: training/fit_speaker_lda.py), and runs of
    `block` windows inside a region (about 3 s) are averaged. The blocks are clustered:
-   - `method="spectral"` (the shipped release's, for recordings of `spectral_min_blocks` blocks or
-     more): auto-tuned spectral clustering (`spectral`, NME-SC), which finds the number of speakers
-     from the eigengap of the recording's own affinity graph, with no threshold; then a cluster
-     whose blocks fall into groups more than `split` apart is split (`split_apart`);
-   - `method="ahc"` (and shorter recordings): average-linkage agglomerative clustering on cosine
-     distance cut at `threshold` (the number of speakers follows).
+   - `method="spectral"` (for recordings of `spectral_min_blocks` blocks or more): auto-tuned
+     spectral clustering (`spectral`, NME-SC), which finds the number of speakers from the
+     eigengap of the recording's own affinity graph, with no threshold; then a cluster whose
+     blocks fall into groups more than `split` apart is split (`split_apart`);
+   - `method="ahc"` (the shipped release's, and shorter recordings): average-linkage
+     agglomerative clustering on cosine distance cut at `threshold` (the number of speakers follows).
    `speakers` fixes the count for either. Clusters with less than `min_speaker` seconds (or
    `min_share` of the recording's speech, in long recordings) are folded into the nearest larger
-   one: a short odd stretch (a cough, a sentence ending) does not make a speaker.
+   one: a short odd stretch (a cough, a sentence ending) does not make a speaker. With `merge`, a
+   cluster whose centroid lies within `merge` of a larger one's joins it.
 3. Each window's similarity to each speaker's centroid, smoothed by Viterbi inside a region (a
    change of speaker inside a region costs `switch_penalty`; at a pause it is free). A window owns
-   the time between the midpoints to its neighbours.
+   the time between the midpoints to its neighbours. A speaker the pass leaves with less than
+   `min_speaker` seconds (it can shrink a cluster below what step 2 allowed) gives its windows to
+   the others and the pass runs again (not when `speakers` fixes the count).
 
 `diarization()` keeps steps 1 and 2 (a `Diarization`); its `segments()` is step 3, and
 `segments(without=[k])` runs step 3 again without speaker k's centroid, so that a speaker found to
