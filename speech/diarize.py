@@ -36,6 +36,9 @@ be no one (speech/analysis.py: a mixed voice) gives its windows to the speakers 
 
 Why spectral: a threshold tuned on train speakers was far from right on other voices (22.7% DER
 at 0.65 on 30 dev conversations; spectral 12.0%, with the split 10.3%): results/diarization_spectral.md.
+With resemblyzer's encoder; with the fine-tuned CAM++, its whitening and the merge, average linkage
+and spectral clustering tie on train conversations and the release's tune stage picks (average
+linkage at 0.6): results/diarization_campplus_ft.md.
 """
 from __future__ import annotations
 
