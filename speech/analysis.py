@@ -437,25 +437,25 @@ def _speaker_segments(audio, spans, classifier: GenderClassifier, encoder, speak
     found = diarization(audio, spans, encoder or default_encoder(), speakers=speakers, gain=encoder_gain)
     release()
     step(0.6, "labelling speakers")
-    out = label_diarization(audio, found, classifier, fixed_count=speakers is not None, detect_tv=detect_tv)
+    out = label_diarization(audio, found, classifier, detect_tv=detect_tv)
     step(1.0, "labelling speakers")
     return out
 
 
-def label_diarization(audio: np.ndarray, found, classifier: GenderClassifier, fixed_count: bool = False,
-                      detect_tv: bool = False, confidence: float = MIXED_CONFIDENCE, share: float = MIXED_SHARE,
+def label_diarization(audio: np.ndarray, found, classifier: GenderClassifier, detect_tv: bool = False,
+                      confidence: float = MIXED_CONFIDENCE, share: float = MIXED_SHARE,
                       logits: Optional[dict] = None):
     """A speech.diarize.Diarization -> (segments, speakers): mixed voices taken out (not when the
-    caller fixed the count; `confidence`/`share`: MIXED_* above, 0 takes none out), then
+    caller fixed the count, `found.fixed`; `confidence`/`share`: MIXED_* above, 0 takes none out), then
     label_speakers. Each segment is judged by the classifier once (`logits`: the memo, (start, end)
     -> logits, to share with other calls on the same audio)."""
     segs = found.segments()
     logits = {} if logits is None else logits
-    if not fixed_count:
+    if not found.fixed:
         mixed = mixed_voices(audio, segs, classifier, logits, confidence, share)
         if mixed:
             segs = found.segments(without=mixed)
-    return label_speakers(audio, segs, classifier, split_classes=not fixed_count, detect_tv=detect_tv, logits=logits)
+    return label_speakers(audio, segs, classifier, split_classes=not found.fixed, detect_tv=detect_tv, logits=logits)
 
 
 def mixed_voices(audio: np.ndarray, found: list, classifier: GenderClassifier, logits: Optional[dict] = None,
