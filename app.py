@@ -366,7 +366,8 @@ def make_handlers(models: Models):
         return label, figure, info
 
     @friendly
-    def analyze_conversation(audio_path, with_text=False, n_speakers=0, source=UPLOAD, progress=gr.Progress()):
+    def analyze_conversation(audio_path, with_text=False, n_speakers=0, detect_tv=False, source=UPLOAD,
+                             progress=gr.Progress()):
         from speech.analysis import analyze
 
         classifier = _classifier()
@@ -386,7 +387,8 @@ def make_handlers(models: Models):
                              "(automatic) or a whole number from 1 to 20.", title="화자 수 · Number of speakers")
         with models.lock("gender"), models.lock(stt_key), models.lock("speaker"):  # no speech raises
             report = analyze(audio, classifier, stt=stt, path=Path(audio_path).name, encoder=models.speaker,
-                             speakers=speakers or None, progress=_progress_callback(progress, 0.05, 0.85))
+                             speakers=speakers or None, detect_tv=bool(detect_tv),
+                             progress=_progress_callback(progress, 0.05, 0.85))
         progress(0.92, desc="그림 그리는 중 · drawing")
         folder, stem = _out_dir(), _stem(audio_path)
         files = []
@@ -617,6 +619,8 @@ def build_demo(models: Models) -> gr.Blocks:
                         c_nspk = gr.Number(value=0, precision=0, minimum=0, maximum=20, step=1,
                                            label="화자 수 · Number of speakers (0 = 자동 automatic)",
                                            elem_id="conv_speakers")
+                        c_tv = gr.Checkbox(label="TV·라디오가 켜져 있음 · A TV or radio was on (report it apart)",
+                                           elem_id="conv_tv")
                         c_btn = gr.Button("대화 분석 · Analyze", variant="primary", elem_id="conv_btn")
                         _examples(c_audio, FAMILY_EXAMPLE + SHORT_EXAMPLES[:1])
                     with gr.Column(scale=3):
@@ -630,7 +634,7 @@ def build_demo(models: Models) -> gr.Blocks:
                 c_turns = gr.Dataframe(headers=TURN_COLUMNS, label="발화 · Turns", interactive=False, wrap=True,
                                        elem_id="conv_turns")
                 c_outputs = [c_bar, c_summary, c_plot, c_turns, c_files, c_speakers]
-                c_run = c_btn.click(analyze_conversation, [c_audio, c_text, c_nspk, _source_of(c_audio)], c_outputs,
+                c_run = c_btn.click(analyze_conversation, [c_audio, c_text, c_nspk, c_tv, _source_of(c_audio)], c_outputs,
                                     api_name="analyze", concurrency_id="models")
                 c_run.success(lambda text: gr.Dataframe(column_widths=TEXT_TABLE_WIDTHS if text else []), c_text, c_turns,
                               queue=False, api_visibility="private")  # in the page only: the API returns the table

@@ -513,11 +513,12 @@ def label_speakers(audio: np.ndarray, found: list, classifier: GenderClassifier,
     for s, e, _ in found:                     # speakers numbered by first speech, as diarize numbers them
         first.setdefault(key_of[(s, e)], len(first))
     speaker_of = {}
+    tv = tv_speakers(audio, {key: [span for span, _, _ in items] for key, items in groups.items()}) if detect_tv else set()
     for key in sorted(groups, key=first.get):
         spans_, sums, seconds = zip(*groups[key])
         probs = pooled_probabilities(audio, spans_, torch.stack(sums), torch.stack(seconds), classifier)
         label = _label(probs)
-        cls = "tv" if detect_tv and is_tv(audio, spans_) else label
+        cls = "tv" if key in tv else label
         speaker_of[key] = Speaker(f"S{first[key] + 1}", label, cls, probs, 0.0, 0.0, 0)
     segments = [Segment(s, e, sp.label, sp.probabilities[sp.label], speaker=sp.id)
                 for s, e, _ in found for sp in [speaker_of[key_of[(s, e)]]]]
@@ -589,24 +590,18 @@ def span_logits(classifier: GenderClassifier, chunks: list, batch_size: int = 16
     return out
 
 
-MIN_TV_SECONDS = 15.0   # a TV talks for long stretches; a speaker with less is family whatever the
-                        # detector says (it called a man in 5 dB vacuum noise, 5.8 s of speech, TV)
-
-
-def is_tv(audio: np.ndarray, spans) -> bool:
-    """Whether one speaker's speech is a TV or radio (speech/tv.py's detector), for speakers with
-    at least MIN_TV_SECONDS of speech. Without a TV model release every speaker counts as family,
+def tv_speakers(audio: np.ndarray, spans_of: dict) -> set:
+    """The speakers (keys of {key: spans}) that speech/tv.py's detector calls TV or radio, judged
+    together (`speech.tv.tv_speakers`). Without a TV model release every speaker counts as family,
     and one log line says so."""
     from . import tv
     from .bundle import CheckpointError
 
-    if sum(e - s for s, e in spans) < MIN_TV_SECONDS:
-        return False
     try:
-        return bool(tv.is_tv(audio, spans))
+        return tv.tv_speakers(audio, spans_of)
     except CheckpointError as e:
         _warn_once(f"no TV model, no speaker is reported as TV: {e}")
-        return False
+        return set()
 
 
 @lru_cache(maxsize=4)

@@ -153,3 +153,49 @@ def tv_probability(audio: np.ndarray, spans: list[tuple[float, float]],
 def is_tv(audio: np.ndarray, spans: list[tuple[float, float]], detector: Optional[TVDetector] = None) -> bool:
     detector = detector or default_detector()
     return tv_probability(audio, spans, detector) >= detector.threshold
+
+
+# Speakers of one recording judged together (`tv_speakers`). Chosen on train conversations only
+# (results/tv_speakers.md): a family quiet for 10-40 s while the TV talks (make_conversations
+# --quiet-prob 0.3) at 0-5 dB over household noise, with and without a parent across the room.
+MIN_TV_SECONDS = 15.0     # a TV talks for long stretches: less in all is family whatever the scores
+FAR_DB = -9.0             # "far": speech level this far under the loudest family-sounding speaker ...
+FAR_PROBABILITY = 0.2     # ... and this TV-like. A parent 8 dB further away than the others through a
+                          # room like the TV's came out 2.5-7 dB under the loudest speaker, p 0.08-0.61
+REFERENCE_SECONDS = 10.0  # the loudest speaker is one with at least this much speech
+FRAME = 400               # 25 ms frames for the speech level
+
+
+def speech_level(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = SAMPLE_RATE) -> float:
+    """Level of the louder part of the speech in `spans`: the 90th percentile of the 25 ms frame
+    levels (dB re full scale), so pauses and soft syllable ends inside the spans do not lower it."""
+    x = np.concatenate([np.asarray(audio[int(s * sr):int(e * sr)], np.float32) for s, e in spans] or [np.zeros(0, np.float32)])
+    if len(x) < FRAME:
+        return -100.0
+    frames = x[:len(x) // FRAME * FRAME].reshape(-1, FRAME)
+    return float(np.percentile(10 * np.log10(np.mean(frames ** 2, 1) + 1e-10), 90))
+
+
+def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector] = None) -> set:
+    """Which speakers of one recording are a TV or radio: {key: [(start, end), ...]} -> set of keys.
+
+    Diarization splits a TV programme into several voices, each with too little speech to judge
+    alone, so the speakers are judged together. A speaker is a candidate when it *sounds* like a TV
+    (`tv_probability` at least the detector's threshold) or when it is far and somewhat TV-like:
+    its `speech_level` FAR_DB or more under the loudest speaker that does not sound like a TV (with
+    REFERENCE_SECONDS of speech), and probability at least FAR_PROBABILITY. The candidates are TV
+    when together they have MIN_TV_SECONDS of speech; otherwise none is. A TV quiet under household
+    noise loses the loudspeaker's marks that `tv_probability` listens for, but stays far under the
+    family; the level rule is also what can take a parent far from the recorder for a TV
+    (`detect_tv` is opt-in for that reason)."""
+    detector = detector or default_detector()
+    audio = np.asarray(audio, dtype=np.float32)
+    seconds = {k: sum(max(0.0, e - s) for s, e in v) for k, v in spans_of.items()}
+    prob = {k: tv_probability(audio, v, detector) if seconds[k] > 0 else 0.0 for k, v in spans_of.items()}
+    level = {k: speech_level(audio, v) for k, v in spans_of.items()}
+    sounds = {k for k in spans_of if prob[k] >= detector.threshold}
+    family_like = [k for k in spans_of if k not in sounds and seconds[k] >= REFERENCE_SECONDS]
+    top = max((level[k] for k in family_like), default=None)
+    far = {k for k in spans_of if top is not None and level[k] <= top + FAR_DB and prob[k] >= FAR_PROBABILITY}
+    found = sounds | far
+    return found if sum(seconds[k] for k in found) >= MIN_TV_SECONDS else set()

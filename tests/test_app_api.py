@@ -309,6 +309,39 @@ def test_analyze_family_recording(client):
     assert len(SRT_CUE.findall(by_ext[".srt"].read_text(encoding="utf-8"))) >= len(rows)  # cues of <= 7 s
 
 
+def test_analyze_reports_a_tv_apart_when_asked(client, tmp_path):
+    """The Conversation tab's "a TV or radio was on" box: a TV programme (other voices through
+    training/tv_mix.py's chain) before two parents' sentences is a `TV` row without a share, and the
+    parents' ratio is theirs alone; without the box the TV's voices are family members."""
+    import random
+
+    import librosa
+
+    from speech.audio import SAMPLE_RATE, load_audio
+    from training.tv_mix import TVChain, apply_chain
+
+    gender = EXAMPLES.parent / "gender"
+
+    def clips(paths, gap):
+        parts = []
+        for path in paths:
+            parts += [librosa.effects.trim(load_audio(path), top_db=30)[0], np.zeros(int(gap * SAMPLE_RATE), np.float32)]
+        return np.concatenate(parts)
+
+    chain = TVChain(highpass_hz=250, lowpass_hz=5000, rt60=0.5, drr_db=2.0, threshold_db=-20, music_db=-15)
+    tv = apply_chain(clips([gender / "avc00010.flac", gender / "pmi00020.flac", gender / "avc00010.flac"], 0.3),
+                     chain, random.Random(0)) * 0.5
+    family = clips([gender / "ava00021.flac", gender / "emh00305.flac", FEMALE, MALE], 0.8)
+    mixed = np.concatenate([tv, family]) + 1e-3 * np.random.default_rng(0).standard_normal(len(tv) + len(family))
+    path = handle_file(_wav(tmp_path / "tv_then_family.wav", mixed.astype(np.float32), SAMPLE_RATE))
+    _, summary, _, _, _, speakers = client.predict(path, False, 0, True, api_name="/analyze")
+    tv_rows = [r for r in speakers["data"] if r[1] == "TV"]
+    assert tv_rows and all(r[3] == "—" for r in tv_rows), speakers
+    assert {r[1] for r in speakers["data"]} == {"TV", "여성 female", "남성 male"}, speakers
+    _, _, _, _, _, plain = client.predict(path, False, 0, api_name="/analyze")   # the box left unticked
+    assert "TV" not in {r[1] for r in plain["data"]}, plain
+
+
 def test_analyze_with_transcripts(client):
     _, summary, _, turns, _, _ = client.predict(handle_file(str(FEMALE)), True, 0, api_name="/analyze")
     rows = turns["data"]

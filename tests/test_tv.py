@@ -111,3 +111,61 @@ def test_conversation_clusters_leave_family_speech_out_of_the_tv():
     assert got[:2] == [("ava", False, [(1.0, 4.0), (8.0, 9.0)]), ("emf", False, [(5.0, 7.0)])]
     assert got[2] == ("TV", True, [(0.0, 1.0), (4.0, 5.0), (7.0, 8.0), (9.0, 12.0)])
     assert [c[0] for c in clusters(truth, "noise")] == ["ava", "emf"]
+
+
+# -- the speakers of one recording judged together (speech.tv.tv_speakers) -------------------------
+
+def _recording(tv_db=None, far_db=None, snr=None):
+    """Two parents (ava, emh: two sentences each, at one level) with a third voice between their
+    sentences: three TV voices (avc, emf, pmi through CHAIN) at `tv_db` dB relative to the parents,
+    or the man emf `far_db` dB down through a room without the loudspeaker (a parent across the
+    room); vacuum noise `snr` dB under the whole -> (audio, {speaker: spans})."""
+    from training.tv_mix import room
+
+    ex = FIX / "examples"
+    parents = [("ava", load_audio(CLIPS[0])), ("emh", load_audio(CLIPS[3])),
+               ("ava", load_audio(ex / "ko_female_ava00013.flac")), ("emh", load_audio(ex / "ko_male_emh00003.flac"))]
+    level = np.mean([np.sqrt(np.mean(a ** 2)) for _, a in parents])
+
+    def at(x, db):
+        return (x * level * 10 ** (db / 20) / np.sqrt(np.mean(x ** 2))).astype(np.float32)
+
+    if tv_db is not None:
+        others = [(k, at(apply_chain(load_audio(FIX / "gender" / f"{k}{n}.flac"), CHAIN, random.Random(0)), tv_db))
+                  for k, n in (("avc", "00010"), ("emf", "00002"), ("pmi", "00020"))]
+    else:
+        far = at(room(load_audio(CLIPS[1]), 0.5, 2.0, random.Random(1)), far_db)
+        others = [("emf", far)] * 3
+    pieces = [parents[0], others[0], parents[1], others[1], parents[2], others[2], parents[3]]
+    audio, spans = montage([a for _, a in pieces], gap=0.7)
+    by = {}
+    for (k, _), span in zip(pieces, spans):
+        by.setdefault(k, []).append(span)
+    return (with_noise(audio, snr) if snr is not None else audio), by
+
+
+def test_a_tv_split_into_short_voices_is_judged_together():
+    """Diarization gives a TV programme's voices speakers of their own, each under MIN_TV_SECONDS
+    (15 s): together they are the TV; one voice alone (10.7 s) is too little to call anything TV."""
+    from speech.tv import MIN_TV_SECONDS, tv_speakers
+
+    audio, spans = _recording(tv_db=0.0)
+    seconds = {k: sum(e - s for s, e in v) for k, v in spans.items()}
+    assert all(seconds[k] < MIN_TV_SECONDS for k in ("avc", "emf", "pmi")), seconds
+    assert tv_speakers(audio, spans) == {"avc", "emf", "pmi"}
+    assert tv_speakers(audio, {k: spans[k] for k in ("ava", "emh", "avc")}) == set()
+
+
+def test_a_quiet_tv_under_household_noise_is_found_and_a_far_parent_is_not():
+    """A TV 12 dB under the parents with vacuum noise 10 dB under the recording: the noise hides the
+    loudspeaker's marks (one voice scores under the detector's threshold) but the voices sit far
+    under the family, so the TV is found. A parent 6 dB further away than the other, through a room
+    like the TV's and the same noise, stays family."""
+    from speech.tv import tv_speakers
+
+    audio, spans = _recording(tv_db=-12.0, snr=10.0)
+    det = default_detector()
+    assert min(tv_probability(audio, spans[k]) for k in ("avc", "emf", "pmi")) < det.threshold
+    assert tv_speakers(audio, spans) == {"avc", "emf", "pmi"}
+    audio, spans = _recording(far_db=-6.0, snr=10.0)
+    assert tv_speakers(audio, spans) == set()

@@ -13,8 +13,9 @@ noise and a TV 15 dB below, `tv`: the TV 10 dB below, noise at 10 dB):
 * the TV's cluster (variants with a TV) is its programme's speech spans minus every family segment
   (what diarization can give the TV); a *missed TV* when it is not called TV.
 
-The decision is the analysis's: `speech.analysis.is_tv` (the detector's threshold, and never TV
-under MIN_TV_SECONDS of speech). With `--analyze`, the whole analysis (`detect_tv=True`, found
+The decision is the analysis's: `speech.analysis.tv_speakers` over all clusters of the file together
+(speech/tv.py's `tv_speakers`: the detector's threshold, the far-and-TV-like rule, never TV under
+MIN_TV_SECONDS of speech in all). With `--analyze`, the whole analysis (`detect_tv=True`, found
 speakers) also runs on every file and counts speakers reported as `tv` against the truth.
 """
 from __future__ import annotations
@@ -60,8 +61,8 @@ def clusters(truth: dict, variant: str):
 
 
 def main(argv=None) -> dict:
-    from speech.analysis import MIN_TV_SECONDS, is_tv
-    from speech.tv import default_detector, tv_probability
+    from speech.analysis import tv_speakers
+    from speech.tv import MIN_TV_SECONDS, default_detector, tv_probability
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conversations", default="data/13/conv-dev")
@@ -86,10 +87,12 @@ def main(argv=None) -> dict:
             if not path.exists():
                 continue
             audio = load_audio(path)
-            for name, tv, spans in clusters(truth, variant):
+            found = clusters(truth, variant)
+            called_tv = tv_speakers(audio, {name: spans for name, _, spans in found if spans})
+            for name, tv, spans in found:
                 secs = sum(e - s for s, e in spans)
                 prob = tv_probability(audio, spans) if spans else 0.0
-                called = bool(spans) and is_tv(audio, spans)
+                called = name in called_tv
                 rows.append({"conversation": truth["name"], "variant": variant, "cluster": name, "tv": tv,
                              "seconds": round(secs, 1), "probability": round(prob, 4), "called_tv": called})
             if args.analyze:
@@ -126,7 +129,7 @@ def main(argv=None) -> dict:
 
 
 def markdown(res: dict) -> str:
-    lines = ["# TV detector inside conversations (speech/tv.py, decision of speech.analysis.is_tv)", "",
+    lines = ["# TV detector inside conversations (speech/tv.py, decision of speech.analysis.tv_speakers)", "",
              f"`{res['command']}`", "",
              f"Threshold {res['threshold']:.3f}; never TV under {res['min_tv_seconds']:g} s of speech. Family clusters: each "
              "speaker's true segments; TV cluster: the programme's speech outside every family segment.", "",

@@ -31,6 +31,9 @@ as a fourth field. Two more variants serve them:
 
 `--quiet-prob P` makes a pause between turns last 10-40 s with probability P: the family is quiet
 and, in the `household` and `tv` variants, the TV talks alone (its speech is not in the reference).
+`--far-db D` puts one adult of each conversation across the room: D dB quieter and through a
+synthetic room as far as the TV's (truth `far`: who, how much, the room). A TV detector that
+judges by level or reverberation alone would drop that parent.
 
 With `--children MANIFEST` (rows of gender `child`, e.g. `training/child_voice.py --one-voice`)
 one child joins every conversation, made from a speaker who is not one of its adults; its
@@ -62,7 +65,7 @@ from speech.audio import SAMPLE_RATE
 from training.manifest import CHILD, label_name, normalize_gender, read_manifest
 from training.data import load_utterances
 from training.noise import HOUSEHOLD, NoiseBank, limit_peak, mix_at_snr, noise_part
-from training.tv_mix import add_tv, tv_sound
+from training.tv_mix import add_tv, room, tv_sound
 
 TV_LEVEL_DB = -15.0
 TV_ROOM_LEVEL_DB = -10.0
@@ -163,6 +166,10 @@ def main(argv=None):
     p.add_argument("--quiet-prob", type=float, default=0.0,
                    help="with --speakers: the chance that a pause between turns lasts 10-40 s (the family quiet "
                         "while the TV of the household and tv variants talks alone, as at home)")
+    p.add_argument("--far-db", type=float, default=0.0, metavar="DB",
+                   help="with --speakers: one adult of each conversation talks from across the room, DB dB "
+                        "quieter and through a synthetic room like the TV's (RT60 0.3-0.8 s, DRR -3..6 dB): "
+                        "a far parent, which TV detection must leave in the family")
     args = p.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -239,6 +246,12 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out, kids=None)
                     fits = [c for c, v in kids.items() if v["source"] not in chosen]
                 kid = rng.choice(sorted(fits) or sorted(kids))
                 pools[kid], gender[kid] = kids[kid]["utts"], CHILD
+            far = None
+            if args.far_db:      # one adult across the room: quieter, through the TV's kind of room
+                far = {"speaker": rng.choice(chosen), "db": args.far_db, "rt60": rng.uniform(0.3, 0.8),
+                       "drr_db": rng.uniform(-3, 6)}
+                gain = np.float32(10 ** (-args.far_db / 20))
+                pools[far["speaker"]] = [room(u, far["rt60"], far["drr_db"], rng) * gain for u in pools[far["speaker"]]]
             wav, segs = build_multi(pools, rng, args.turns, args.overlap_prob, args.quiet_prob)
             others = sorted(s for s in by if s not in chosen)
             tv, tv_spans, chain = tv_sound(len(wav), [a for s in others for a in by[s]["utts"]], rng)
@@ -254,7 +267,7 @@ def make_multi(by, females, males, lo, hi, bank, rng, gen, args, out, kids=None)
             segs = [(s, e, gender[spk], spk) for s, e, spk in segs]
             fs, ms = speech_seconds([x[:3] for x in segs], "female"), speech_seconds([x[:3] for x in segs], "male")
             truth.write(json.dumps({
-                "name": name, "speakers": gender, "tv_speakers": others, "tv_chain": chain.to_dict(),
+                "name": name, "speakers": gender, "tv_speakers": others, "tv_chain": chain.to_dict(), "far": far,
                 "tv_level_db": {"household": args.tv_level, "tv": TV_ROOM_LEVEL_DB},
                 "tv_segments": [[round(s, 3), round(e, 3)] for s, e in tv_spans],
                 "duration": len(wav) / SAMPLE_RATE, "female_seconds": fs, "male_seconds": ms,

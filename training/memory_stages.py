@@ -85,7 +85,7 @@ def main(argv=None):
     st.mark("import speech")
     for owner, attr in [(analysis, "load_speech"), (analysis, "find_speech"), (speaker, "default_encoder"),
                         (diarize, "embed_regions"), (diarize, "assign"), (analysis, "segment_logits"),
-                        (analysis, "is_tv")]:
+                        (analysis, "tv_speakers")]:
         st.wrap(owner, attr)
     clf = GenderClassifier.load()
     st.mark("gender model")
