@@ -270,9 +270,11 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     speech.speaker.SpeakerEncoder (default: the embedded one). `diarize=False`: the gender-only
     analysis (frame labels, no speakers); `window` and `switch_penalty` apply to it only.
     `spans`: speech regions already found by `find_speech` (evaluations compare systems on one VAD pass).
-    `detect_tv`: report speakers that speech/tv.py's detector calls TV or radio as `tv`, outside the
-    family's shares. Off by default: in 10 dB household noise it called a real man TV (27 s of his
-    speech, tests/test_analysis.py's long conversation), which moves the parents' ratio by 15 points."""
+    `detect_tv`: report speakers that speech/tv.py calls TV or radio (`tv_speakers`: all speakers
+    judged together) as `tv`, outside the family's shares. Off by default: in 10 dB household noise
+    its detector called a real man TV (27 s of his speech, tests/test_analysis.py's long
+    conversation), which moves the parents' ratio by 15 points, and a parent 9 dB or more under the
+    loudest speaker can pass for a far TV (results/tv_speakers.md)."""
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be at least 1, got {speakers}")
     t0 = time.perf_counter()

@@ -209,8 +209,9 @@ def add_analyze(sub):
     p.add_argument("--speakers", type=_positive_int, default=None, metavar="N",
                    help="number of speakers, if known (default: found automatically)")
     p.add_argument("--detect-tv", action="store_true",
-                   help="report speakers that sound like a TV or radio as 'tv', outside the family's shares "
-                        "(experimental: it can take a speaker in household noise for a TV)")
+                   help="a TV or radio was on: report speakers that sound like one, or sit far under the family "
+                        "and a little like one, as 'tv', outside the family's shares (it can take a speaker in "
+                        "household noise, or a parent far from the recorder, for a TV)")
     p.add_argument("--output", "-o", default=None, help="write here instead of standard output (one FILE)")
     p.add_argument("--plot", default=None, metavar="PNG", help="also save the timeline figure (one FILE)")
     p.add_argument("--output-dir", default=None, metavar="DIR",

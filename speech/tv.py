@@ -176,6 +176,29 @@ def speech_level(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = 
     return float(np.percentile(10 * np.log10(np.mean(frames ** 2, 1) + 1e-10), 90))
 
 
+def speaker_scores(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector] = None) -> dict:
+    """{key: spans} -> {key: (seconds of speech, tv_probability, speech_level)}: what `judge` needs."""
+    detector = detector or default_detector()
+    audio = np.asarray(audio, dtype=np.float32)
+    out = {}
+    for k, v in spans_of.items():
+        seconds = sum(max(0.0, e - s) for s, e in v)
+        out[k] = (seconds, tv_probability(audio, v, detector) if seconds > 0 else 0.0, speech_level(audio, v))
+    return out
+
+
+def judge(scores: dict, threshold: float, far_db: float = FAR_DB, far_probability: float = FAR_PROBABILITY,
+          min_seconds: float = MIN_TV_SECONDS) -> set:
+    """The decision of `tv_speakers` on `speaker_scores`' numbers (separate so that
+    training/tune_tv.py can try other settings without measuring again)."""
+    sounds = {k for k, (_, p, _) in scores.items() if p >= threshold}
+    family_like = [level for k, (sec, _, level) in scores.items() if k not in sounds and sec >= REFERENCE_SECONDS]
+    top = max(family_like, default=None)
+    far = {k for k, (_, p, level) in scores.items() if top is not None and level <= top + far_db and p >= far_probability}
+    found = sounds | far
+    return found if sum(scores[k][0] for k in found) >= min_seconds else set()
+
+
 def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector] = None) -> set:
     """Which speakers of one recording are a TV or radio: {key: [(start, end), ...]} -> set of keys.
 
@@ -189,13 +212,4 @@ def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector
     family; the level rule is also what can take a parent far from the recorder for a TV
     (`detect_tv` is opt-in for that reason)."""
     detector = detector or default_detector()
-    audio = np.asarray(audio, dtype=np.float32)
-    seconds = {k: sum(max(0.0, e - s) for s, e in v) for k, v in spans_of.items()}
-    prob = {k: tv_probability(audio, v, detector) if seconds[k] > 0 else 0.0 for k, v in spans_of.items()}
-    level = {k: speech_level(audio, v) for k, v in spans_of.items()}
-    sounds = {k for k in spans_of if prob[k] >= detector.threshold}
-    family_like = [k for k in spans_of if k not in sounds and seconds[k] >= REFERENCE_SECONDS]
-    top = max((level[k] for k in family_like), default=None)
-    far = {k for k in spans_of if top is not None and level[k] <= top + FAR_DB and prob[k] >= FAR_PROBABILITY}
-    found = sounds | far
-    return found if sum(seconds[k] for k in found) >= MIN_TV_SECONDS else set()
+    return judge(speaker_scores(audio, spans_of, detector), detector.threshold)

@@ -233,6 +233,25 @@ def test_evaluate_speakers_scores_the_analysis_with_and_without_tv_detection(cam
         main(["--conversations", str(out / "data" / "conversations" / "dev"), "--systems", "speakers,tv-only"])
 
 
+def test_tune_tv_measures_the_found_speakers_once_and_sweeps_the_rule(campplus, tmp_path):
+    """training/tune_tv on the recipe's dev conversation with a TV: one row per found speaker (its
+    seconds, TV probability and level as speech.tv.speaker_scores gives them, and how much of it is
+    family speech), the whole grid judged from those rows; a second run from the saved rows agrees."""
+    from training.tune_tv import FAR_DB_GRID, FAR_PROBABILITY_GRID, main
+
+    out, _ = campplus
+    conv = out / "data" / "conversations" / "dev"
+    res = main(["--conversations", f"{conv}:tv", "--out", str(tmp_path / "tune")])
+    assert res["rows"] and len(res["grid"]) == len(FAR_DB_GRID) * len(FAR_PROBABILITY_GRID)
+    assert all(0.0 <= r["family"] <= 1.0 and r["seconds"] > 0 and 0.0 <= r["probability"] <= 1.0 and r["level_db"] < 0
+               for r in res["rows"])
+    assert max(r["family"] for r in res["rows"]) > 0.9          # the family's speakers are found
+    report = json.loads((tmp_path / "tune.json").read_text(encoding="utf-8"))
+    assert report["chosen"] == res["chosen"] and "far_probability" in (tmp_path / "tune.md").read_text(encoding="utf-8")
+    again = main(["--conversations", f"{conv}:tv", "--rows", str(tmp_path / "tune.json"), "--out", str(tmp_path / "again")])
+    assert again["grid"] == res["grid"] and again["chosen"] == res["chosen"]
+
+
 def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
     from speech.diarize import diarize, release_settings
     from speech.speaker import SpeakerEncoder

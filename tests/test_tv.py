@@ -169,3 +169,23 @@ def test_a_quiet_tv_under_household_noise_is_found_and_a_far_parent_is_not():
     assert tv_speakers(audio, spans) == {"avc", "emf", "pmi"}
     audio, spans = _recording(far_db=-6.0, snr=10.0)
     assert tv_speakers(audio, spans) == set()
+
+
+def test_tune_tv_keeps_a_margin_from_the_nearest_far_parent():
+    """training/tune_tv's choice on measured speaker numbers: a parent 7 dB under the loudest speaker
+    and a TV 9.5 dB under. far_db -9 finds the TV and drops no parent, but a parent 2 dB nearer the TV
+    would go: with a 2 dB margin nothing that finds this TV is safe, and the choice falls back to
+    the farthest, most TV-like setting; without the margin it is -9 dB at the higher probability."""
+    from training.tune_tv import choose, sweep
+
+    rows = [{"set": "s", "file": "f", "speaker": k, "seconds": sec, "probability": p, "level_db": lv, "family": fam}
+            for k, sec, p, lv, fam in (("mother", 30.0, 0.1, -15.0, 1.0), ("father", 20.0, 0.4, -22.0, 1.0),
+                                        ("tv", 20.0, 0.3, -24.5, 0.0))]
+    grid = sweep(rows, threshold=0.863)
+    found = {(g["far_db"], g["far_probability"]): g["tv_found"] for g in grid}
+    dropped = {(g["far_db"], g["far_probability"]): g["family_dropped"] for g in grid}
+    assert found[(-9.0, 0.3)] == 20.0 and dropped[(-9.0, 0.3)] == 0 and dropped[(-7.0, 0.3)] == 20.0
+    best = choose(rows, 0.863, grid, margin_db=2.0, margin_probability=0.0)
+    assert (best["far_db"], best["far_probability"], best["tv_found"]) == (-12.0, 0.5, 0.0)
+    best = choose(rows, 0.863, grid, margin_db=0.0, margin_probability=0.0)
+    assert (best["far_db"], best["far_probability"]) == (-9.0, 0.3)
