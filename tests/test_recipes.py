@@ -245,7 +245,7 @@ def test_tune_tv_measures_the_found_speakers_once_and_sweeps_the_rule(campplus, 
     assert res["rows"] and len(res["grid"]) == len(FAR_DB_GRID) * len(FAR_PROBABILITY_GRID)
     assert all(0.0 <= r["family"] <= 1.0 and r["seconds"] > 0 and 0.0 <= r["probability"] <= 1.0 and r["level_db"] < 0
                for r in res["rows"])
-    assert max(r["family"] for r in res["rows"]) > 0.9          # the family's speakers are found
+    assert max(r["family"] for r in res["rows"]) > 0.8          # the family's speakers are found
     report = json.loads((tmp_path / "tune.json").read_text(encoding="utf-8"))
     assert report["chosen"] == res["chosen"] and "far_probability" in (tmp_path / "tune.md").read_text(encoding="utf-8")
     again = main(["--conversations", f"{conv}:tv", "--rows", str(tmp_path / "tune.json"), "--out", str(tmp_path / "again")])
