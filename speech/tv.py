@@ -162,6 +162,7 @@ MIN_TV_SECONDS = 15.0     # a TV talks for long stretches: less in all is family
 FAR_DB = -9.0             # "far": speech level this far under the loudest family-sounding speaker ...
 FAR_PROBABILITY = 0.2     # ... and this TV-like. A parent 8 dB further away than the others through a
                           # room like the TV's came out 2.5-7 dB under the loudest speaker, p 0.08-0.61
+SOUNDS_DB = -6.0          # a speaker that sounds like a TV must also be this far under that speaker (None: any level)
 REFERENCE_SECONDS = 10.0  # the loudest speaker is one with at least this much speech
 FRAME = 400               # 25 ms frames for the speech level
 
@@ -188,12 +189,15 @@ def speaker_scores(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetec
 
 
 def judge(scores: dict, threshold: float, far_db: float = FAR_DB, far_probability: float = FAR_PROBABILITY,
-          min_seconds: float = MIN_TV_SECONDS) -> set:
+          sounds_db: Optional[float] = SOUNDS_DB, min_seconds: float = MIN_TV_SECONDS) -> set:
     """The decision of `tv_speakers` on `speaker_scores`' numbers (separate so that
-    training/tune_tv.py can try other settings without measuring again)."""
+    training/tune_tv.py can try other settings without measuring again). `sounds_db` None: a
+    speaker that sounds like a TV is a candidate at any level."""
     sounds = {k for k, (_, p, _) in scores.items() if p >= threshold}
     family_like = [level for k, (sec, _, level) in scores.items() if k not in sounds and sec >= REFERENCE_SECONDS]
     top = max(family_like, default=None)
+    if top is not None and sounds_db is not None:
+        sounds = {k for k in sounds if scores[k][2] <= top + sounds_db}
     far = {k for k, (_, p, level) in scores.items() if top is not None and level <= top + far_db and p >= far_probability}
     found = sounds | far
     return found if sum(scores[k][0] for k in found) >= min_seconds else set()

@@ -334,7 +334,7 @@ def test_tv_speaker_is_not_family(clf, enc):
     chain = TVChain(highpass_hz=250, lowpass_hz=5000, rt60=0.5, drr_db=2.0, threshold_db=-20, music_db=-15)
     programme, _ = montage([(G / "avc00010.flac", "avc"), (G / "pmi00020.flac", "pmi"), (G / "avc00010.flac", "avc")],
                            gap=0.3)
-    tv = apply_chain(programme, chain, random.Random(0)) * 0.5
+    tv = apply_chain(programme, chain, random.Random(0)) * 0.25   # across the room: about 10 dB under the family
     mixed = np.concatenate([tv, audio]).astype(np.float32)
     plain = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
     assert not [sp for sp in analyze((SAMPLE_RATE, mixed), clf, encoder=enc).speakers if sp.cls == "tv"]  # opt-in

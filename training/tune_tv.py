@@ -1,4 +1,4 @@
-"""Choose the far-and-TV-like rule of speech.tv.tv_speakers on TRAIN conversations.
+"""Choose the level rules of speech.tv.tv_speakers on TRAIN conversations.
 
     python -m training.make_conversations --manifest data/ko-speech/train.jsonl --noise-part train \
         --speakers 2-4 --turns 16 --quiet-prob 0.3 --far-db 8 --out data/13/train-far --n 10 --seed 9
@@ -26,6 +26,7 @@ from pathlib import Path
 
 FAR_DB_GRID = (-6.0, -7.0, -8.0, -9.0, -10.0, -12.0)
 FAR_PROBABILITY_GRID = (0.2, 0.3, 0.5)    # a far speaker must also sound somewhat like a TV
+SOUNDS_DB_GRID = (None, 0.0, -3.0, -6.0)  # how far under the family one that sounds like a TV must be
 
 
 def family_fraction(spans, segments) -> float:
@@ -56,7 +57,8 @@ def measure(sets, clf, enc) -> list:
     return rows
 
 
-def sweep(rows, threshold: float, far_dbs=FAR_DB_GRID, far_probabilities=FAR_PROBABILITY_GRID) -> list:
+def sweep(rows, threshold: float, far_dbs=FAR_DB_GRID, far_probabilities=FAR_PROBABILITY_GRID,
+          sounds_dbs=SOUNDS_DB_GRID) -> list:
     """-> one entry per grid point: family seconds reported as TV, TV seconds found, per set."""
     from speech.tv import judge
 
@@ -64,42 +66,47 @@ def sweep(rows, threshold: float, far_dbs=FAR_DB_GRID, far_probabilities=FAR_PRO
     for r in rows:
         files.setdefault((r["set"], r["file"]), []).append(r)
     out = []
-    for far_db in far_dbs:
-        for far_p in far_probabilities:
-            per = {}
-            for (name, _), speakers in files.items():
-                called = judge({r["speaker"]: (r["seconds"], r["probability"], r["level_db"]) for r in speakers},
-                               threshold, far_db, far_p)
-                x = per.setdefault(name, {"family_dropped": 0.0, "family": 0.0, "tv_found": 0.0, "tv": 0.0})
-                for r in speakers:
-                    kind = "family" if r["family"] >= 0.5 else "tv"
-                    x[kind] += r["seconds"]
-                    if r["speaker"] in called:
-                        x["family_dropped" if kind == "family" else "tv_found"] += r["seconds"]
-            out.append({"far_db": far_db, "far_probability": far_p, "sets": per,
-                        "family_dropped": sum(v["family_dropped"] for v in per.values()),
-                        "tv_found": sum(v["tv_found"] for v in per.values()), "tv": sum(v["tv"] for v in per.values())})
+    for sounds_db in sounds_dbs:
+        for far_db in far_dbs:
+            for far_p in far_probabilities:
+                per = {}
+                for (name, _), speakers in files.items():
+                    called = judge({r["speaker"]: (r["seconds"], r["probability"], r["level_db"]) for r in speakers},
+                                   threshold, far_db, far_p, sounds_db)
+                    x = per.setdefault(name, {"family_dropped": 0.0, "family": 0.0, "tv_found": 0.0, "tv": 0.0})
+                    for r in speakers:
+                        kind = "family" if r["family"] >= 0.5 else "tv"
+                        x[kind] += r["seconds"]
+                        if r["speaker"] in called:
+                            x["family_dropped" if kind == "family" else "tv_found"] += r["seconds"]
+                out.append({"sounds_db": sounds_db, "far_db": far_db, "far_probability": far_p, "sets": per,
+                            "family_dropped": sum(v["family_dropped"] for v in per.values()),
+                            "tv_found": sum(v["tv_found"] for v in per.values()),
+                            "tv": sum(v["tv"] for v in per.values())})
     return out
 
 
 def choose(rows, threshold: float, grid: list, margin_db: float, margin_probability: float) -> dict:
     """The grid point that finds the most TV among those that report no family speech as TV, neither
     as they are nor `margin_db` dB nearer and `margin_probability` less TV-like (a parent a little
-    closer to the TV's level and sound than the material's far parents)."""
+    closer to the TV's level and sound than the material's far parents). Ties: the higher
+    probability, then the farther levels (fewer speakers at risk)."""
     def safe(g):
-        nearer = sweep(rows, threshold, [g["far_db"] + margin_db], [g["far_probability"] - margin_probability])[0]
+        nearer = sweep(rows, threshold, [g["far_db"] + margin_db], [g["far_probability"] - margin_probability],
+                       [None if g["sounds_db"] is None else g["sounds_db"] + margin_db])[0]
         return g["family_dropped"] == 0 and nearer["family_dropped"] == 0
 
     candidates = [g for g in grid if safe(g)]
     if not candidates:
         raise SystemExit("every setting reports family speech as TV")
-    return max(candidates, key=lambda g: (round(g["tv_found"], 1), g["far_probability"], -g["far_db"]))
+    return max(candidates, key=lambda g: (round(g["tv_found"], 1), g["far_probability"], -g["far_db"],
+                                          -(g["sounds_db"] if g["sounds_db"] is not None else 99.0)))
 
 
 def main(argv=None) -> dict:
     from speech.gender import GenderClassifier
     from speech.speaker import SpeakerEncoder
-    from speech.tv import FAR_DB, FAR_PROBABILITY, default_detector
+    from speech.tv import FAR_DB, FAR_PROBABILITY, SOUNDS_DB, default_detector
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conversations", nargs="+", required=True, metavar="FOLDER:VARIANTS",
@@ -122,7 +129,8 @@ def main(argv=None) -> dict:
     res = {"command": "python -m training.tune_tv " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
            "threshold": det.threshold, "margin_db": args.margin_db,
            "margin_probability": args.margin_probability, "chosen": {"far_db": best["far_db"],
-           "far_probability": best["far_probability"]}, "shipped": {"far_db": FAR_DB, "far_probability": FAR_PROBABILITY},
+           "far_probability": best["far_probability"], "sounds_db": best["sounds_db"]},
+           "shipped": {"far_db": FAR_DB, "far_probability": FAR_PROBABILITY, "sounds_db": SOUNDS_DB},
            "grid": grid, "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,21 +140,27 @@ def main(argv=None) -> dict:
     return res
 
 
+def _db(x) -> str:
+    return "any" if x is None else f"{x:g}"
+
+
 def markdown(res: dict) -> str:
     names = sorted({n for g in res["grid"] for n in g["sets"]})
-    lines = ["# The far-and-TV-like rule of speech.tv.tv_speakers, chosen on train conversations", "",
+    c, sh = res["chosen"], res["shipped"]
+    lines = ["# The TV rules of speech.tv.tv_speakers, chosen on train conversations", "",
              f"`{res['command']}`", "",
              f"Speakers found by the analysis (no TV detection); a speaker is family when at least half of its time is "
-             f"family speech in the truth, TV otherwise. Detector threshold {res['threshold']}. Chosen: no family speech "
-             f"reported as TV, neither at (far_db, far_probability) nor {res['margin_db']:g} dB nearer with "
-             f"{res['margin_probability']:g} less probability, then the most TV seconds found: "
-             f"**far_db {res['chosen']['far_db']:g}, far_probability {res['chosen']['far_probability']:g}** "
-             f"(shipped in speech/tv.py: {res['shipped']['far_db']:g}, {res['shipped']['far_probability']:g}).", "",
-             "| far_db | far_probability | family seconds reported as TV | "
+             f"family speech in the truth, TV otherwise. Detector threshold {res['threshold']}. sounds_db: how far under "
+             f"the loudest family-sounding speaker one that sounds like a TV must be (any: no condition). Chosen: no "
+             f"family speech reported as TV, neither at the setting nor {res['margin_db']:g} dB nearer (both levels) "
+             f"with {res['margin_probability']:g} less probability, then the most TV seconds found: "
+             f"**sounds_db {_db(c['sounds_db'])}, far_db {c['far_db']:g}, far_probability {c['far_probability']:g}** "
+             f"(shipped in speech/tv.py: {_db(sh['sounds_db'])}, {sh['far_db']:g}, {sh['far_probability']:g}).", "",
+             "| sounds_db | far_db | far_probability | family seconds reported as TV | "
              + " | ".join(f"{n}: TV found / TV seconds" for n in names) + " |",
-             "|---|---|---|" + "---|" * len(names)]
+             "|---|---|---|---|" + "---|" * len(names)]
     for g in res["grid"]:
-        lines.append(f"| {g['far_db']:g} | {g['far_probability']:g} | {g['family_dropped']:.1f} | "
+        lines.append(f"| {_db(g['sounds_db'])} | {g['far_db']:g} | {g['far_probability']:g} | {g['family_dropped']:.1f} | "
                      + " | ".join(f"{g['sets'][n]['tv_found']:.0f} / {g['sets'][n]['tv']:.0f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
