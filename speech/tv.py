@@ -41,6 +41,8 @@ MODEL_TYPE = "tv-logistic"
 FEATURES = ("hf_db", "lf_db", "dyn_db", "fall_db", "asym_db", "hf_edge_db", "lf_edge_db")
 N_FFT, HOP = 512, 160
 MIN_SECONDS = 1.0          # less speech than this in a cluster: not called TV (see tv_probability)
+MAX_SECONDS = 300.0        # a longer cluster is judged on spans spread over it, this much in all:
+                           # its spectra would otherwise take ~0.7 GB per hour of speech
 DEFAULT_FOLDER = default_model("tv")
 
 
@@ -147,7 +149,17 @@ def tv_probability(audio: np.ndarray, spans: list[tuple[float, float]],
     and a family member must never be dropped from the shares on a guess."""
     if sum(max(0.0, e - s) for s, e in spans) < MIN_SECONDS:
         return 0.0
-    return (detector or default_detector()).probability(np.asarray(audio, dtype=np.float32), spans)
+    return (detector or default_detector()).probability(np.asarray(audio, dtype=np.float32), spread(spans))
+
+
+def spread(spans: list[tuple[float, float]], seconds: float = MAX_SECONDS) -> list[tuple[float, float]]:
+    """At most about `seconds` of the spans, taken evenly over all of them (all when they hold less)."""
+    spans = sorted(spans)
+    total = sum(max(0.0, e - s) for s, e in spans)
+    if total <= seconds:
+        return spans
+    keep = max(1, int(np.ceil(len(spans) * seconds / total)))
+    return [spans[i] for i in sorted(set(np.linspace(0, len(spans) - 1, keep).round().astype(int).tolist()))]
 
 
 def is_tv(audio: np.ndarray, spans: list[tuple[float, float]], detector: Optional[TVDetector] = None) -> bool:
@@ -184,7 +196,7 @@ def speaker_scores(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetec
     out = {}
     for k, v in spans_of.items():
         seconds = sum(max(0.0, e - s) for s, e in v)
-        out[k] = (seconds, tv_probability(audio, v, detector) if seconds > 0 else 0.0, speech_level(audio, v))
+        out[k] = (seconds, tv_probability(audio, v, detector) if seconds > 0 else 0.0, speech_level(audio, spread(v)))
     return out
 
 

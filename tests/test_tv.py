@@ -198,3 +198,15 @@ def test_tune_tv_keeps_a_margin_from_the_nearest_far_parent():
     assert (best["far_db"], best["far_probability"], best["tv_found"]) == (-12.0, 0.5, 0.0)
     best = choose(rows, 0.863, grid, margin_db=0.0, margin_probability=0.0)
     assert (best["far_db"], best["far_probability"]) == (-9.0, 0.3)
+
+
+def test_a_long_speaker_is_judged_on_spans_spread_over_it():
+    """An hour-long speaker's TV features and level come from about MAX_SECONDS of its spans, taken
+    over the whole hour (its spectra would not fit the analysis's memory); a short one from all."""
+    from speech.tv import MAX_SECONDS, spread
+
+    spans = [(10.0 * i, 10.0 * i + 4.0) for i in range(900)]          # 3600 s of speech over 2.5 hours
+    kept = spread(spans)
+    assert MAX_SECONDS - 4.0 <= sum(e - s for s, e in kept) <= MAX_SECONDS + 4.0
+    assert kept[0] == spans[0] and kept[-1] == spans[-1] and len(set(kept)) == len(kept)
+    assert spread(spans[:10]) == spans[:10]
