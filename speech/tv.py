@@ -168,13 +168,15 @@ def is_tv(audio: np.ndarray, spans: list[tuple[float, float]], detector: Optiona
 
 
 # Speakers of one recording judged together (`tv_speakers`). Chosen on train conversations only
-# (results/tv_speakers.md): a family quiet for 10-40 s while the TV talks (make_conversations
-# --quiet-prob 0.3) at 0-5 dB over household noise, with and without a parent across the room.
+# by training/tune_tv.py (results/tv_speakers.md): a family quiet for 10-40 s while the TV talks
+# (make_conversations --quiet-prob 0.3) at 0-5 dB over household noise, with and without a parent
+# across the room, and families with a child.
 MIN_TV_SECONDS = 15.0     # a TV talks for long stretches: less in all is family whatever the scores
 FAR_DB = -9.0             # "far": speech level this far under the loudest family-sounding speaker ...
-FAR_PROBABILITY = 0.2     # ... and this TV-like. A parent 8 dB further away than the others through a
-                          # room like the TV's came out 2.5-7 dB under the loudest speaker, p 0.08-0.61
-SOUNDS_DB = -6.0          # a speaker that sounds like a TV must also be this far under that speaker (None: any level)
+FAR_PROBABILITY = 0.2     # ... and this TV-like. Parents across the room (make_conversations --far-db 8)
+                          # came out 2.5-7 dB under the loudest speaker, p 0.08-0.61
+SOUNDS_DB = -6.0          # one that sounds like a TV must be this far under it (None: any level); a
+                          # synthetic child scored 0.876 1.6 dB under
 REFERENCE_SECONDS = 10.0  # the loudest speaker is one with at least this much speech
 FRAME = 400               # 25 ms frames for the speech level
 
@@ -219,13 +221,15 @@ def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector
     """Which speakers of one recording are a TV or radio: {key: [(start, end), ...]} -> set of keys.
 
     Diarization splits a TV programme into several voices, each with too little speech to judge
-    alone, so the speakers are judged together. A speaker is a candidate when it *sounds* like a TV
-    (`tv_probability` at least the detector's threshold) or when it is far and somewhat TV-like:
-    its `speech_level` FAR_DB or more under the loudest speaker that does not sound like a TV (with
-    REFERENCE_SECONDS of speech), and probability at least FAR_PROBABILITY. The candidates are TV
-    when together they have MIN_TV_SECONDS of speech; otherwise none is. A TV quiet under household
-    noise loses the loudspeaker's marks that `tv_probability` listens for, but stays far under the
-    family; the level rule is also what can take a parent far from the recorder for a TV
-    (`detect_tv` is opt-in for that reason)."""
+    alone, so the speakers are judged together. The reference is the loudest speaker that does not
+    sound like a TV (with REFERENCE_SECONDS of speech): the recorder is with the family, the TV
+    across the room. A speaker is a candidate when it *sounds* like a TV (`tv_probability` at least
+    the detector's threshold) and its `speech_level` is SOUNDS_DB or more under the reference (a man
+    in vacuum-cleaner noise sounded like a TV at the family's level), or when it is far and somewhat
+    TV-like: FAR_DB or more under the reference, probability at least FAR_PROBABILITY. The
+    candidates are TV when together they have MIN_TV_SECONDS of speech; otherwise none is. A TV
+    quiet under household noise loses the loudspeaker's marks that `tv_probability` listens for, but
+    stays far under the family; the level rule is also what can take a parent far from the recorder
+    for a TV (`detect_tv` is opt-in for that reason)."""
     detector = detector or default_detector()
     return judge(speaker_scores(audio, spans_of, detector), detector.threshold)

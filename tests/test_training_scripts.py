@@ -150,6 +150,34 @@ def test_quiet_family_leaves_the_tv_talking_alone(tmp_path, clip_audio):
     assert np.sqrt(np.mean(tv[quiet] ** 2)) > 1.2 * np.sqrt(np.mean(noise[quiet] ** 2))   # TV and noise: about as loud
 
 
+def test_far_parent_speaks_from_across_the_room(tmp_path, clip_audio):
+    """--far-db 8: one adult's utterances go through a synthetic room with their direct sound 8 dB
+    down (the reverberant tail gives some level back); the truth names that adult and the room.
+    The other adult is as loud as the clips. Without --speakers the option is refused."""
+    from training import make_conversations
+
+    manifest = write_manifest(tmp_path / "dev.jsonl", CLIPS)
+    out = tmp_path / "conv"
+    make_conversations.main(["--manifest", str(manifest), "--noise", str(FIX / "noise"), "--out", str(out),
+                             "--n", "1", "--turns", "6", "--overlap-prob", "0", "--seed", "5", "--speakers", "2",
+                             "--far-db", "8"])
+    t = json.loads((out / "truth.jsonl").read_text(encoding="utf-8"))
+    far = t["far"]
+    assert far["speaker"] in t["speakers"] and far["db"] == 8.0 and 0.3 <= far["rt60"] <= 0.8
+    clean = sf.read(str(out / f"{t['name']}.clean.flac"), dtype="float32")[0]
+    sources = {spk: np.concatenate([clip_audio[a.stem] for a, s, _, _ in CLIPS if s == spk]) for spk in t["speakers"]}
+
+    def level(spk):   # the speaker's level in the mix against its own clips, dB
+        x = np.concatenate([clean[round(s * 16000):round(e * 16000)] for s, e, _, k in t["segments"] if k == spk])
+        return 20 * np.log10(np.sqrt(np.mean(x ** 2)) / np.sqrt(np.mean(sources[spk] ** 2)))
+
+    near = [spk for spk in t["speakers"] if spk != far["speaker"]]
+    assert all(abs(level(spk)) < 1.5 for spk in near), [level(spk) for spk in near]
+    assert -8.5 < level(far["speaker"]) < -1.0, level(far["speaker"])
+    with pytest.raises(SystemExit):
+        make_conversations.main(["--manifest", str(manifest), "--out", str(tmp_path / "x"), "--far-db", "8"])
+
+
 def test_family_conversations_add_one_child(tmp_path, clip_audio):
     from training import make_conversations
     from training.diarization import adult_as_child, child_as_parent

@@ -31,9 +31,10 @@ as a fourth field. Two more variants serve them:
 
 `--quiet-prob P` makes a pause between turns last 10-40 s with probability P: the family is quiet
 and, in the `household` and `tv` variants, the TV talks alone (its speech is not in the reference).
-`--far-db D` puts one adult of each conversation across the room: D dB quieter and through a
-synthetic room as far as the TV's (truth `far`: who, how much, the room). A TV detector that
-judges by level or reverberation alone would drop that parent.
+`--far-db D` puts one adult of each conversation across the room: the direct sound D dB down,
+through a synthetic room like the TV's (truth `far`: who, how much, the room); the reverberant tail
+gives some level back (with D = 8 such a parent measured 2.5-7 dB under the loudest speaker). A TV
+detector that judged by level or reverberation alone would drop that parent.
 
 With `--children MANIFEST` (rows of gender `child`, e.g. `training/child_voice.py --one-voice`)
 one child joins every conversation, made from a speaker who is not one of its adults; its
@@ -167,10 +168,12 @@ def main(argv=None):
                    help="with --speakers: the chance that a pause between turns lasts 10-40 s (the family quiet "
                         "while the TV of the household and tv variants talks alone, as at home)")
     p.add_argument("--far-db", type=float, default=0.0, metavar="DB",
-                   help="with --speakers: one adult of each conversation talks from across the room, DB dB "
-                        "quieter and through a synthetic room like the TV's (RT60 0.3-0.8 s, DRR -3..6 dB): "
+                   help="with --speakers: one adult of each conversation talks from across the room, the direct "
+                        "sound DB dB down, through a synthetic room like the TV's (RT60 0.3-0.8 s, DRR -3..6 dB): "
                         "a far parent, which TV detection must leave in the family")
     args = p.parse_args(argv)
+    if args.far_db and not args.speakers:
+        p.error("--far-db needs --speakers")
 
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
