@@ -3,20 +3,23 @@
     python -m training.make_conversations --manifest data/ko-speech/train.jsonl --noise-part train \
         --speakers 2-4 --turns 16 --quiet-prob 0.3 --far-db 8 --out data/13/train-far --n 10 --seed 9
     python -m training.tune_tv --conversations data/13/train-far:noise,tv,household \
-        data/13/train-quiet:tv data/13/train-quiet5:household --out results/tv_speakers_tuning
+        data/13/train-quiet:tv data/13/train-quiet5:household data/13/family-train:noise,tv \
+        --out results/tv_speakers_tuning
 
 Every file is analysed once (speakers found, no TV detection); each speaker's seconds, TV
 probability and speech level (`speech.tv.speaker_scores`) are kept with how much of its time is
 family speech in the truth (a speaker is family when at least half of it is). Then
-`speech.tv.judge` runs on those numbers for every (far_db, far_probability) of the grid: the family
-seconds it would report as TV and the TV seconds it finds (TV: speakers the truth calls not family).
+`speech.tv.judge` runs on those numbers for every (sounds_db, far_db, far_probability) of the grid:
+the family seconds it would report as TV and the TV seconds it finds (TV: speakers the truth calls
+not family). sounds_db: how far under the loudest family-sounding speaker one that sounds like a
+TV must be; far_db, far_probability: the far-and-somewhat-TV-like rule.
 
-The choice: no family speech reported as TV, neither at (far_db, far_probability) nor at
-(far_db + `--margin-db`, far_probability - `--margin-probability`) (a parent a little nearer the
-TV's level and sound than the material's far parents), then the most TV found;
-ties go to the higher probability and then the farther level (fewer speakers at risk). Use
-conversations with a parent across the room (`make_conversations --far-db`) and a family quiet
-while the TV talks (`--quiet-prob`): without them nothing pins the rule down.
+The choice: no family speech reported as TV, neither at the setting nor with both levels
+`--margin-db` nearer and far_probability `--margin-probability` lower (a parent a little nearer the
+TV's level and sound than the material's far parents and children), then the most TV found; ties go
+to the higher probability and then the farther levels (fewer speakers at risk). Use conversations
+with a parent across the room (`make_conversations --far-db`), a family quiet while the TV talks
+(`--quiet-prob`) and families with a child (`--children`): without them nothing pins the rules down.
 """
 from __future__ import annotations
 
