@@ -174,21 +174,21 @@ def is_tv(audio: np.ndarray, spans: list[tuple[float, float]], detector: Optiona
 MIN_TV_SECONDS = 15.0     # a TV talks for long stretches: less in all is family whatever the scores
 FAR_DB = -9.0             # "far": speech level this far under the loudest family-sounding speaker ...
 FAR_PROBABILITY = 0.2     # ... and this TV-like. Parents across the room (make_conversations --far-db 8)
-                          # came out 2.5-7 dB under the loudest speaker, p 0.08-0.61
+                          # came out 2.5-6.9 dB under the loudest speaker, p 0.08-0.61
 SOUNDS_DB = -6.0          # one that sounds like a TV must be this far under it (None: any level); a
-                          # synthetic child scored 0.876 1.6 dB under
+                          # synthetic child scored 0.876 1.5 dB under
 REFERENCE_SECONDS = 10.0  # the loudest speaker is one with at least this much speech
-FRAME = 400               # 25 ms frames for the speech level
 
 
 def speech_level(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = SAMPLE_RATE) -> float:
-    """Level of the louder part of the speech in `spans`: the 90th percentile of the 25 ms frame
-    levels (dB re full scale), so pauses and soft syllable ends inside the spans do not lower it."""
-    x = np.concatenate([np.asarray(audio[int(s * sr):int(e * sr)], np.float32) for s, e in spans] or [np.zeros(0, np.float32)])
-    if len(x) < FRAME:
-        return -100.0
-    frames = x[:len(x) // FRAME * FRAME].reshape(-1, FRAME)
-    return float(np.percentile(10 * np.log10(np.mean(frames ** 2, 1) + 1e-10), 90))
+    """Level of the louder part of the speech in `spans`: the 90th percentile of their frame levels
+    (`speech.level.frame_levels`, dBFS), so pauses and soft syllable ends inside the spans do not
+    lower it."""
+    from .level import frame_levels
+
+    levels = [frame_levels(audio[int(s * sr):int(e * sr)], sr) for s, e in spans if e > s]
+    levels = np.concatenate(levels) if levels else np.zeros(0)
+    return float(np.percentile(levels, 90)) if levels.size else -100.0
 
 
 def speaker_scores(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector] = None) -> dict:

@@ -13,8 +13,8 @@ noise and a TV 15 dB below, `tv`: the TV 10 dB below, noise at 10 dB):
 * the TV's cluster (variants with a TV) is its programme's speech spans minus every family segment
   (what diarization can give the TV); a *missed TV* when it is not called TV.
 
-The decision is the analysis's: `speech.analysis.tv_speakers` over all clusters of the file together
-(speech/tv.py's `tv_speakers`: the detector's threshold, the far-and-TV-like rule, never TV under
+The decision is the analysis's: speech/tv.py's `tv_speakers` over all clusters of the file together
+(`speaker_scores` then `judge`: the detector's threshold, the far-and-TV-like rule, never TV under
 MIN_TV_SECONDS of speech in all). With `--analyze`, the whole analysis (`detect_tv=True`, found
 speakers) also runs on every file and counts speakers reported as `tv` against the truth.
 """
@@ -61,8 +61,7 @@ def clusters(truth: dict, variant: str):
 
 
 def main(argv=None) -> dict:
-    from speech.analysis import tv_speakers
-    from speech.tv import MIN_TV_SECONDS, default_detector, tv_probability
+    from speech.tv import MIN_TV_SECONDS, default_detector, judge, speaker_scores
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conversations", default="data/13/conv-dev")
@@ -88,10 +87,11 @@ def main(argv=None) -> dict:
                 continue
             audio = load_audio(path)
             found = clusters(truth, variant)
-            called_tv = tv_speakers(audio, {name: spans for name, _, spans in found if spans})
+            scores = speaker_scores(audio, {name: spans for name, _, spans in found if spans}, det)
+            called_tv = judge(scores, det.threshold)           # the analysis's decision (tv_speakers)
             for name, tv, spans in found:
                 secs = sum(e - s for s, e in spans)
-                prob = tv_probability(audio, spans) if spans else 0.0
+                prob = scores[name][1] if name in scores else 0.0
                 called = name in called_tv
                 rows.append({"conversation": truth["name"], "variant": variant, "cluster": name, "tv": tv,
                              "seconds": round(secs, 1), "probability": round(prob, 4), "called_tv": called})

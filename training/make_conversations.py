@@ -33,7 +33,7 @@ as a fourth field. Two more variants serve them:
 and, in the `household` and `tv` variants, the TV talks alone (its speech is not in the reference).
 `--far-db D` puts one adult of each conversation across the room: the direct sound D dB down,
 through a synthetic room like the TV's (truth `far`: who, how much, the room); the reverberant tail
-gives some level back (with D = 8 such a parent measured 2.5-7 dB under the loudest speaker). A TV
+gives some level back (with D = 8 such a parent measured 2.5-6.9 dB under the loudest speaker). A TV
 detector that judged by level or reverberation alone would drop that parent.
 
 With `--children MANIFEST` (rows of gender `child`, e.g. `training/child_voice.py --one-voice`)
