@@ -16,11 +16,22 @@ from .audio import SAMPLE_RATE
 _lock = threading.Lock()  # the JIT model keeps state between calls: one user at a time
 
 
+def _silero():
+    """The silero_vad package. It calls torch.set_num_threads(1) when imported, which left every
+    model after the VAD (speaker embeddings, gender, TV) on one of the machine's cores: the caller's
+    setting is put back (the one-hour analysis, results/analysis_benchmark.md)."""
+    threads = torch.get_num_threads()
+    try:
+        import silero_vad
+        import silero_vad.utils_vad
+    finally:
+        torch.set_num_threads(threads)
+    return silero_vad
+
+
 @lru_cache(maxsize=1)
 def load_vad():
-    from silero_vad import load_silero_vad
-
-    return load_silero_vad(onnx=False)
+    return _silero().load_silero_vad(onnx=False)
 
 
 WINDOW = 512               # samples per Silero VAD step at 16 kHz
@@ -38,8 +49,7 @@ def speech_spans(audio: np.ndarray, sr: int = SAMPLE_RATE, *, threshold: float =
     `speech.level.normalize_level` applies it to the whole array (the same float32 samples, so the
     same regions), so `speech_spans(a, gain_db=level_gain_db(a))` equals
     `speech_spans(normalize_level(a))` without a second copy of an hour of audio."""
-    from silero_vad.utils_vad import get_speech_timestamps_from_probs
-
+    get_speech_timestamps_from_probs = _silero().utils_vad.get_speech_timestamps_from_probs
     if sr != SAMPLE_RATE:
         raise ValueError(f"speech_spans expects {SAMPLE_RATE} Hz audio")
     audio = np.asarray(audio)

@@ -140,3 +140,16 @@ def test_streamed_vad_equals_silero_on_the_whole_normalised_array(monkeypatch):
     streamed = speech_spans(quiet, gain_db=gain, pad=0.25, max_span=4.0)
     assert len(whole) > 30           # 29 regions without max_span: the longest (up to 6.6 s) were cut
     assert streamed == whole
+
+
+def test_the_vad_keeps_the_callers_torch_threads():
+    """silero_vad sets torch to one thread when imported; after speech_spans the models that follow
+    (speaker embeddings, gender) still get the caller's threads (a fresh process: the import runs)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy, torch; torch.set_num_threads(2); from speech.vad import speech_spans; "
+            "speech_spans(numpy.zeros(16000, numpy.float32)); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == "2"

@@ -8,7 +8,8 @@ needed), writes it as FLAC, then runs `python -m speech analyze` on it in a chil
 reports wall time, the child's CPU time (user + system: steadier than wall time on a busy
 machine), real-time factor and the child's peak resident memory (ru_maxrss), with the machine's
 load average before and after (a busy machine makes the time longer, not shorter). `--transcribe`
-adds transcription of every turn (the default engine, Whisper base). `--keep PATH` keeps the
+adds transcription of every turn (the default engine, Whisper base); `--detect-tv` adds the TV
+judgement. `--keep PATH` keeps the
 recording (FLAC) for `python -m training.memory_stages PATH`, which shows the memory per stage;
 `--recording PATH` analyses that file instead of building one (before/after comparisons).
 """
@@ -52,6 +53,7 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (this machine has 2 cores)")
     p.add_argument("--transcribe", action="store_true", help="also transcribe every turn")
+    p.add_argument("--detect-tv", action="store_true", help="also judge which speakers are a TV or radio")
     p.add_argument("--keep", default=None, metavar="FLAC", help="keep the long recording here")
     p.add_argument("--recording", default=None, help="analyse this file instead of building one")
     p.add_argument("--report", default=None, metavar="JSON",
@@ -69,7 +71,8 @@ def main(argv=None):
         load0 = os.getloadavg()
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "speech", "analyze", str(wav), "--format", "json",
-                               "--no-progress"] + ["--transcribe"] * args.transcribe,
+                               "--no-progress"] + ["--transcribe"] * args.transcribe
+                              + ["--detect-tv"] * args.detect_tv,
                               env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         load1 = os.getloadavg()
@@ -83,13 +86,13 @@ def main(argv=None):
         Path(args.report).write_text(proc.stdout, encoding="utf-8")
     source = (f"--recording {args.recording}" if args.recording else
               f"--conversations {args.conversations} --minutes {args.minutes:g} --variant {args.variant}")
-    res = {"minutes": args.minutes, "transcribe": args.transcribe, "wall_s": round(wall, 1),
+    res = {"minutes": args.minutes, "transcribe": args.transcribe, "detect_tv": args.detect_tv, "wall_s": round(wall, 1),
            "rtf": round(wall / (args.minutes * 60), 4), "cpu_s": round(cpu, 1),
            "peak_rss_mb": round(peak_mb), "threads": args.threads, "cpu_count": os.cpu_count(),
            "load_before": [round(x, 1) for x in load0], "load_after": [round(x, 1) for x in load1],
            "speakers_found": rep["n_speakers"], "speech_seconds": rep["speech_seconds"],
            "command": f"python -m training.benchmark_analysis {source} --threads {args.threads}"
-                      + " --transcribe" * args.transcribe}
+                      + " --transcribe" * args.transcribe + " --detect-tv" * args.detect_tv}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
