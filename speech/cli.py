@@ -210,8 +210,9 @@ def add_analyze(sub):
                    help="number of speakers, if known (default: found automatically)")
     p.add_argument("--detect-tv", action="store_true",
                    help="a TV or radio was on: report speakers that sound like one, or sit far under the family "
-                        "and a little like one, as 'tv', outside the family's shares (it can take a speaker in "
-                        "household noise, or a parent far from the recorder, for a TV)")
+                        "and a little like one, as 'tv', outside the family's shares, when there are two such voices "
+                        "or more (one alone is a family member away from the recorder); a parent as far away as the "
+                        "TV can still go with it")
     p.add_argument("--output", "-o", default=None, help="write here instead of standard output (one FILE)")
     p.add_argument("--plot", default=None, metavar="PNG", help="also save the timeline figure (one FILE)")
     p.add_argument("--output-dir", default=None, metavar="DIR",

@@ -178,6 +178,9 @@ FAR_PROBABILITY = 0.2     # ... and this TV-like. Parents across the room (make_
 SOUNDS_DB = -6.0          # one that sounds like a TV must be this far under it (None: any level); a
                           # synthetic child scored 0.876 1.5 dB under
 REFERENCE_SECONDS = 10.0  # the loudest speaker is one with at least this much speech
+MIN_TV_SPEAKERS = 2       # a programme reaches the diarization as several voices; one candidate alone is
+                          # family: parents 12-16 dB further away in rooms without a TV (make_conversations
+                          # --far-db 12/16) were each the lone candidate, scoring 0.21-0.87
 
 
 def speech_level(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = SAMPLE_RATE) -> float:
@@ -203,7 +206,8 @@ def speaker_scores(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetec
 
 
 def judge(scores: dict, threshold: float, far_db: float = FAR_DB, far_probability: float = FAR_PROBABILITY,
-          sounds_db: Optional[float] = SOUNDS_DB, min_seconds: float = MIN_TV_SECONDS) -> set:
+          sounds_db: Optional[float] = SOUNDS_DB, min_seconds: float = MIN_TV_SECONDS,
+          min_speakers: int = MIN_TV_SPEAKERS) -> set:
     """The decision of `tv_speakers` on `speaker_scores`' numbers (separate so that
     training/tune_tv.py can try other settings without measuring again). `sounds_db` None: a
     speaker that sounds like a TV is a candidate at any level."""
@@ -214,7 +218,8 @@ def judge(scores: dict, threshold: float, far_db: float = FAR_DB, far_probabilit
         sounds = {k for k in sounds if scores[k][2] <= top + sounds_db}
     far = {k for k, (_, p, level) in scores.items() if top is not None and level <= top + far_db and p >= far_probability}
     found = sounds | far
-    return found if sum(scores[k][0] for k in found) >= min_seconds else set()
+    enough = len(found) >= min_speakers and sum(scores[k][0] for k in found) >= min_seconds
+    return found if enough else set()
 
 
 def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector] = None) -> set:
@@ -227,7 +232,8 @@ def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector
     the detector's threshold) and its `speech_level` is SOUNDS_DB or more under the reference (a man
     in vacuum-cleaner noise sounded like a TV at the family's level), or when it is far and somewhat
     TV-like: FAR_DB or more under the reference, probability at least FAR_PROBABILITY. The
-    candidates are TV when together they have MIN_TV_SECONDS of speech; otherwise none is. A TV
+    candidates are TV when together they have MIN_TV_SECONDS of speech and there are MIN_TV_SPEAKERS
+    of them (a lone far voice is a parent away from the recorder); otherwise none is. A TV
     quiet under household noise loses the loudspeaker's marks that `tv_probability` listens for, but
     stays far under the family; the level rule is also what can take a parent far from the recorder
     for a TV (`detect_tv` is opt-in for that reason)."""

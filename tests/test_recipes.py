@@ -236,7 +236,8 @@ def test_evaluate_speakers_scores_the_analysis_with_and_without_tv_detection(cam
 def test_tune_tv_measures_the_found_speakers_once_and_sweeps_the_rule(campplus, tmp_path):
     """training/tune_tv on the recipe's dev conversation with a TV: one row per found speaker (its
     seconds, TV probability and level as speech.tv.speaker_scores gives them, and how much of it is
-    family speech), the whole grid judged from those rows; a second run from the saved rows agrees."""
+    family speech), the whole grid judged from those rows; a second run from the saved rows agrees,
+    and rows of several runs are pooled."""
     from training.tune_tv import FAR_DB_GRID, FAR_PROBABILITY_GRID, SOUNDS_DB_GRID, main
 
     out, _ = campplus
@@ -248,8 +249,10 @@ def test_tune_tv_measures_the_found_speakers_once_and_sweeps_the_rule(campplus, 
     assert max(r["family"] for r in res["rows"]) > 0.8          # the family's speakers are found
     report = json.loads((tmp_path / "tune.json").read_text(encoding="utf-8"))
     assert report["chosen"] == res["chosen"] and "far_probability" in (tmp_path / "tune.md").read_text(encoding="utf-8")
-    again = main(["--conversations", f"{conv}:tv", "--rows", str(tmp_path / "tune.json"), "--out", str(tmp_path / "again")])
+    again = main(["--rows", str(tmp_path / "tune.json"), "--out", str(tmp_path / "again")])
     assert again["grid"] == res["grid"] and again["chosen"] == res["chosen"]
+    pooled = main(["--rows", str(tmp_path / "tune.json"), str(tmp_path / "again.json"), "--out", str(tmp_path / "pooled")])
+    assert pooled["rows"] == res["rows"] * 2
 
 
 def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
