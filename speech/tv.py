@@ -175,12 +175,12 @@ MIN_TV_SECONDS = 15.0     # a TV talks for long stretches: less in all is family
 FAR_DB = -9.0             # "far": speech level this far under the loudest family-sounding speaker ...
 FAR_PROBABILITY = 0.2     # ... and this TV-like. Parents across the room (make_conversations --far-db 8)
                           # came out 2.5-6.9 dB under the loudest speaker, p 0.08-0.61
-SOUNDS_DB = -6.0          # one that sounds like a TV must be this far under it (None: any level); a
-                          # synthetic child scored 0.876 1.5 dB under
+SOUNDS_DB = -9.0          # one that sounds like a TV must be this far under it (None: any level); a
+                          # synthetic child scored 0.876 1.5 dB under, a parent 16 dB further away 0.87 6.9 dB under
 REFERENCE_SECONDS = 10.0  # the loudest speaker is one with at least this much speech
-MIN_TV_SPEAKERS = 2       # a programme reaches the diarization as several voices; one candidate alone is
-                          # family: parents 12-16 dB further away in rooms without a TV (make_conversations
-                          # --far-db 12/16) were each the lone candidate, scoring 0.21-0.87
+MIN_TV_SPEAKERS = 2       # far-and-somewhat-TV-like speakers are TV only with this many candidates in all: a
+                          # programme reaches the diarization as several voices, a parent 12-16 dB further
+                          # away in a room without a TV (make_conversations --far-db 12/16) as one (0.21-0.87)
 
 
 def speech_level(audio: np.ndarray, spans: list[tuple[float, float]], sr: int = SAMPLE_RATE) -> float:
@@ -217,9 +217,8 @@ def judge(scores: dict, threshold: float, far_db: float = FAR_DB, far_probabilit
     if top is not None and sounds_db is not None:
         sounds = {k for k in sounds if scores[k][2] <= top + sounds_db}
     far = {k for k, (_, p, level) in scores.items() if top is not None and level <= top + far_db and p >= far_probability}
-    found = sounds | far
-    enough = len(found) >= min_speakers and sum(scores[k][0] for k in found) >= min_seconds
-    return found if enough else set()
+    found = sounds | far if len(sounds | far) >= min_speakers else sounds
+    return found if sum(scores[k][0] for k in found) >= min_seconds else set()
 
 
 def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector] = None) -> set:
@@ -232,8 +231,9 @@ def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector
     the detector's threshold) and its `speech_level` is SOUNDS_DB or more under the reference (a man
     in vacuum-cleaner noise sounded like a TV at the family's level), or when it is far and somewhat
     TV-like: FAR_DB or more under the reference, probability at least FAR_PROBABILITY. The
-    candidates are TV when together they have MIN_TV_SECONDS of speech and there are MIN_TV_SPEAKERS
-    of them (a lone far voice is a parent away from the recorder); otherwise none is. A TV
+    candidates are TV when together they have MIN_TV_SECONDS of speech; the far ones only when there
+    are MIN_TV_SPEAKERS candidates in all (one far voice alone is a parent away from the recorder,
+    one that sounds like a TV may be a programme heard as one voice); otherwise none is. A TV
     quiet under household noise loses the loudspeaker's marks that `tv_probability` listens for, but
     stays far under the family; the level rule is also what can take a parent far from the recorder
     for a TV (`detect_tv` is opt-in for that reason)."""

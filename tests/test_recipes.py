@@ -238,12 +238,13 @@ def test_tune_tv_measures_the_found_speakers_once_and_sweeps_the_rule(campplus, 
     seconds, TV probability and level as speech.tv.speaker_scores gives them, and how much of it is
     family speech), the whole grid judged from those rows; a second run from the saved rows agrees,
     and rows of several runs are pooled."""
-    from training.tune_tv import FAR_DB_GRID, FAR_PROBABILITY_GRID, SOUNDS_DB_GRID, main
+    from training.tune_tv import FAR_DB_GRID, FAR_PROBABILITY_GRID, MIN_SPEAKERS_GRID, SOUNDS_DB_GRID, main
 
     out, _ = campplus
     conv = out / "data" / "conversations" / "dev"
     res = main(["--conversations", f"{conv}:tv", "--out", str(tmp_path / "tune")])
-    assert res["rows"] and len(res["grid"]) == len(SOUNDS_DB_GRID) * len(FAR_DB_GRID) * len(FAR_PROBABILITY_GRID)
+    assert res["rows"] and len(res["grid"]) == (len(SOUNDS_DB_GRID) * len(FAR_DB_GRID) * len(FAR_PROBABILITY_GRID)
+                                                * len(MIN_SPEAKERS_GRID))
     assert all(0.0 <= r["family"] <= 1.0 and r["seconds"] > 0 and 0.0 <= r["probability"] <= 1.0 and r["level_db"] < 0
                for r in res["rows"])
     assert max(r["family"] for r in res["rows"]) > 0.8          # the family's speakers are found

@@ -146,18 +146,18 @@ def _recording(tv_db=None, far_db=None, snr=None):
 
 def test_a_tv_split_into_short_voices_is_judged_together():
     """Diarization gives a TV programme's voices speakers of their own, each under MIN_TV_SECONDS
-    (15 s): together they are the TV (7 dB under the parents: across the room, not yet "far"); one
-    voice alone (10.7 s) is too little to call anything TV. Voices that sound like a TV but are as
-    loud as the parents are family (the recorder is with the family: a man in vacuum-cleaner noise
-    sounded like a TV, results/tv_speakers.md)."""
-    from speech.tv import FAR_DB, MIN_TV_SECONDS, SOUNDS_DB, speaker_scores, tv_speakers
+    (15 s): together they are the TV (11 dB under the parents: across the room); one voice alone
+    (10.7 s) is too little to call anything TV. Voices that sound like a TV but are as loud as the
+    parents are family (the recorder is with the family: a man in vacuum-cleaner noise sounded like
+    a TV, results/tv_speakers.md)."""
+    from speech.tv import MIN_TV_SECONDS, SOUNDS_DB, speaker_scores, tv_speakers
 
-    audio, spans = _recording(tv_db=-7.0)
+    audio, spans = _recording(tv_db=-11.0)
     seconds = {k: sum(e - s for s, e in v) for k, v in spans.items()}
     assert all(seconds[k] < MIN_TV_SECONDS for k in ("avc", "emf", "pmi")), seconds
     scores = speaker_scores(audio, spans)
     under = {k: scores["ava"][2] - scores[k][2] for k in ("avc", "emf", "pmi")}
-    assert all(-SOUNDS_DB <= u < -FAR_DB for u in under.values()), under     # only the "sounds like" path
+    assert all(u >= -SOUNDS_DB for u in under.values()), under
     assert tv_speakers(audio, spans) == {"avc", "emf", "pmi"}
     assert tv_speakers(audio, {k: spans[k] for k in ("ava", "emh", "avc")}) == set()
     audio, spans = _recording(tv_db=0.0)
@@ -182,16 +182,17 @@ def test_a_quiet_tv_under_household_noise_is_found_and_a_far_parent_is_not():
 
 def test_one_far_voice_alone_is_family():
     """The man 14 dB further away than the mother, through a room, under vacuum noise: far under the
-    family and a little TV-like, the far rule's candidate. Alone he is a parent away from the
-    recorder, not a TV (a programme reaches the diarization as several voices: MIN_TV_SPEAKERS);
-    the 15 s rule is set aside here so that only the count decides."""
+    family and a little TV-like (under the detector's threshold), the far rule's candidate. Alone he
+    is a parent away from the recorder, not a TV (a programme reaches the diarization as several
+    voices: MIN_TV_SPEAKERS); the 15 s rule is set aside here so that only the count decides. (A
+    lone voice over the threshold is a TV: tests/test_speakers.py's programme heard as one voice.)"""
     from speech.tv import FAR_DB, FAR_PROBABILITY, MIN_TV_SPEAKERS, judge, speaker_scores
 
     audio, spans = _recording(far_db=-14.0, snr=10.0)
     scores = speaker_scores(audio, spans)
     seconds, p, level = scores["emf"]
-    assert level <= scores["ava"][2] + FAR_DB and p >= FAR_PROBABILITY, scores
     threshold = default_detector().threshold
+    assert level <= scores["ava"][2] + FAR_DB and FAR_PROBABILITY <= p < threshold, scores
     assert judge(scores, threshold, min_seconds=0.0, min_speakers=1) == {"emf"}
     assert MIN_TV_SPEAKERS == 2 and judge(scores, threshold, min_seconds=0.0) == set()
 

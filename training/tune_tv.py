@@ -19,8 +19,8 @@ of earlier runs (measured once), `--skip` leaves sets out of them.
 The choice: no family speech reported as TV, neither at the setting nor with both levels
 `--margin-db` nearer and far_probability `--margin-probability` lower (a parent a little nearer the
 TV's level and sound than the material's far parents and children), then the most TV found; ties go
-to the higher probability, the farther levels and then more candidates needed (fewer speakers at
-risk). Use conversations with a parent across the room (`make_conversations --far-db`), a family
+to the higher probability, the farther far_db and more candidates needed (fewer speakers at
+risk), then the nearer sounds_db (over the detector's threshold is strong evidence). Use conversations with a parent across the room (`make_conversations --far-db`), a family
 quiet while the TV talks (`--quiet-prob`) and families with a child (`--children`): without them
 nothing pins the rules down. The shipped rule: `results/tv_speakers_tuning_far.md` (session 20's
 rows and parents 12 and 16 dB further away in rooms without a TV).
@@ -99,7 +99,9 @@ def choose(rows, threshold: float, grid: list, margin_db: float, margin_probabil
     every one does), neither
     as they are nor `margin_db` dB nearer and `margin_probability` less TV-like (a parent a little
     closer to the TV's level and sound than the material's far parents). Ties: the higher
-    probability, then the farther levels, then more candidates needed (fewer speakers at risk)."""
+    probability, the farther far_db and more candidates needed (fewer speakers at risk on the weak
+    evidence), then the nearer sounds_db (a speaker over the detector's threshold is strong
+    evidence; alone, a programme heard as one voice, it is found only there)."""
     def safe(g):
         nearer = sweep(rows, threshold, [g["far_db"] + margin_db], [g["far_probability"] - margin_probability],
                        [None if g["sounds_db"] is None else g["sounds_db"] + margin_db], [g["min_speakers"]])[0]
@@ -108,8 +110,8 @@ def choose(rows, threshold: float, grid: list, margin_db: float, margin_probabil
     candidates = [g for g in grid if safe(g)]
     if not candidates:
         return None
-    return max(candidates, key=lambda g: (round(g["tv_found"], 1), g["far_probability"], -g["far_db"],
-                                          -(g["sounds_db"] if g["sounds_db"] is not None else 99.0), g["min_speakers"]))
+    return max(candidates, key=lambda g: (round(g["tv_found"], 1), g["far_probability"], -g["far_db"], g["min_speakers"],
+                                          g["sounds_db"] if g["sounds_db"] is not None else 99.0))
 
 
 def main(argv=None) -> dict:
