@@ -11,19 +11,21 @@ probability and speech level (`speech.tv.speaker_scores`) are kept with how much
 family speech in the truth (a speaker is family when at least half of it is). Then
 `speech.tv.judge` runs on those numbers for every (sounds_db, far_db, far_probability, min_speakers)
 of the grid: the family seconds it would report as TV and the TV seconds it finds (TV: speakers the
-truth calls not family). sounds_db: how far under the loudest family-sounding speaker one that sounds like a
-TV must be; far_db, far_probability: the far-and-somewhat-TV-like rule; min_speakers: how many
-candidates it takes (one alone: a far parent, or a TV heard as one voice). `--rows` pools the rows
-of earlier runs (measured once), `--skip` leaves sets out of them.
+truth calls not family). sounds_db: how far under the loudest family-sounding speaker one that
+sounds like a TV must be; far_db, far_probability: the far-and-somewhat-TV-like rule;
+min_speakers: how many candidates the far ones need in all (one alone: a far parent, or a TV heard
+as one voice). `--rows` pools the rows of earlier runs (measured once), `--skip` leaves sets out
+of them.
 
 The choice: no family speech reported as TV, neither at the setting nor with both levels
 `--margin-db` nearer and far_probability `--margin-probability` lower (a parent a little nearer the
 TV's level and sound than the material's far parents and children), then the most TV found; ties go
 to the higher probability, the farther far_db and more candidates needed (fewer speakers at
-risk), then the nearer sounds_db (over the detector's threshold is strong evidence). Use conversations with a parent across the room (`make_conversations --far-db`), a family
-quiet while the TV talks (`--quiet-prob`) and families with a child (`--children`): without them
-nothing pins the rules down. The shipped rule: `results/tv_speakers_tuning_far.md` (session 20's
-rows and parents 12 and 16 dB further away in rooms without a TV).
+risk), then the nearer sounds_db (over the detector's threshold is strong evidence). Use
+conversations with a parent across the room (`make_conversations --far-db`), a family quiet while
+the TV talks (`--quiet-prob`) and families with a child (`--children`): without them nothing pins
+the rules down. The shipped rule: `results/tv_speakers_tuning_far.md` (session 20's rows and
+parents 12 and 16 dB further away in rooms without a TV).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from pathlib import Path
 FAR_DB_GRID = (-6.0, -7.0, -8.0, -9.0, -10.0, -12.0, -14.0, -16.0)
 FAR_PROBABILITY_GRID = (0.2, 0.3, 0.5, 0.7)    # a far speaker must also sound somewhat like a TV
 SOUNDS_DB_GRID = (None, 0.0, -3.0, -6.0, -9.0, -12.0)  # how far under the family one that sounds like a TV must be
-MIN_SPEAKERS_GRID = (1, 2)                 # candidates needed (one alone: a far parent or a one-voice TV)
+MIN_SPEAKERS_GRID = (1, 2)                 # candidates the far ones need (one alone: a far parent or a one-voice TV)
 
 
 def family_fraction(spans, segments) -> float:
@@ -95,10 +97,9 @@ def sweep(rows, threshold: float, far_dbs=FAR_DB_GRID, far_probabilities=FAR_PRO
 
 
 def choose(rows, threshold: float, grid: list, margin_db: float, margin_probability: float) -> dict:
-    """The grid point that finds the most TV among those that report no family speech as TV (None when
-    every one does), neither
+    """The grid point that finds the most TV among those that report no family speech as TV, neither
     as they are nor `margin_db` dB nearer and `margin_probability` less TV-like (a parent a little
-    closer to the TV's level and sound than the material's far parents). Ties: the higher
+    closer to the TV's level and sound than the material's far parents); None when none is safe. Ties: the higher
     probability, the farther far_db and more candidates needed (fewer speakers at risk on the weak
     evidence), then the nearer sounds_db (a speaker over the detector's threshold is strong
     evidence; alone, a programme heard as one voice, it is found only there)."""
