@@ -217,7 +217,8 @@ def judge(scores: dict, threshold: float, far_db: float = FAR_DB, far_probabilit
     if top is not None and sounds_db is not None:
         sounds = {k for k in sounds if scores[k][2] <= top + sounds_db}
     far = {k for k, (_, p, level) in scores.items() if top is not None and level <= top + far_db and p >= far_probability}
-    found = sounds | far if len(sounds | far) >= min_speakers else sounds
+    candidates = sounds | far
+    found = candidates if len(candidates) >= min_speakers else sounds
     return found if sum(scores[k][0] for k in found) >= min_seconds else set()
 
 

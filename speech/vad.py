@@ -16,10 +16,11 @@ from .audio import SAMPLE_RATE
 _lock = threading.Lock()  # the JIT model keeps state between calls: one user at a time
 
 
+@lru_cache(maxsize=1)
 def _silero():
-    """The silero_vad package. It calls torch.set_num_threads(1) when imported, which left every
-    model after the VAD (speaker embeddings, gender, TV) on one of the machine's cores: the caller's
-    setting is put back (the one-hour analysis, results/analysis_benchmark.md)."""
+    """The silero_vad package, imported once. It calls torch.set_num_threads(1) when imported, which
+    left every model after the VAD (speaker embeddings, gender, TV) on one of the machine's cores: the
+    caller's setting is put back (the one-hour analysis, results/analysis_benchmark.md)."""
     threads = torch.get_num_threads()
     try:
         import silero_vad

@@ -76,12 +76,13 @@ def sweep(rows, threshold: float, far_dbs=FAR_DB_GRID, far_probabilities=FAR_PRO
     files = {}
     for r in rows:
         files.setdefault((r["set"], r["file"]), []).append(r)
+    scores = {f: {r["speaker"]: (r["seconds"], r["probability"], r["level_db"]) for r in speakers}
+              for f, speakers in files.items()}
     out = []
     for sounds_db, far_db, far_p, n in itertools.product(sounds_dbs, far_dbs, far_probabilities, min_speakers):
         per = {}
-        for (name, _), speakers in files.items():
-            called = judge({r["speaker"]: (r["seconds"], r["probability"], r["level_db"]) for r in speakers},
-                           threshold, far_db, far_p, sounds_db, min_speakers=n)
+        for (name, f), speakers in files.items():
+            called = judge(scores[(name, f)], threshold, far_db, far_p, sounds_db, min_speakers=n)
             x = per.setdefault(name, {"family_dropped": 0.0, "family": 0.0, "tv_found": 0.0, "tv": 0.0})
             for r in speakers:
                 kind = "family" if r["family"] >= 0.5 else "tv"
@@ -99,10 +100,10 @@ def sweep(rows, threshold: float, far_dbs=FAR_DB_GRID, far_probabilities=FAR_PRO
 def choose(rows, threshold: float, grid: list, margin_db: float, margin_probability: float) -> dict:
     """The grid point that finds the most TV among those that report no family speech as TV, neither
     as they are nor `margin_db` dB nearer and `margin_probability` less TV-like (a parent a little
-    closer to the TV's level and sound than the material's far parents); None when none is safe. Ties: the higher
-    probability, the farther far_db and more candidates needed (fewer speakers at risk on the weak
-    evidence), then the nearer sounds_db (a speaker over the detector's threshold is strong
-    evidence; alone, a programme heard as one voice, it is found only there)."""
+    closer to the TV's level and sound than the material's far parents); None when none is safe.
+    Ties: the higher probability, the farther far_db and more candidates needed (fewer speakers at
+    risk on the weak evidence), then the nearer sounds_db (a speaker over the detector's threshold is
+    strong evidence; alone, a programme heard as one voice, it is found only there)."""
     def safe(g):
         nearer = sweep(rows, threshold, [g["far_db"] + margin_db], [g["far_probability"] - margin_probability],
                        [None if g["sounds_db"] is None else g["sounds_db"] + margin_db], [g["min_speakers"]])[0]
