@@ -256,6 +256,38 @@ def test_tune_tv_measures_the_found_speakers_once_and_sweeps_the_rule(campplus, 
     assert pooled["rows"] == res["rows"] * 2
 
 
+def test_train_tv_fits_on_the_speakers_found_in_conversations(campplus, tmp_path):
+    """training/train_tv with the recipe's dev conversation (TV variant): the speakers the analysis
+    finds there (training/tv_rows) join the fit and its family threshold; the release loads
+    through speech.tv, and tune_tv --detector scores the saved rows with it from their features.
+    The rows' own probabilities are what the shipped detector gives for those features."""
+    from speech.tv import MIN_SECONDS, TVDetector, default_detector
+    from training import train_tv, tune_tv
+    from training.tv_rows import rescore
+
+    out, _ = campplus
+    conv = out / "data" / "conversations" / "dev"
+    res = train_tv.main(["--train", str(out / "data" / "train.jsonl"), "--dev", str(out / "data" / "dev.jsonl"),
+                         "--noise", str(SHARED / "noise"), "--n", "4", "--conversations", f"{conv}:tv",
+                         "--min-cluster-seconds", "1", "--out", str(tmp_path / "tv"), "--results", str(tmp_path / "tv_eval")])
+    rows = res["rows"]
+    fitted = [r for r in rows if r["seconds"] >= MIN_SECONDS]
+    assert fitted and all("features" in r for r in fitted) and all(0.0 <= r["child"] <= 1.0 for r in rows)
+    shipped = rescore(rows, default_detector())
+    assert max(abs(a["probability"] - b["probability"]) for a, b in zip(rows, shipped)) < 2e-3
+    det = TVDetector.load(str(tmp_path / "tv"))
+    assert det.config["provenance"]["conversation_clusters"] == len(fitted) == res["conversations"]["clusters"]
+    assert det.config["provenance"]["clusters"] == len(fitted) + 4 * 8      # 4 per family condition, 8 per TV one
+    family = [r for r in fitted if r["family"] >= 0.5]
+    assert sum(det.probability_of(r["features"]) >= det.threshold for r in family) <= 0.01 * (len(family) + 16)
+    assert "TV vs parents across the room" in (tmp_path / "tv_eval.md").read_text(encoding="utf-8")
+    tuned = tune_tv.main(["--rows", str(tmp_path / "tv_eval.json"), "--detector", str(tmp_path / "tv"),
+                          "--out", str(tmp_path / "tune")])
+    assert tuned["threshold"] == det.threshold
+    assert [r["probability"] for r in tuned["rows"]] == [r["probability"] for r in rescore(rows, det)]
+    assert [r["probability"] for r in tuned["rows"]] != [r["probability"] for r in rows]
+
+
 def test_speaker_recipe_writes_a_tuned_release_that_finds_speakers(speaker):
     from speech.diarize import diarize, release_settings
     from speech.speaker import SpeakerEncoder

@@ -1,7 +1,8 @@
 """Fit and measure the TV/radio detector of speech/tv.py on family-speech and TV-speech clusters.
 
     python -m training.train_tv --train data/ko-speech/train.jsonl --dev data/ko-speech/dev.jsonl \
-        --noise ../shared/data/noise --out checkpoints/tv-ko --results results/tv_eval
+        --noise ../shared/data/noise --out checkpoints/tv-ko --results results/tv_eval \
+        [--conversations data/13/train-far:noise,tv,household ... | --rows results/tv_rows_train.json]
 
 A *cluster* is what diarization hands over: one voice's spans inside a recording 8-60 s long.
 * family: utterances of one ko-speech speaker with 0.5-4 s gaps (the others talk there), `clean`,
@@ -17,6 +18,13 @@ measurement uses only dev speakers and the last 30 % of the noise clips. The dec
 the lowest one that calls at most `--max-family-fpr` of the *training* family clusters TV (a family
 member dropped from the shares costs more than a TV counted in them). Writes the detector to
 OUT/config.json and precision/recall per condition to RESULTS.md/.json.
+
+`--conversations` (train conversations of training/make_conversations.py, measured by
+training/tv_rows.py) or `--rows` (rows measured before: tune_tv's or this script's RESULTS.json)
+add the speakers the analysis *finds* in conversations, `--min-cluster-seconds` or more of speech
+each, to the fit and to the threshold's family clusters: TV voices split and cut the way
+diarization cuts them, parents across the room, children. They are measured in-sample and, the
+honest number, two-fold by conversation (every variant of a conversation in the same fold).
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ from speech.audio import SAMPLE_RATE
 from speech.bundle import save_release
 from speech.tv import FEATURES, MODEL_TYPE, TVDetector, cluster_features
 from training.manifest import read_manifest
+from training.tv_rows import measure, parse_sets, read_rows
 from training.data import load_utterances
 from training.noise import HOUSEHOLD, NoiseBank, mix_at_snr, noise_part
 from training.tv_mix import TVChain, apply_chain, room, tv_programme
@@ -126,15 +135,64 @@ def report(det: TVDetector, items) -> dict:
     res = {"clusters": len(y), "tv_clusters": int(y.sum()), "precision": round(tp / max(1, tp + fp), 4),
            "recall": round(tp / max(1, tp + fn), 4), "family_called_tv": round(fp / max(1, int((~y).sum())), 4),
            "per_condition": {}}
-    for cond in sorted({c for _, _, c, _ in items}):
-        m = np.array([c == cond for _, _, c, _ in items])
+    for cond in sorted({c for _, _, c, *_ in items}):
+        m = np.array([c == cond for _, _, c, *_ in items])
         res["per_condition"][cond] = {"clusters": int(m.sum()), "called_tv": round(float(pred[m].mean()), 4),
                                       "mean_probability": round(float(p[m].mean()), 4)}
     return res
 
 
-def main(argv=None) -> dict:
+def conversation_items(rows, min_seconds: float):
+    """tv_rows rows -> items like material()'s: (features, is_tv, condition, seconds, conversation)."""
+    out = []
+    for r in rows:
+        if "features" not in r or r["seconds"] < min_seconds:
+            continue
+        tv = r["family"] < 0.5
+        kind = ("tv" if tv else "far parent" if r.get("far", 0) >= 0.5 else "child" if r.get("child", 0) >= 0.5
+                else "family")
+        conversation = r["set"].partition(":")[0] + "/" + r["file"].partition(".")[0]
+        out.append(({k: r["features"][k] for k in FEATURES}, tv, "conversation " + kind, r["seconds"], conversation))
+    return out
+
+
+def fit(items, max_family_fpr: float) -> TVDetector:
+    """Standardise, fit the logistic regression, then the threshold: at most `max_family_fpr` of the
+    family clusters among `items` above it (and at least 0.5)."""
     from sklearn.linear_model import LogisticRegression
+
+    x, y = matrix(items)
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / scale, y)
+    det = TVDetector(tuple(mean.tolist()), tuple(scale.tolist()), tuple(lr.coef_[0].tolist()), float(lr.intercept_[0]))
+    fam = np.sort(scores(det, [i for i in items if not i[1]]))
+    k = int(np.floor(max_family_fpr * len(fam)))
+    threshold = float(max(0.5, fam[len(fam) - 1 - k] + 1e-6))   # at most k family clusters above
+    return TVDetector(det.mean, det.scale, det.coef, det.intercept, threshold)
+
+
+def crossfit_auc(synthetic, conversation, max_family_fpr: float) -> dict:
+    """ROC AUC on the conversation clusters, each scored by a detector fitted without its
+    conversation (two folds by conversation; the synthetic clusters in both fits)."""
+    import zlib
+
+    from sklearn.metrics import roc_auc_score
+
+    fold = [zlib.crc32(c.encode()) % 2 for *_, c in conversation]
+    p = np.zeros(len(conversation))
+    for k in (0, 1):
+        det = fit(synthetic + [c for c, f in zip(conversation, fold) if f != k], max_family_fpr)
+        for i, f in enumerate(fold):
+            if f == k:
+                p[i] = det.probability_of(conversation[i][0])
+    y = np.array([tv for _, tv, *_ in conversation])
+    far = np.array([cond.endswith("far parent") for _, _, cond, *_ in conversation])
+    auc = lambda m: round(float(roc_auc_score(y[m], p[m])), 4) if len(set(y[m])) == 2 else None
+    return {"clusters": len(y), "tv": int(y.sum()), "far_parents": int(far.sum()),
+            "auc_tv_vs_family": auc(np.ones(len(y), bool)), "auc_tv_vs_far_parents": auc(y | far)}
+
+
+def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train", default="data/ko-speech/train.jsonl")
@@ -149,8 +207,22 @@ def main(argv=None) -> dict:
     p.add_argument("--noise-categories", choices=("all", "household"), default="household",
                    help="noise under family and TV clusters: every clip of --noise (white and pink noise "
                         "too), or the household categories of training/train_gender.py")
+    p.add_argument("--conversations", nargs="*", default=[], metavar="FOLDER:VARIANTS",
+                   help="also fit on the speakers found in these TRAIN conversations (make_conversations) and "
+                        "variants, e.g. DIR:tv,noise (measured by training/tv_rows.py; the rows go to RESULTS.json)")
+    p.add_argument("--rows", nargs="*", default=[], metavar="JSON",
+                   help="... or on rows measured before (training/tune_tv.py's or this script's RESULTS.json)")
+    p.add_argument("--skip", nargs="*", default=[], metavar="SET", help="leave these sets of --rows out")
+    p.add_argument("--min-cluster-seconds", type=float, default=3.0,
+                   help="found speakers with less speech than this are not fitted on")
     args = p.parse_args(argv)
 
+    rows = read_rows(args.rows, args.skip)
+    if args.conversations:
+        from speech.gender import GenderClassifier
+        from speech.speaker import SpeakerEncoder
+
+        rows += measure(parse_sets(args.conversations), GenderClassifier.load(), SpeakerEncoder.load())
     cats = None if args.noise_categories == "all" else HOUSEHOLD
     train_bank = noise_part(NoiseBank(args.noise, categories=cats), "train")
     test_bank = noise_part(NoiseBank(args.noise, categories=cats), "test")
@@ -161,26 +233,29 @@ def main(argv=None) -> dict:
             for split, items in (("train", train_items), ("dev", dev_items)):
                 for feats, tv, cond, sec in items:
                     f.write(json.dumps({"split": split, "tv": bool(tv), "condition": cond, "seconds": sec, **feats}) + "\n")
-    x, y = matrix(train_items)
-    mean, scale = x.mean(0), x.std(0) + 1e-6
-    lr = LogisticRegression(C=1.0, max_iter=1000).fit((x - mean) / scale, y)
-    det = TVDetector(tuple(mean.tolist()), tuple(scale.tolist()), tuple(lr.coef_[0].tolist()), float(lr.intercept_[0]))
-    fam = np.sort(scores(det, [i for i in train_items if not i[1]]))
-    k = int(np.floor(args.max_family_fpr * len(fam)))
-    threshold = float(max(0.5, fam[len(fam) - 1 - k] + 1e-6))   # at most k family clusters above
-    det = TVDetector(det.mean, det.scale, det.coef, det.intercept, threshold)
+    conv_items = conversation_items(rows, args.min_cluster_seconds)
+    det = fit(train_items + conv_items, args.max_family_fpr)
+    threshold = det.threshold
     res = {"command": "python -m training.train_tv " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
            "threshold": round(threshold, 4), "max_family_fpr": args.max_family_fpr,
            "train": report(det, train_items), "dev": report(det, dev_items)}
+    if conv_items:
+        res["conversations"] = report(det, conv_items)
+        res["conversations_crossfit"] = crossfit_auc(train_items, conv_items, args.max_family_fpr)
+        res["conversation_sets"] = sorted({r["set"] for r in rows})
+        if args.conversations:
+            res["rows"] = rows      # measured here: kept for --rows and training/tune_tv.py --rows
     config = {
         "model_type": MODEL_TYPE, "name": "tv-ko",
         "model": {"features": list(FEATURES), "mean": det.mean, "scale": det.scale, "coef": det.coef,
                   "intercept": det.intercept, "threshold": threshold},
-        "provenance": {"fit_on": f"{args.train} speakers, first 70 % of the noise clips ({args.noise_categories})",
-                       "clusters": len(train_items), "max_family_fpr": args.max_family_fpr, "seed": args.seed,
+        "provenance": {"fit_on": f"{args.train} speakers, first 70 % of the noise clips ({args.noise_categories})"
+                                 + (f"; speakers found in {', '.join(res['conversation_sets'])}" if conv_items else ""),
+                       "clusters": len(train_items) + len(conv_items), "conversation_clusters": len(conv_items), "max_family_fpr": args.max_family_fpr, "seed": args.seed,
                        "material": "training/train_tv.py (family clusters: clean/noise/room/room+noise; "
                                    "TV clusters: training/tv_mix.py chain, clean/noise)"},
-        "metrics": {"dev": {k: v for k, v in res["dev"].items() if k != "per_condition"}},
+        "metrics": {"dev": {k: v for k, v in res["dev"].items() if k != "per_condition"},
+                    **({"conversations_crossfit": res["conversations_crossfit"]} if conv_items else {})},
         "license": "CC BY-NC-SA 4.0 (fitted on emotiontts_open_db speech)",
     }
     save_release(args.out, None, config)   # no weights: the model is the numbers in config["model"]
@@ -188,7 +263,7 @@ def main(argv=None) -> dict:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     results.with_suffix(".md").write_text(markdown(res, det), encoding="utf-8")
-    print(json.dumps({k: v for k, v in res.items() if k != "train"}, indent=1))
+    print(json.dumps({k: v for k, v in res.items() if k not in ("train", "rows")}, indent=1))
     return res
 
 
@@ -204,6 +279,16 @@ def markdown(res: dict, det: TVDetector) -> str:
              "| condition | clusters | called TV | mean probability |", "|---|---|---|---|"]
     for c, v in d["per_condition"].items():
         lines.append(f"| {c} | {v['clusters']} | {100 * v['called_tv']:.1f}% | {v['mean_probability']:.3f} |")
+    if "conversations" in res:
+        c, x = res["conversations"], res["conversations_crossfit"]
+        lines += ["", f"Speakers found in train conversations ({', '.join(res['conversation_sets'])}), fitted on: "
+                  f"ROC AUC with each scored by a detector fitted without its conversation (two folds by "
+                  f"conversation): TV vs family **{x['auc_tv_vs_family']}**, TV vs parents across the room "
+                  f"**{x['auc_tv_vs_far_parents']}** ({x['clusters']} speakers, {x['tv']} TV, {x['far_parents']} "
+                  f"far parents). In-sample, at the threshold:", "",
+                  "| condition | clusters | called TV | mean probability |", "|---|---|---|---|"]
+        for k, v in c["per_condition"].items():
+            lines.append(f"| {k} | {v['clusters']} | {100 * v['called_tv']:.1f}% | {v['mean_probability']:.3f} |")
     lines += ["", "Coefficients (standardised features): " +
               ", ".join(f"{k} {c:+.2f}" for k, c in zip(FEATURES, det.coef)), ""]
     return "\n".join(lines)

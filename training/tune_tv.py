@@ -14,8 +14,9 @@ of the grid: the family seconds it would report as TV and the TV seconds it find
 truth calls not family). sounds_db: how far under the loudest family-sounding speaker one that
 sounds like a TV must be; far_db, far_probability: the far-and-somewhat-TV-like rule;
 min_speakers: how many candidates the far ones need in all (one alone: a far parent, or a TV heard
-as one voice). `--rows` pools the rows of earlier runs (measured once), `--skip` leaves sets out
-of them.
+as one voice). The rows are those of training/tv_rows.py: `--rows` pools the rows of earlier runs
+(measured once; tune_tv's or train_tv's JSON), `--skip` leaves sets out of them, `--detector`
+scores them with another detector (a refit: train_tv.py) from their features.
 
 The choice: no family speech reported as TV, neither at the setting nor with both levels
 `--margin-db` nearer and far_probability `--margin-probability` lower (a parent a little nearer the
@@ -34,38 +35,12 @@ import itertools
 import json
 from pathlib import Path
 
+from training.tv_rows import measure, parse_sets, read_rows, rescore
+
 FAR_DB_GRID = (-6.0, -7.0, -8.0, -9.0, -10.0, -12.0, -14.0, -16.0)
 FAR_PROBABILITY_GRID = (0.2, 0.3, 0.5, 0.7)    # a far speaker must also sound somewhat like a TV
 SOUNDS_DB_GRID = (None, 0.0, -3.0, -6.0, -9.0, -12.0)  # how far under the family one that sounds like a TV must be
 MIN_SPEAKERS_GRID = (1, 2)                 # candidates the far ones need (one alone: a far parent or a one-voice TV)
-
-
-def family_fraction(spans, segments) -> float:
-    """Share of the spans' time inside the truth's family segments [(start, end, ...)] (at most 1)."""
-    total = sum(e - s for s, e in spans)
-    inside = sum(max(0.0, min(e, b) - max(s, a)) for s, e in spans for a, b, *_ in segments)
-    return min(1.0, inside / total) if total > 0 else 0.0
-
-
-def measure(sets, clf, enc) -> list:
-    """[(folder, variants)] -> one row per (file, found speaker)."""
-    from speech.analysis import analyze
-    from speech.audio import load_audio
-    from speech.tv import speaker_scores
-
-    rows = []
-    for folder, variants in sets:
-        for truth in [json.loads(line) for line in open(Path(folder) / "truth.jsonl", encoding="utf-8")]:
-            for variant in variants:
-                audio = load_audio(Path(folder) / f"{truth['name']}.{variant}.flac")
-                rep = analyze(audio, clf, encoder=enc)
-                spans_of = {sp.id: [(x.start, x.end) for x in rep.segments if x.speaker == sp.id] for sp in rep.speakers}
-                for k, (seconds, prob, level) in speaker_scores(audio, spans_of).items():
-                    rows.append({"set": f"{Path(folder).name}:{variant}", "file": f"{truth['name']}.{variant}", "speaker": k,
-                                 "seconds": round(seconds, 2), "probability": round(prob, 4), "level_db": round(level, 2),
-                                 "family": round(family_fraction(spans_of[k], truth["segments"]), 3)})
-            print(Path(folder).name, truth["name"], flush=True)
-    return rows
 
 
 def sweep(rows, threshold: float, far_dbs=FAR_DB_GRID, far_probabilities=FAR_PROBABILITY_GRID,
@@ -119,7 +94,7 @@ def choose(rows, threshold: float, grid: list, margin_db: float, margin_probabil
 def main(argv=None) -> dict:
     from speech.gender import GenderClassifier
     from speech.speaker import SpeakerEncoder
-    from speech.tv import FAR_DB, FAR_PROBABILITY, MIN_TV_SPEAKERS, SOUNDS_DB, default_detector
+    from speech.tv import FAR_DB, FAR_PROBABILITY, MIN_TV_SPEAKERS, SOUNDS_DB, TVDetector, default_detector
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conversations", nargs="*", default=[], metavar="FOLDER:VARIANTS",
@@ -130,22 +105,27 @@ def main(argv=None) -> dict:
                    help="... and with this much lower far_probability")
     p.add_argument("--rows", nargs="*", default=[], metavar="JSON",
                    help="also use the rows of earlier runs' OUT.json (measured once; sets named in both count twice)")
+    p.add_argument("--detector", default=None, metavar="FOLDER",
+                   help="score the speakers with this TV detector (default: the shipped checkpoints/tv-ko); "
+                        "--rows are scored again from their features")
     p.add_argument("--skip", nargs="*", default=[], metavar="SET",
                    help="leave these sets of the rows out (as the rows name them, e.g. train-far16:tv)")
     args = p.parse_args(argv)
 
-    sets = [(c.partition(":")[0], c.partition(":")[2].split(",")) for c in args.conversations]
-    det = default_detector()
+    sets = parse_sets(args.conversations)
+    det = TVDetector.load(args.detector) if args.detector else default_detector()
     if not sets and not args.rows:
         p.error("give --conversations, --rows or both")
-    rows = [r for f in args.rows for r in json.loads(Path(f).read_text(encoding="utf-8"))["rows"]]
+    rows = read_rows(args.rows)
     if sets:
-        rows += measure(sets, GenderClassifier.load(), SpeakerEncoder.load())
+        rows += measure(sets, GenderClassifier.load(), SpeakerEncoder.load(), det)
     rows = [r for r in rows if r["set"] not in args.skip]
+    if args.detector:
+        rows = rescore(rows, det)
     grid = sweep(rows, det.threshold)
     best = choose(rows, det.threshold, grid, args.margin_db, args.margin_probability)
     res = {"command": "python -m training.tune_tv " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
-           "threshold": det.threshold, "margin_db": args.margin_db,
+           "detector": args.detector or "checkpoints/tv-ko", "threshold": det.threshold, "margin_db": args.margin_db,
            "margin_probability": args.margin_probability,
            "chosen": best and {k: best[k] for k in ("far_db", "far_probability", "sounds_db", "min_speakers")},
            "shipped": {"far_db": FAR_DB, "far_probability": FAR_PROBABILITY, "sounds_db": SOUNDS_DB,
