@@ -359,6 +359,7 @@ def make_handlers(models: Models):
         info = (f"**{ko} ({result.label})** · {result.probabilities[result.label]:.0%} · "
                 f"말소리 speech {format_duration(result.speech)} / 전체 {format_duration(result.duration)} · "
                 f"모델 model `{_model_name(classifier)}`")
+        info = _warnings_markdown(result.warnings) + info
         if voices > 1:
             info = (f"**목소리가 {voices}개 들립니다 · {voices} voices are present.** 한 사람의 성별만 알려 주는 "
                     f"탭입니다: 사람마다 나누어 보려면 **대화 분석 · Conversation** 탭을 쓰세요. This tab labels one "
@@ -421,10 +422,20 @@ def share_bar(report) -> str:
     return f'<div class="share-bar">{"".join(parts)}</div>'
 
 
+BAND_KO = "전화 음질(약 4 kHz 이하)의 녹음입니다: 성별·어린이 판정을 믿을 수 없습니다."
+
+
+def _warnings_markdown(warnings) -> str:
+    """speech.band's warnings, first and in bold, in Korean and English."""
+    from speech.band import NARROWBAND
+
+    return "".join(f"**⚠ {BAND_KO if w == NARROWBAND else ''} {w}**\n\n" for w in warnings)
+
+
 def summary_markdown(report, stt_name: Optional[str] = None) -> str:
     f, m = report.genders["female"], report.genders["male"]
     ratio = report.parents_ratio
-    text = ""
+    text = _warnings_markdown(report.warnings)
     if ratio is not None:
         text += (f"### 부모 비율 · Parents' ratio — 엄마(성인 여성) {100 * ratio[0]:.0f} : 아빠(성인 남성) "
                  f"{100 * ratio[1]:.0f}\n화자 speakers **{len(report.speakers)}**")

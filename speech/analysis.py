@@ -41,6 +41,7 @@ from .audio import SAMPLE_RATE, AudioError, AudioSource
 from .formats import LINE_WIDTH, split_span, subtitle_cues, text_width, to_srt, to_vtt
 from .gender import CHILD, LABELS, GenderClassifier
 from .usable import load_speech, require_speech
+from .band import band_warnings
 from .level import level_gain_db
 from .memory import release
 
@@ -116,6 +117,7 @@ class ConversationReport:
     transcribed: bool = False
     settings: dict = field(default_factory=dict)
     speakers: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)   # why the labels may be wrong (speech.band: narrowband audio)
 
     @property
     def n_turns(self) -> int:
@@ -151,6 +153,7 @@ class ConversationReport:
             "transcribed": self.transcribed,
             "rtf": round(self.rtf, 4),
             "settings": self.settings,
+            "warnings": self.warnings,
         }
         return d
 
@@ -220,7 +223,7 @@ class ConversationReport:
 
     def summary(self) -> str:
         g = self.genders
-        lines = []
+        lines = [f"warning: {w}" for w in self.warnings]
         if self.parents_ratio is not None:
             lines.append(f"parents' ratio (adult female : adult male): "
                          f"{100 * self.parents_ratio[0]:.1f} : {100 * self.parents_ratio[1]:.1f}")
@@ -284,6 +287,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     report_progress(0.0, "decoding audio")
     raw = load_speech(source)
     duration = len(raw) / SAMPLE_RATE
+    warnings = band_warnings(raw)
     # The VAD and the gender classifier hear the level-normalised audio (a quiet 16-bit
     # recording's log-mel features otherwise sink into the log floor); the speaker encoder hears
     # the original level (its own front end raises it as resemblyzer does, and the LDA and the
@@ -386,7 +390,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     return ConversationReport(
         path=path, duration=duration, speech_seconds=speech, genders=genders, turns=turns,
         segments=segments, rtf=elapsed / max(duration, 1e-9), model=model, transcribed=stt is not None,
-        settings=settings, speakers=speaker_list)
+        settings=settings, speakers=speaker_list, warnings=warnings)
 
 
 VAD_PAD = 0.25   # s around each region: Silero's regions clip soft onsets and endings (measured on

@@ -45,6 +45,12 @@ class _PercentBar:
             self.bar = None
 
 
+def _warn(path, warnings) -> None:
+    """A result's warnings (speech.band: narrowband audio) on stderr, one line each."""
+    for w in warnings:
+        print(f"warning: {path}: {w}", file=sys.stderr)
+
+
 def _fail(path, err) -> None:
     print(f"error: {path}: {err}", file=sys.stderr)
 
@@ -182,6 +188,7 @@ def cmd_gender(args) -> int:
     show = not args.no_progress and len(args.files) > 1 and sys.stderr.isatty()
     run = _Files()
     for path, r in run.each(args.files, lambda p: clf.predict(p, vad=not args.no_vad), "classifying", show):
+        _warn(path, r.warnings)
         if args.format == "jsonl":
             print(json.dumps({"path": str(path), **r.to_dict()}, ensure_ascii=False), flush=True)
         else:
@@ -272,6 +279,7 @@ def cmd_analyze(args) -> int:
                        encoder=encoder)
 
     for path, report in run.each(args.files, work, "analysing", show, bar):
+        _warn(path, report.warnings)
         if out_dir is not None or not several or args.format in ("srt", "vtt"):
             text = {"json": report.to_json, "csv": report.to_csv, "speakers-csv": report.to_speakers_csv,
                     "srt": report.to_srt, "vtt": report.to_vtt, "rttm": report.to_rttm}[args.format]()

@@ -32,6 +32,7 @@ class GenderResult:
     probabilities: dict
     duration: float
     speech: float = field(default=0.0)   # seconds of speech the decision rests on
+    warnings: list = field(default_factory=list)   # why the label may be wrong (speech.band: narrowband audio)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +111,7 @@ class GenderClassifier:
     def predict(self, source: AudioSource, vad: bool = True, max_span: float = 30.0) -> GenderResult:
         """One label for one recording. With `vad`, only speech regions count (and a recording
         without speech raises NoSpeechError, see speech.usable); without, the whole input is one utterance."""
+        from .band import band_warnings
         from .usable import load_speech, require_speech
 
         audio = load_speech(source)
@@ -132,4 +134,4 @@ class GenderClassifier:
         p = self.probabilities(logit)[0].tolist()
         best = int(np.argmax(p))
         return GenderResult(self.labels[best], {k: round(v, 4) for k, v in zip(self.labels, p)},
-                            round(duration, 3), round(float(w.sum()), 3))
+                            round(duration, 3), round(float(w.sum()), 3), band_warnings(audio))

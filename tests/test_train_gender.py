@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from speech.audio import load_audio
+from speech.band import NARROWBAND_DB
 from speech.gender import GenderClassifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,11 +95,13 @@ def test_evaluate_gender_tables_against_the_pitch_baseline(trained, tmp_path):
     dev = trained / "dev.jsonl"
     out = tmp_path / "eval"
     p = run("training.evaluate_gender", "--manifest", str(dev), "--noise", str(NOISE),
-            "--model", str(trained / "run" / "release"), "--out", str(out))
+            "--model", str(trained / "run" / "release"), "--out", str(out), "--bands", "phone")
     res = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     md = out.with_suffix(".md").read_text(encoding="utf-8")
     assert res["utterances"] == 3 and res["speakers"] == ["avc", "emf", "pmi"]
-    assert list(res["conditions"]) == ["clean", "noise 10 dB", "noise 5 dB", "noise 0 dB", "1 s clean", "1 s, 5 dB"]
+    assert list(res["conditions"]) == ["clean", "noise 10 dB", "noise 5 dB", "noise 0 dB", "1 s clean", "1 s, 5 dB", "phone"]
+    # --bands: the telephone band is what speech.band warns about, the clean clips are not
+    assert res["conditions"]["phone"]["high_band_db"]["max"] <= NARROWBAND_DB < res["conditions"]["clean"]["high_band_db"]["min"]
     # The pitch baseline on the clean clips: median F0 above 165 Hz is female. The woman's voice is
     # high, the adult man's low; the teenage boy is the known failure (results/gender_eval.md).
     clean = res["conditions"]["clean"]
@@ -116,4 +119,4 @@ def test_evaluate_gender_tables_against_the_pitch_baseline(trained, tmp_path):
     assert [clean["model"]["per_speaker"][s] for s in ("avc", "emf", "pmi")] == [float(p == y) for p, y in zip(pred, truth)]
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert any(line.startswith("| clean |") for line in rows) and any(line.startswith("| pmi | male | teen | 1 |") for line in rows)
-    assert "model" in p.stdout and "pitch" in p.stdout
+    assert "model" in p.stdout and "pitch" in p.stdout and "| phone |" in md

@@ -104,3 +104,26 @@ def quiet(audio: np.ndarray, db: float) -> np.ndarray:
     """Attenuate by `db` dB and round to 16-bit PCM, as a recorder would store it."""
     q = np.round(audio * 10 ** (-db / 20) * 32768.0).clip(-32768, 32767)
     return (q / 32768.0).astype(np.float32)
+
+
+BAND_HELP = "phone (8 kHz sampling, 300-3400 Hz), lowpassN, highpassN (N in Hz)"
+
+
+def band_condition(audio: np.ndarray, name: str, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Clean 16 kHz audio through a band limit: `phone` (down to 8 kHz, a 300-3400 Hz band-pass,
+    back up, as a telephone line or an 8 kHz recorder hands it over), `lowpassN` or `highpassN`
+    (Butterworth, 8th / 4th order, zero phase)."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    x = np.asarray(audio, dtype=np.float64)
+    if name == "phone":
+        y = resample_poly(x, 1, 2)
+        y = sosfiltfilt(butter(6, [300, 3400], btype="band", fs=sr // 2, output="sos"), y)
+        out = resample_poly(y, 2, 1)[:len(x)]
+    elif name.startswith("lowpass") and name[7:].isdigit():
+        out = sosfiltfilt(butter(8, int(name[7:]), btype="low", fs=sr, output="sos"), x)
+    elif name.startswith("highpass") and name[8:].isdigit():
+        out = sosfiltfilt(butter(4, int(name[8:]), btype="high", fs=sr, output="sos"), x)
+    else:
+        raise ValueError(f"Unknown band {name!r}; bands = {BAND_HELP}")
+    return out.astype(np.float32)

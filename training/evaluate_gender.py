@@ -5,7 +5,8 @@
 
 Conditions: whole utterances clean and mixed with household noise (the held-out part of every
 noise clip, see train_gender.noise_part) at 10, 5 and 0 dB; 1-second crops from the middle of each
-utterance, clean and at 5 dB. Methods: the model (argmax of calibrated probabilities, whole input
+utterance, clean and at 5 dB; with `--bands`, the whole utterances through a band limit too (`phone`:
+8 kHz, 300-3400 Hz, as a telephone line hands speech over). Methods: the model (argmax of calibrated probabilities, whole input
 as one utterance, no VAD) and the pitch baseline (median F0 of voiced frames > `--cut` Hz ->
 female; no voiced frame counts as an error). Writes `OUT.md` and `OUT.json`: accuracy per
 condition and group, per speaker, and the model's expected calibration error.
@@ -29,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from speech.audio import SAMPLE_RATE
+from speech.band import NARROWBAND_DB, high_band_db
 from speech.gender import GenderClassifier
 from speech.pitch import median_f0
+from training.conditions import BAND_HELP, band_condition
 from training.data import load_utterances
 from training.manifest import label_of, read_manifest
 from training.noise import HOUSEHOLD, NoiseBank, noise_part, noisy_copies
@@ -70,6 +73,14 @@ def group_of(row: dict) -> str:
     return "adult"
 
 
+def _path(folder) -> str:
+    """The model folder as given, relative to the working directory when inside it."""
+    try:
+        return str(Path(folder).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
+
+
 def pitch_predictions(audio, cut: float) -> np.ndarray:
     """0 = female, 1 = male, -1 = no voiced frame."""
     out = []
@@ -89,6 +100,8 @@ def main(argv=None) -> dict:
     p.add_argument("--cut", type=float, default=165.0, help="pitch baseline: median F0 above this is female")
     p.add_argument("--short", type=float, default=1.0, help="seconds of the short-clip condition")
     p.add_argument("--noise-train-fraction", type=float, default=0.7)
+    p.add_argument("--bands", nargs="*", default=[], metavar="BAND",
+                   help=f"more conditions: the clean utterances through a band limit ({BAND_HELP})")
     args = p.parse_args(argv)
 
     clf = GenderClassifier.load(args.model)
@@ -105,15 +118,19 @@ def main(argv=None) -> dict:
         conditions[f"noise {snr:g} dB"] = noisy_copies(full, bank, snr, seed=100 + int(snr))
     conditions[f"{args.short:g} s clean"] = short
     conditions[f"{args.short:g} s, 5 dB"] = noisy_copies(short, bank, 5.0, seed=200)
+    for band in args.bands:
+        conditions[band] = [band_condition(a, band) for a in full]
 
-    results = {"model": str(clf.folder), "labels": list(clf.labels), "manifest": " ".join(args.manifest), "utterances": len(rows),
+    results = {"model": _path(clf.folder), "labels": list(clf.labels), "manifest": " ".join(args.manifest), "utterances": len(rows),
                "speakers": sorted(set(speakers)), "pitch_cut_hz": args.cut, "conditions": {}}
     for name, audio in conditions.items():
         probs = clf.probabilities(clf.span_logits(audio)).numpy()
         model_pred = probs.argmax(1)
         pitch_pred = pitch_predictions(audio, args.cut)
         adult = np.array([g == "adult" for g in groups])
-        cond = {"ece": round(ece(probs, y), 4), "ece_adult": round(ece(probs[adult], y[adult]), 4) if adult.any() else None,
+        band = np.array([high_band_db(a) for a in audio])
+        cond = {"high_band_db": {k: round(float(f(band)), 1) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))},
+                "ece": round(ece(probs, y), 4), "ece_adult": round(ece(probs[adult], y[adult]), 4) if adult.any() else None,
                 "called_child": {g: round(float((model_pred[[x == g for x in groups]] == CHILD_INDEX).mean()), 4)
                                  for g in sorted(set(groups))}}
         for method, pred in (("model", model_pred), ("pitch", pitch_pred)):
@@ -163,7 +180,11 @@ def markdown(res: dict, rows: list[dict]) -> str:
         f = lambda m, g: f"{100 * d[m][g]:.1f}%" if g in d[m] else "-"
         lines.append(f"| {c} | {f('model', 'all')} | {f('model', 'adult')} | {f('model', 'teen')} | "
                      f"{f('pitch', 'all')} | {f('pitch', 'adult')} | {f('pitch', 'teen')} | {d['ece']:.3f} / {d['ece_adult']:.3f} |")
-    lines += ["", "Per speaker (model / pitch):", "",
+    lines += ["", f"speech.band's measure (energy 4.3-7.5 kHz against 300-3400 Hz, dB; narrowband warning at "
+                  f"{NARROWBAND_DB:g} or under), min / median / max over the utterances: "
+              + "; ".join(f"{c} {d['high_band_db']['min']:g} / {d['high_band_db']['median']:g} / {d['high_band_db']['max']:g}"
+                          for c, d in res["conditions"].items()) + ".",
+              "", "Per speaker (model / pitch):", "",
               "| speaker | gender | note | utts | " + " | ".join(conds) + " |",
               "|---|---|---|---|" + "---|" * len(conds)]
     for s in res["speakers"]:
