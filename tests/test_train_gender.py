@@ -120,3 +120,41 @@ def test_evaluate_gender_tables_against_the_pitch_baseline(trained, tmp_path):
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert any(line.startswith("| clean |") for line in rows) and any(line.startswith("| pmi | male | teen | 1 |") for line in rows)
     assert "model" in p.stdout and "pitch" in p.stdout and "| phone |" in md
+
+
+def test_band_limited_crops_answer_as_their_full_band(trained, tmp_path):
+    """--band-prob / --band-teacher: crops go through random_band (a telephone line, a high-pass
+    that takes the voice's fundamental, a low-pass), while the teachers hear the same crop's full
+    band; a fine-tune with them writes a release that names its band teacher."""
+    import random
+    from dataclasses import replace
+
+    from speech.band import high_band_db
+    from training.train_gender import Sampler, TrainConfig, make_batch, random_band
+
+    rows = [{"speaker": s, "gender": g} for _, s, g in TRAIN]
+    audio = [load_audio(str(a)) for a, _, _ in TRAIN]
+    labels = [0 if g == "female" else 1 for _, _, g in TRAIN]
+    cfg = TrainConfig(train="", dev="", batch_size=6, noise_prob=0.0, reverb_prob=0.0, band_prob=1.0)
+
+    def batch(c):
+        return make_batch(c, audio, labels, Sampler(rows, random.Random(0)), None, torch.Generator().manual_seed(0),
+                          random.Random(1))
+    wav, lengths, y, full = batch(cfg)
+    plain, *_ = batch(replace(cfg, band_prob=0.0))
+    assert full is not wav and all(not torch.equal(wav[b], full[b]) for b in range(6))
+    assert torch.equal(full[0], plain[0])                   # the teacher's input: the crop as it was
+    bands = [random_band(audio[0], random.Random(seed)) for seed in range(8)]
+    assert min(high_band_db(b) for b in bands) <= NARROWBAND_DB < high_band_db(audio[0])
+    with pytest.raises(ValueError, match="band-teacher"):
+        TrainConfig(train="", dev="", band_teacher_weight=1.0)
+
+    release = trained / "run" / "release"
+    run("training.train_gender", "--train", str(trained / "train.jsonl"), "--dev", str(trained / "dev.jsonl"),
+        "--noise", str(NOISE), "--out", str(tmp_path / "band"), *TINY[:9], "--steps", "4", "--eval-every", "2",
+        "--crop-min", "1", "--crop-max", "2", "--threads", "1", "--init", str(release), "--band-prob", "0.5",
+        "--band-teacher", str(release), "--band-teacher-weight", "1.0")
+    config = json.loads((tmp_path / "band" / "release" / "config.json").read_text(encoding="utf-8"))
+    assert config["provenance"]["band_teacher"] == str(release)
+    assert config["provenance"]["train_config"]["band_prob"] == 0.5
+    assert list(GenderClassifier.load(str(tmp_path / "band" / "release")).labels) == ["female", "male"]

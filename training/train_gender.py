@@ -15,6 +15,9 @@ The temperature is fitted after training on the dev speakers (clean and noisy), 
 `--calib-holdout F`, on a share F of every train speaker's utterances held out of training (with
 their synthetic copies), so that dev stays a pure test set. `--distill RELEASE` keeps a
 female/male release's odds on adult crops while a `child` class is learnt (gender-child-ko's card).
+`--band-prob P --band-teacher RELEASE`: a share P of the crops goes through a random telephone-like
+band limit (`random_band`) and must give the probabilities RELEASE gives on the same crop's full
+band (every teacher hears the full band).
 
 A third class, `child`: `--extra-train` / `--extra-dev` add manifests of training/child_voice.py
 (rows with gender `child`, and pitch-raised adult copies that keep their label); the labels become
@@ -89,6 +92,9 @@ class TrainConfig:
     distill: str = ""               # teacher release (female/male): adult crops keep its female-vs-male odds
     distill_weight: float = 0.0     # weight of that KL term (0 = off)
     calib_holdout: float = 0.0      # share of every train speaker's utterances held out for the temperature (0 = dev)
+    band_prob: float = 0.0          # share of crops through a random telephone-like band limit (random_band)
+    band_teacher: str = ""          # release whose probabilities on the full-band crop a band-limited crop must give
+    band_teacher_weight: float = 0.0
 
     def __post_init__(self):
         if not 0 < self.crop_min <= self.crop_max:
@@ -99,6 +105,8 @@ class TrainConfig:
             raise ValueError("give --steps or --minutes")
         if self.distill_weight > 0 and not self.distill:
             raise ValueError("--distill-weight > 0 needs --distill (a female/male release)")
+        if self.band_teacher_weight > 0 and not self.band_teacher:
+            raise ValueError("--band-teacher-weight > 0 needs --band-teacher (a release with the same labels)")
         if not 0 <= self.calib_holdout < 1:
             raise ValueError("--calib-holdout must be in [0, 1)")
         if self.noise_prob > 0 and not self.noise:
@@ -165,9 +173,32 @@ class Sampler:
         return self.rng.choice(speakers[self.rng.choice(sorted(speakers))])
 
 
+def random_band(x: np.ndarray, rng: random.Random) -> np.ndarray:
+    """A crop as a narrower channel hands it over: a telephone line (8 kHz, a 250-400 Hz to
+    3.0-3.7 kHz band-pass), a 250-400 Hz high-pass (the voice's fundamental gone) or a 3.0-4.2 kHz
+    low-pass, one of the three at random (results/gender_bandwidth.md: what each does untrained)."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    x = np.asarray(x, dtype=np.float64)
+    kind = rng.choice(("phone", "high", "low"))
+    if kind == "phone":
+        y = resample_poly(x, 1, 2)
+        band = [rng.uniform(250, 400), rng.uniform(3000, 3700)]
+        y = resample_poly(sosfiltfilt(butter(6, band, btype="band", fs=SAMPLE_RATE // 2, output="sos"), y), 2, 1)
+        y = y[:len(x)]
+    elif kind == "high":
+        y = sosfiltfilt(butter(4, rng.uniform(250, 400), btype="high", fs=SAMPLE_RATE, output="sos"), x)
+    else:
+        y = sosfiltfilt(butter(8, rng.uniform(3000, 4200), btype="low", fs=SAMPLE_RATE, output="sos"), x)
+    return y.astype(np.float32)
+
+
 def make_batch(cfg: TrainConfig, audio, labels, sampler, bank, gen: torch.Generator, rng: random.Random):
+    """-> (wav, lengths, labels, full): `full` is `wav` without the band limits of `cfg.band_prob`
+    (what a teacher hears); the same tensor when no crop was band-limited."""
     n = int(rng.uniform(cfg.crop_min, cfg.crop_max) * SAMPLE_RATE)
     wav = torch.zeros(cfg.batch_size, n)
+    full = wav
     lengths = torch.zeros(cfg.batch_size, dtype=torch.long)
     y = torch.zeros(cfg.batch_size, dtype=torch.long)
     for b in range(cfg.batch_size):
@@ -183,10 +214,17 @@ def make_batch(cfg: TrainConfig, audio, labels, sampler, bank, gen: torch.Genera
         if bank is not None and rng.random() < cfg.noise_prob:
             x = mix_at_snr(x, bank.sample(len(x), gen), rng.uniform(cfg.snr_min, cfg.snr_max))
         x = limit_peak(x * 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20))
+        if cfg.band_prob and rng.random() < cfg.band_prob:
+            if full is wav:
+                full = wav.clone()
+            full[b, :len(x)] = x
+            x = limit_peak(torch.from_numpy(random_band(x.numpy(), rng)))
+        elif full is not wav:
+            full[b, :len(x)] = x
         wav[b, :len(x)] = x
         lengths[b] = len(x)
         y[b] = labels[i]
-    return wav, lengths, y
+    return wav, lengths, y, full
 
 
 @torch.inference_mode()
@@ -289,14 +327,14 @@ def init_from(model: GenderNet, release: str) -> None:
     model.load_state_dict(own, strict=True)
 
 
-def load_teacher(release: str, features: FeatureConfig, device) -> GenderNet:
-    """A frozen female/male release for distillation; it must read the same features."""
+def load_teacher(release: str, features: FeatureConfig, device, labels: tuple = LABELS) -> GenderNet:
+    """A frozen release for distillation (female/male by default); it must read the same features."""
     bundle = load_bundle(release, MODEL_TYPE)
     if bundle.features != features:
-        raise ValueError(f"--distill {release}: its features differ from this model's")
+        raise ValueError(f"teacher {release}: its features differ from this model's")
     teacher = bundle.build_model()
-    if tuple(teacher.dims.labels) != LABELS:
-        raise ValueError(f"--distill {release}: labels {teacher.dims.labels}, need {LABELS}")
+    if tuple(teacher.dims.labels) != tuple(labels):
+        raise ValueError(f"teacher {release}: labels {teacher.dims.labels}, need {tuple(labels)}")
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.to(device).eval()
@@ -369,6 +407,7 @@ def train(cfg: TrainConfig) -> Path:
         init_from(model, cfg.init)
     model = model.to(dev)
     teacher = load_teacher(cfg.distill, cfg.features, dev) if cfg.distill_weight > 0 else None
+    band_teacher = load_teacher(cfg.band_teacher, cfg.features, dev, labels) if cfg.band_teacher_weight > 0 else None
     adult_idx = torch.tensor([labels.index(g) for g in LABELS])
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -396,12 +435,20 @@ def train(cfg: TrainConfig) -> Path:
     while progress() < 1.0:
         for g in opt.param_groups:
             g["lr"] = lr_at(min(progress(), 1.0))
-        wav, lengths, y = make_batch(cfg, train_audio, train_y, sampler, bank, gen, rng)
+        wav, lengths, y, full = make_batch(cfg, train_audio, train_y, sampler, bank, gen, rng)
         feats, frames = compute_features(wav.to(dev), cfg.features, lengths.to(dev))
         logits = model(feats, frames)
         loss = F.cross_entropy(logits, y.to(dev), label_smoothing=0.05)
+        # teachers hear the full band: a band-limited crop must answer as its full-band self would
+        full_feats = feats if full is wav else compute_features(full.to(dev), cfg.features, lengths.to(dev))[0]
         if teacher is not None:
-            loss = loss + cfg.distill_weight * distill_loss(logits, teacher(feats, frames), y.to(dev), adult_idx.to(dev))
+            loss = loss + cfg.distill_weight * distill_loss(logits, teacher(full_feats, frames), y.to(dev), adult_idx.to(dev))
+        if band_teacher is not None and full is not wav:
+            banded = (wav != full).any(1).to(dev)
+            if banded.any():
+                t = F.softmax(band_teacher(full_feats[banded], frames[banded]), dim=-1)
+                loss = loss + cfg.band_teacher_weight * F.kl_div(F.log_softmax(logits[banded], dim=-1), t,
+                                                                  reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -439,7 +486,7 @@ def train(cfg: TrainConfig) -> Path:
             "dev_speakers": sorted({r["speaker"] for r in dev_rows}),
             "calibration_utterances": sorted(r["utt"] for r in calib_rows),
             "noise": cfg.noise, "steps": step, "parameters": n_params, "init": cfg.init or None,
-            "distill": cfg.distill or None,
+            "distill": cfg.distill or None, "band_teacher": cfg.band_teacher or None,
             "train_config": {k: v for k, v in asdict(cfg).items() if k != "features"},
         },
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
@@ -469,7 +516,7 @@ def parse_args(argv=None) -> TrainConfig:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
     for name in ("dropout", "lr", "weight_decay", "minutes", "crop_min", "crop_max", "noise_prob",
                  "snr_min", "snr_max", "reverb_prob", "gain_db", "noise_train_fraction", "trim_db",
-                 "distill_weight", "calib_holdout"):
+                 "distill_weight", "calib_holdout", "band_prob", "band_teacher_weight"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     p.add_argument("--channels", type=int, nargs="+", default=list(d.channels))
     p.add_argument("--device", default="cpu")
@@ -479,6 +526,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--exclude-note", nargs="*", default=[], help="leave out speakers with these notes (e.g. teen)")
     p.add_argument("--init", default="", help="start from a release folder's weights (e.g. checkpoints/gender-ko)")
     p.add_argument("--distill", default="", help="female/male teacher release for --distill-weight (e.g. checkpoints/gender-ko)")
+    p.add_argument("--band-teacher", default="",
+                   help="release (same labels) whose answers on the full band each --band-prob crop must give "
+                        "(e.g. checkpoints/gender-child-ko)")
     a = vars(p.parse_args(argv))
     for k in ("channels", "extra_train", "extra_dev", "exclude_note"):
         a[k] = tuple(a[k])

@@ -193,7 +193,6 @@ def crossfit_auc(synthetic, conversation, max_family_fpr: float) -> dict:
 
 
 def main(argv=None) -> dict:
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--train", default="data/ko-speech/train.jsonl")
     p.add_argument("--dev", default="data/ko-speech/dev.jsonl")
