@@ -109,21 +109,32 @@ def quiet(audio: np.ndarray, db: float) -> np.ndarray:
 BAND_HELP = "phone (8 kHz sampling, 300-3400 Hz), lowpassN, highpassN (N in Hz)"
 
 
-def band_condition(audio: np.ndarray, name: str, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Clean 16 kHz audio through a band limit: `phone` (down to 8 kHz, a 300-3400 Hz band-pass,
-    back up, as a telephone line or an 8 kHz recorder hands it over), `lowpassN` or `highpassN`
-    (Butterworth, 8th / 4th order, zero phase)."""
+def band_limit(audio: np.ndarray, low_hz: Optional[float] = None, high_hz: Optional[float] = None,
+               narrow: bool = False, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """16 kHz audio through a channel: a high-pass at `low_hz` (Butterworth, 4th order), a low-pass at
+    `high_hz` (8th order), both zero phase; `narrow`: through 8 kHz sampling with a 6th-order
+    band-pass instead, as a telephone line or an 8 kHz recorder hands speech over."""
     from scipy.signal import butter, resample_poly, sosfiltfilt
 
     x = np.asarray(audio, dtype=np.float64)
-    if name == "phone":
+    if narrow:
         y = resample_poly(x, 1, 2)
-        y = sosfiltfilt(butter(6, [300, 3400], btype="band", fs=sr // 2, output="sos"), y)
-        out = resample_poly(y, 2, 1)[:len(x)]
-    elif name.startswith("lowpass") and name[7:].isdigit():
-        out = sosfiltfilt(butter(8, int(name[7:]), btype="low", fs=sr, output="sos"), x)
-    elif name.startswith("highpass") and name[8:].isdigit():
-        out = sosfiltfilt(butter(4, int(name[8:]), btype="high", fs=sr, output="sos"), x)
-    else:
-        raise ValueError(f"Unknown band {name!r}; bands = {BAND_HELP}")
-    return out.astype(np.float32)
+        y = sosfiltfilt(butter(6, [low_hz, high_hz], btype="band", fs=sr // 2, output="sos"), y)
+        return resample_poly(y, 2, 1)[:len(x)].astype(np.float32)
+    if low_hz:
+        x = sosfiltfilt(butter(4, low_hz, btype="high", fs=sr, output="sos"), x)
+    if high_hz:
+        x = sosfiltfilt(butter(8, high_hz, btype="low", fs=sr, output="sos"), x)
+    return x.astype(np.float32)
+
+
+def band_condition(audio: np.ndarray, name: str, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Clean 16 kHz audio through a named band limit (BAND_HELP): `phone` is `band_limit(300,
+    3400, narrow=True)`, `lowpassN` and `highpassN` one filter at N Hz."""
+    if name == "phone":
+        return band_limit(audio, 300, 3400, narrow=True, sr=sr)
+    if name.startswith("lowpass") and name[7:].isdigit():
+        return band_limit(audio, high_hz=int(name[7:]), sr=sr)
+    if name.startswith("highpass") and name[8:].isdigit():
+        return band_limit(audio, low_hz=int(name[8:]), sr=sr)
+    raise ValueError(f"Unknown band {name!r}; bands = {BAND_HELP}")

@@ -46,6 +46,7 @@ from speech.audio import SAMPLE_RATE
 from speech.bundle import load_bundle, save_bundle, save_release
 from speech.features import FeatureConfig, batched_features, compute_features
 from speech.models.gender import CHILD, LABELS, MODEL_TYPE, GenderDims, GenderNet
+from training.conditions import band_limit
 from training.data import load_utterances
 from training.manifest import label_name, label_of, read_manifest
 from training.noise import HOUSEHOLD, NoiseBank, limit_peak, mix_at_snr, noise_part, noisy_copies, synthetic_rir
@@ -177,20 +178,12 @@ def random_band(x: np.ndarray, rng: random.Random) -> np.ndarray:
     """A crop as a narrower channel hands it over: a telephone line (8 kHz, a 250-400 Hz to
     3.0-3.7 kHz band-pass), a 250-400 Hz high-pass (the voice's fundamental gone) or a 3.0-4.2 kHz
     low-pass, one of the three at random (results/gender_bandwidth.md: what each does untrained)."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-
-    x = np.asarray(x, dtype=np.float64)
     kind = rng.choice(("phone", "high", "low"))
     if kind == "phone":
-        y = resample_poly(x, 1, 2)
-        band = [rng.uniform(250, 400), rng.uniform(3000, 3700)]
-        y = resample_poly(sosfiltfilt(butter(6, band, btype="band", fs=SAMPLE_RATE // 2, output="sos"), y), 2, 1)
-        y = y[:len(x)]
-    elif kind == "high":
-        y = sosfiltfilt(butter(4, rng.uniform(250, 400), btype="high", fs=SAMPLE_RATE, output="sos"), x)
-    else:
-        y = sosfiltfilt(butter(8, rng.uniform(3000, 4200), btype="low", fs=SAMPLE_RATE, output="sos"), x)
-    return y.astype(np.float32)
+        return band_limit(x, rng.uniform(250, 400), rng.uniform(3000, 3700), narrow=True)
+    if kind == "high":
+        return band_limit(x, low_hz=rng.uniform(250, 400))
+    return band_limit(x, high_hz=rng.uniform(3000, 4200))
 
 
 def make_batch(cfg: TrainConfig, audio, labels, sampler, bank, gen: torch.Generator, rng: random.Random):
