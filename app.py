@@ -423,13 +423,16 @@ def share_bar(report) -> str:
 
 
 BAND_KO = "전화 음질(약 4 kHz 이하)의 녹음입니다: 성별·어린이 판정을 믿을 수 없습니다."
+BAND_USED_KO = "전화 음질(약 4 kHz 이하)의 녹음입니다: 전화 음질용 모델로 판정했습니다."
 
 
 def _warnings_markdown(warnings) -> str:
     """speech.band's warnings, first and in bold, in Korean and English."""
     from speech.band import NARROWBAND
 
-    return "".join(f"**⚠ {BAND_KO if w == NARROWBAND else ''} {w}**\n\n" for w in warnings)
+    def korean(w):
+        return BAND_KO if w == NARROWBAND else BAND_USED_KO if w.startswith("Narrowband audio") else ""
+    return "".join(f"**⚠ {korean(w)} {w}**\n\n".replace("⚠  ", "⚠ ") for w in warnings)
 
 
 def summary_markdown(report, stt_name: Optional[str] = None) -> str:

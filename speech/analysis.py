@@ -41,7 +41,6 @@ from .audio import SAMPLE_RATE, AudioError, AudioSource
 from .formats import LINE_WIDTH, split_span, subtitle_cues, text_width, to_srt, to_vtt
 from .gender import CHILD, LABELS, GenderClassifier
 from .usable import load_speech, require_speech
-from .band import band_warnings
 from .level import level_gain_db
 from .memory import release
 
@@ -277,7 +276,9 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     judged together) as `tv`, outside the family's shares. Off by default: in 10 dB household noise
     its detector called a real man TV (27 s of his speech, tests/test_analysis.py's long
     conversation), which moves the parents' ratio by 15 points, and a parent 9 dB or more under the
-    loudest speaker can pass for a far TV (results/tv_speakers.md)."""
+    loudest speaker can pass for a far TV (results/tv_speakers.md).
+    Telephone-band audio is labelled by the classifier's narrowband release
+    (`GenderClassifier.for_band`; the report's `model` names it and `warnings` says why)."""
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be at least 1, got {speakers}")
     t0 = time.perf_counter()
@@ -287,7 +288,7 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     report_progress(0.0, "decoding audio")
     raw = load_speech(source)
     duration = len(raw) / SAMPLE_RATE
-    warnings = band_warnings(raw)
+    classifier, warnings = classifier.for_band(raw)   # telephone-band audio: the narrowband release
     # The VAD and the gender classifier hear the level-normalised audio (a quiet 16-bit
     # recording's log-mel features otherwise sink into the log floor); the speaker encoder hears
     # the original level (its own front end raises it as resemblyzer does, and the LDA and the

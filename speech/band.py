@@ -5,8 +5,10 @@ a telephone band (8 kHz, 300-3400 Hz) it got 67.0 % of held-out adults' utteranc
 called `child`; one of the two men 5 %), through a 300 Hz high-pass alone 24.3 % (74.8 % `child`),
 through a 3.4 kHz low-pass alone 79.1 % (one woman called `male`), while a 5.5 kHz low-pass and a
 200 Hz high-pass changed nothing (`results/gender_bandwidth.md`; the pitch baseline kept 93.9 % of
-the adults through the telephone band). So a recording whose spectrum stops near 4 kHz gets a
-warning with its labels instead of silently wrong ones.
+the adults through the telephone band). So a recording whose spectrum stops near 4 kHz goes to
+the release gender-child-ko names for it (`GenderClassifier.for_band`:
+`checkpoints/gender-child-ko-narrowband`, adults 100 % right through the telephone band), and its
+reports say so; a release without one answers with the plain warning, its labels unreliable.
 
 The measure is the long-term spectrum of the louder half of the recording's frames: the energy
 from 4.3 to 7.5 kHz against 300-3400 Hz. Over the same 257 held-out utterances it was -44.3 dB at
@@ -32,6 +34,13 @@ NARROWBAND_DB = -50.0      # high band this far or further under the speech band
 NARROWBAND = ("Narrowband audio: nothing above about 4 kHz (a telephone line or an 8 kHz recording). "
               "The gender and child labels are unreliable on such audio: a 16 kHz recording of the "
               "same voices is needed (measured: results/gender_bandwidth.md).")
+
+
+def narrowband_used(model: str) -> str:
+    """The warning when a narrowband release (speech.gender.GenderClassifier.for_band) labelled the audio."""
+    return (f"Narrowband audio: nothing above about 4 kHz (a telephone line or an 8 kHz recording). Labelled "
+            f"by {model}, the gender model fine-tuned for such audio (through a telephone band: held-out adults "
+            f"100 % right, children made from adults 99.6 % called child; results/gender_band_finetune.md).")
 
 
 def high_band_db(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:

@@ -12,6 +12,7 @@ one pass (`GenderClassifier.window_logits`) instead of re-running the CNN per wi
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -52,11 +53,41 @@ class GenderClassifier:
         self.labels = tuple(model.dims.labels)
         self.temperature = float(config.get("calibration", {}).get("temperature", 1.0))
         self.frame_seconds = features.frame_shift * model.dims.time_stride
+        self._narrowband: Optional["GenderClassifier"] = None
 
     @classmethod
     def load(cls, ref: Optional[str] = None, token: Optional[str] = None) -> "GenderClassifier":
         bundle = load_bundle(ref, MODEL_TYPE, token=token)
         return cls(bundle.build_model(), bundle.features, bundle.to_config(), bundle.folder)
+
+    def narrowband(self) -> Optional["GenderClassifier"]:
+        """The release this one names for telephone-band audio (config `narrowband`: a release
+        folder beside this one, an embedded one, or a Hub repo id), loaded once; None without one."""
+        from .hub import CHECKPOINTS
+
+        name = self.config.get("narrowband")
+        if not name:
+            return None
+        if self._narrowband is None:
+            near = [f / name for f in ((self.folder and Path(self.folder).parent), CHECKPOINTS) if f]
+            try:
+                self._narrowband = GenderClassifier.load(str(next((f for f in near if f.is_dir()), name)))
+            except (ValueError, OSError) as e:     # not found: this release answers, with the plain warning
+                logging.getLogger("speech").warning("narrowband gender model %r not loaded: %s", name, e)
+                return None
+        return self._narrowband
+
+    def for_band(self, audio: np.ndarray) -> tuple["GenderClassifier", list]:
+        """The classifier to label `audio` with, and the warnings that go with it (speech.band):
+        telephone-band audio goes to the `narrowband` release when this one names one (adults 67 %
+        -> 100 % right through a telephone band: results/gender_band_finetune.md); without one,
+        this classifier answers and the warning says its labels are unreliable."""
+        from .band import NARROWBAND, band_warnings, narrowband_used
+
+        if not band_warnings(audio):
+            return self, []
+        companion = self.narrowband()
+        return (self, [NARROWBAND]) if companion is None else (companion, [narrowband_used(companion.model_name)])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits / self.temperature, dim=-1)
@@ -111,10 +142,10 @@ class GenderClassifier:
     def predict(self, source: AudioSource, vad: bool = True, max_span: float = 30.0) -> GenderResult:
         """One label for one recording. With `vad`, only speech regions count (and a recording
         without speech raises NoSpeechError, see speech.usable); without, the whole input is one utterance."""
-        from .band import band_warnings
         from .usable import load_speech, require_speech
 
         audio = load_speech(source)
+        clf, warnings = self.for_band(audio)
         duration = len(audio) / SAMPLE_RATE
         if vad:
             from .vad import speech_spans
@@ -128,10 +159,10 @@ class GenderClassifier:
                                  f"at least {self.min_samples / SAMPLE_RATE:.2f} s is needed.")
             spans = [(0.0, duration)]
         chunks = [audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)] for s, e in spans]
-        logits = self.span_logits(chunks)
+        logits = clf.span_logits(chunks)
         w = torch.tensor([e - s for s, e in spans])[:, None]
         logit = (logits * w).sum(0, keepdim=True) / w.sum()     # longer regions count more
-        p = self.probabilities(logit)[0].tolist()
+        p = clf.probabilities(logit)[0].tolist()
         best = int(np.argmax(p))
-        return GenderResult(self.labels[best], {k: round(v, 4) for k, v in zip(self.labels, p)},
-                            round(duration, 3), round(float(w.sum()), 3), band_warnings(audio))
+        return GenderResult(clf.labels[best], {k: round(v, 4) for k, v in zip(clf.labels, p)},
+                            round(duration, 3), round(float(w.sum()), 3), warnings)

@@ -41,22 +41,49 @@ def test_telephone_band_is_told_from_16_khz_speech(man, call):
     assert band_warnings(man[:100]) == []                              # too short to say
 
 
-def test_gender_and_analysis_reports_carry_the_warning(man, call, capsys):
+def test_telephone_audio_goes_to_the_narrowband_release_and_every_report_says_so(man, call, capsys):
+    """The default release names a narrowband one (fine-tuned on band-limited crops): through a
+    telephone band the default calls this man `child`; the narrowband release hears a man. A
+    release without one (gender-ko) answers itself, with the plain warning."""
     import app
     from speech.analysis import analyze
+    from speech.band import narrowband_used
     from speech.cli import main
     from speech.gender import GenderClassifier
 
     clf = GenderClassifier.load()
-    assert clf.predict(man).warnings == []
+    assert clf.for_band(man) == (clf, []) and clf.predict(man).warnings == []
+    narrow, warnings = clf.for_band(load_audio(str(call)))
+    assert narrow.model_name == "gender-child-ko-narrowband" and narrow is clf.narrowband()
+    assert warnings == [narrowband_used("gender-child-ko-narrowband")]
+    phone = load_audio(str(call))
+    default_label = clf.labels[int(clf.probabilities(clf.span_logits([phone])).argmax())]
     result = clf.predict(str(call))
-    assert result.warnings == [NARROWBAND] and result.to_dict()["warnings"] == [NARROWBAND]
+    assert default_label == "child" and result.label == "male" and result.warnings == warnings
     assert main(["gender", "--format", "jsonl", str(call)]) == 0
     out, err = capsys.readouterr()
-    assert json.loads(out)["warnings"] == [NARROWBAND] and f"warning: {call}: Narrowband" in err
+    assert json.loads(out)["label"] == "male" and json.loads(out)["warnings"] == warnings
+    assert f"warning: {call}: Narrowband audio" in err
 
     rep = analyze(str(call), clf)
-    assert rep.warnings == [NARROWBAND] and json.loads(rep.to_json())["warnings"] == [NARROWBAND]
-    assert rep.summary().startswith("warning: Narrowband")
-    assert app.summary_markdown(rep).startswith("**⚠ 전화 음질") and NARROWBAND in app.summary_markdown(rep)
-    assert analyze(man, clf).warnings == []
+    assert rep.model == "gender-child-ko-narrowband" and [sp.cls for sp in rep.speakers] == ["male"]
+    assert json.loads(rep.to_json())["warnings"] == warnings and rep.summary().startswith("warning: Narrowband")
+    assert app.summary_markdown(rep).startswith("**⚠ 전화 음질") and "gender-child-ko-narrowband" in app.summary_markdown(rep)
+    assert analyze(man, clf).warnings == [] and analyze(man, clf).model == "gender-child-ko"
+
+    plain = GenderClassifier.load(str(Path(__file__).parents[1] / "checkpoints" / "gender-ko"))
+    assert plain.narrowband() is None and plain.predict(str(call)).warnings == [NARROWBAND]
+    assert analyze(str(call), plain).warnings == [NARROWBAND]
+
+
+def test_a_narrowband_release_that_cannot_be_found_leaves_the_plain_warning(call, tmp_path):
+    import shutil
+
+    from speech.gender import GenderClassifier
+
+    folder = tmp_path / "gender-child-ko"
+    shutil.copytree(Path(__file__).parents[1] / "checkpoints" / "gender-child-ko", folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "narrowband": "no-such-release"}), encoding="utf-8")
+    clf = GenderClassifier.load(str(folder))
+    assert clf.narrowband() is None and clf.predict(str(call)).warnings == [NARROWBAND]
