@@ -358,7 +358,7 @@ def make_handlers(models: Models):
         ko = names.get(result.label, result.label)
         info = (f"**{ko} ({result.label})** · {result.probabilities[result.label]:.0%} · "
                 f"말소리 speech {format_duration(result.speech)} / 전체 {format_duration(result.duration)} · "
-                f"모델 model `{_model_name(classifier)}`")
+                f"모델 model `{result.model or _model_name(classifier)}`")
         info = _warnings_markdown(result.warnings) + info
         if voices > 1:
             info = (f"**목소리가 {voices}개 들립니다 · {voices} voices are present.** 한 사람의 성별만 알려 주는 "

@@ -34,6 +34,7 @@ class GenderResult:
     duration: float
     speech: float = field(default=0.0)   # seconds of speech the decision rests on
     warnings: list = field(default_factory=list)   # why the label may be wrong (speech.band: narrowband audio)
+    model: str = ""                      # the release that gave the label (a narrowband one for telephone audio)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,7 +54,7 @@ class GenderClassifier:
         self.labels = tuple(model.dims.labels)
         self.temperature = float(config.get("calibration", {}).get("temperature", 1.0))
         self.frame_seconds = features.frame_shift * model.dims.time_stride
-        self._narrowband: Optional["GenderClassifier"] = None
+        self._narrowband = None           # the narrowband release once loaded (False: named but not found)
 
     @classmethod
     def load(cls, ref: Optional[str] = None, token: Optional[str] = None) -> "GenderClassifier":
@@ -74,8 +75,8 @@ class GenderClassifier:
                 self._narrowband = GenderClassifier.load(str(next((f for f in near if f.is_dir()), name)))
             except (ValueError, OSError) as e:     # not found: this release answers, with the plain warning
                 logging.getLogger("speech").warning("narrowband gender model %r not loaded: %s", name, e)
-                return None
-        return self._narrowband
+                self._narrowband = False           # tried once
+        return self._narrowband or None
 
     def for_band(self, audio: np.ndarray) -> tuple["GenderClassifier", list]:
         """The classifier to label `audio` with, and the warnings that go with it (speech.band):
@@ -165,4 +166,4 @@ class GenderClassifier:
         p = clf.probabilities(logit)[0].tolist()
         best = int(np.argmax(p))
         return GenderResult(clf.labels[best], {k: round(v, 4) for k, v in zip(clf.labels, p)},
-                            round(duration, 3), round(float(w.sum()), 3), warnings)
+                            round(duration, 3), round(float(w.sum()), 3), warnings, clf.model_name)

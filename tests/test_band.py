@@ -60,6 +60,7 @@ def test_telephone_audio_goes_to_the_narrowband_release_and_every_report_says_so
     default_label = clf.labels[int(clf.probabilities(clf.span_logits([phone])).argmax())]
     result = clf.predict(str(call))
     assert default_label == "child" and result.label == "male" and result.warnings == warnings
+    assert result.model == "gender-child-ko-narrowband" and clf.predict(man).model == "gender-child-ko"
     assert main(["gender", "--format", "jsonl", str(call)]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["label"] == "male" and json.loads(out)["warnings"] == warnings
@@ -87,3 +88,4 @@ def test_a_narrowband_release_that_cannot_be_found_leaves_the_plain_warning(call
     (folder / "config.json").write_text(json.dumps({**config, "narrowband": "no-such-release"}), encoding="utf-8")
     clf = GenderClassifier.load(str(folder))
     assert clf.narrowband() is None and clf.predict(str(call)).warnings == [NARROWBAND]
+    assert clf.narrowband() is None and clf._narrowband is False          # looked for once
