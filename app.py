@@ -428,11 +428,11 @@ BAND_USED_KO = "전화 음질(약 4 kHz 이하)의 녹음입니다: 전화 음�
 
 def _warnings_markdown(warnings) -> str:
     """speech.band's warnings, first and in bold, in Korean and English."""
-    from speech.band import NARROWBAND
+    from speech.band import NARROWBAND, NARROWBAND_AUDIO
 
     def korean(w):
-        return BAND_KO if w == NARROWBAND else BAND_USED_KO if w.startswith("Narrowband audio") else ""
-    return "".join(f"**⚠ {korean(w)} {w}**\n\n".replace("⚠  ", "⚠ ") for w in warnings)
+        return BAND_KO if w == NARROWBAND else BAND_USED_KO if w.startswith(NARROWBAND_AUDIO) else None
+    return "".join("**⚠ " + " ".join(filter(None, (korean(w), w))) + "**\n\n" for w in warnings)
 
 
 def summary_markdown(report, stt_name: Optional[str] = None) -> str:

@@ -31,16 +31,16 @@ MAX_FRAMES = 4000          # frames spread over a long recording (about a minute
 HIGH_BAND = (4300.0, 7500.0)
 SPEECH_BAND = (300.0, 3400.0)
 NARROWBAND_DB = -50.0      # high band this far or further under the speech band: narrowband
-NARROWBAND = ("Narrowband audio: nothing above about 4 kHz (a telephone line or an 8 kHz recording). "
-              "The gender and child labels are unreliable on such audio: a 16 kHz recording of the "
-              "same voices is needed (measured: results/gender_bandwidth.md).")
+NARROWBAND_AUDIO = "Narrowband audio: nothing above about 4 kHz (a telephone line or an 8 kHz recording)."
+NARROWBAND = (NARROWBAND_AUDIO + " The gender and child labels are unreliable on such audio: a 16 kHz "
+              "recording of the same voices is needed (measured: results/gender_bandwidth.md).")
 
 
 def narrowband_used(model: str) -> str:
     """The warning when a narrowband release (speech.gender.GenderClassifier.for_band) labelled the audio."""
-    return (f"Narrowband audio: nothing above about 4 kHz (a telephone line or an 8 kHz recording). Labelled "
-            f"by {model}, the gender model fine-tuned for such audio (through a telephone band: held-out adults "
-            f"100 % right, children made from adults 99.6 % called child; results/gender_band_finetune.md).")
+    return (f"{NARROWBAND_AUDIO} Labelled by {model}, the gender model fine-tuned for such audio (through a "
+            f"telephone band: held-out adults 100 % right, children made from adults 99.6 % called child; "
+            f"results/gender_band_finetune.md).")
 
 
 def high_band_db(audio: np.ndarray, sr: int = SAMPLE_RATE) -> float:

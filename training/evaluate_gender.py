@@ -32,6 +32,7 @@ import numpy as np
 from speech.audio import SAMPLE_RATE
 from speech.band import NARROWBAND_DB, high_band_db
 from speech.gender import GenderClassifier
+from speech.hub import tilde
 from speech.pitch import median_f0
 from training.conditions import BAND_HELP, band_condition
 from training.data import load_utterances
@@ -74,11 +75,11 @@ def group_of(row: dict) -> str:
 
 
 def _path(folder) -> str:
-    """The model folder as given, relative to the working directory when inside it."""
+    """The model folder relative to the working directory when inside it, else with `~` (speech.hub.tilde)."""
     try:
         return str(Path(folder).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(folder)
+        return tilde(folder)
 
 
 def pitch_predictions(audio, cut: float) -> np.ndarray:

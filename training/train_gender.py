@@ -188,10 +188,10 @@ def random_band(x: np.ndarray, rng: random.Random) -> np.ndarray:
 
 def make_batch(cfg: TrainConfig, audio, labels, sampler, bank, gen: torch.Generator, rng: random.Random):
     """-> (wav, lengths, labels, full): `full` is `wav` without the band limits of `cfg.band_prob`
-    (what a teacher hears); the same tensor when no crop was band-limited."""
+    (what a teacher hears); the same tensor without `cfg.band_prob`."""
     n = int(rng.uniform(cfg.crop_min, cfg.crop_max) * SAMPLE_RATE)
     wav = torch.zeros(cfg.batch_size, n)
-    full = wav
+    full = torch.zeros_like(wav) if cfg.band_prob else wav
     lengths = torch.zeros(cfg.batch_size, dtype=torch.long)
     y = torch.zeros(cfg.batch_size, dtype=torch.long)
     for b in range(cfg.batch_size):
@@ -207,13 +207,10 @@ def make_batch(cfg: TrainConfig, audio, labels, sampler, bank, gen: torch.Genera
         if bank is not None and rng.random() < cfg.noise_prob:
             x = mix_at_snr(x, bank.sample(len(x), gen), rng.uniform(cfg.snr_min, cfg.snr_max))
         x = limit_peak(x * 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20))
-        if cfg.band_prob and rng.random() < cfg.band_prob:
-            if full is wav:
-                full = wav.clone()
+        if cfg.band_prob:
             full[b, :len(x)] = x
-            x = limit_peak(torch.from_numpy(random_band(x.numpy(), rng)))
-        elif full is not wav:
-            full[b, :len(x)] = x
+            if rng.random() < cfg.band_prob:
+                x = limit_peak(torch.from_numpy(random_band(x.numpy(), rng)))
         wav[b, :len(x)] = x
         lengths[b] = len(x)
         y[b] = labels[i]
@@ -433,7 +430,8 @@ def train(cfg: TrainConfig) -> Path:
         logits = model(feats, frames)
         loss = F.cross_entropy(logits, y.to(dev), label_smoothing=0.05)
         # teachers hear the full band: a band-limited crop must answer as its full-band self would
-        full_feats = feats if full is wav else compute_features(full.to(dev), cfg.features, lengths.to(dev))[0]
+        teachers = teacher is not None or band_teacher is not None
+        full_feats = compute_features(full.to(dev), cfg.features, lengths.to(dev))[0] if full is not wav and teachers else feats
         if teacher is not None:
             loss = loss + cfg.distill_weight * distill_loss(logits, teacher(full_feats, frames), y.to(dev), adult_idx.to(dev))
         if band_teacher is not None and full is not wav:
