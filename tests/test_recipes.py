@@ -64,6 +64,11 @@ def gender(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def gender_child(tmp_path_factory):
+    return run_recipe(tmp_path_factory, "gender-child-ko")
+
+
+@pytest.fixture(scope="module")
 def speaker(tmp_path_factory):
     return run_recipe(tmp_path_factory, "speaker-ko")
 
@@ -152,6 +157,48 @@ def test_gender_recipe_writes_a_calibrated_release_that_classifies_a_real_clip(g
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     shipped_result = GenderClassifier.load(str(ROOT / "checkpoints" / "gender-ko")).predict(str(CLIP))
     assert not np.allclose(list(result.probabilities.values()), list(shipped_result.probabilities.values()))
+
+
+def test_gender_child_recipe_writes_both_releases_and_the_default_hands_telephone_audio_to_the_other(gender_child):
+    """gender-child-ko and its narrowband release, regenerated together: the first names the second
+    and finds it beside itself; the second started from the first and learned from its answers."""
+    from speech.band import narrowband_used
+    from training.conditions import band_condition
+
+    out, log = gender_child
+    for n, name in enumerate(["prepare", "children", "train", "narrowband", "package", "evaluate"]):
+        assert f"stage {n} {name}: done" in log
+    main, narrow = out / "gender-child-ko", out / "gender-child-ko-narrowband"
+    for folder in (main, narrow):
+        mine, shipped = load_bundle(folder, weights=False), load_bundle(ROOT / "checkpoints" / folder.name, weights=False)
+        for key in ("model_type", "name", "dims", "labels"):
+            assert getattr(mine, key) == getattr(shipped, key), (folder.name, key)
+    a, b = config(main), config(narrow)
+    assert a["narrowband"] == config(ROOT / "checkpoints" / "gender-child-ko")["narrowband"] == narrow.name
+    assert "narrowband" not in b
+    assert a["provenance"]["init"] == a["provenance"]["distill"] == "checkpoints/gender-ko"
+    assert b["provenance"]["init"] == b["provenance"]["band_teacher"] == str(out / "exp" / "gc" / "release")
+    assert b["provenance"]["train_config"]["band_prob"] == 0.5
+    # The children stage made synthetic children of the train speakers, and the train stage used them.
+    children = [json.loads(line) for line in open(out / "data" / "child" / "train" / "manifest.jsonl", encoding="utf-8")]
+    assert {r["gender"] for r in children} == {"child", "female", "male"}     # children and pitch-raised adults
+    assert a["provenance"]["train_config"]["extra_train"] == [str(out / "data" / "child" / "train" / "manifest.jsonl")]
+    # Both evaluated, through the band limits too.
+    for folder in (main, narrow):
+        report = json.loads((out / "results" / f"{folder.name}_eval.json").read_text(encoding="utf-8"))
+        assert {"clean", "phone", "highpass300"} <= set(report["conditions"])
+        assert report["conditions"]["clean"]["called_child"].keys() >= {"adult", "synthetic-child", "speed-child"}
+
+    woman = load_audio(str(ROOT / "tests" / "fixtures" / "gender" / "ava00021.flac"))
+    clf = GenderClassifier.load(str(main))
+    assert clf.for_band(woman) == (clf, [])
+    companion, warnings = clf.for_band(band_condition(woman, "phone"))
+    assert companion.model_name == narrow.name and Path(companion.folder) == narrow
+    assert warnings == [narrowband_used(narrow.name)]
+    result = clf.predict(woman)
+    assert set(result.probabilities) == {"female", "male", "child"} and result.model == "gender-child-ko"
+    shipped = GenderClassifier.load(str(ROOT / "checkpoints" / "gender-child-ko")).predict(woman)
+    assert not np.allclose(list(result.probabilities.values()), list(shipped.probabilities.values()))
 
 
 def test_campplus_recipe_writes_a_tuned_release_that_finds_speakers(campplus):

@@ -96,6 +96,8 @@ class TrainConfig:
     band_prob: float = 0.0          # share of crops through a random telephone-like band limit (random_band)
     band_teacher: str = ""          # release whose probabilities on the full-band crop a band-limited crop must give
     band_teacher_weight: float = 0.0
+    name: str = ""                  # the release's name (default: gender-child-ko with a child label, else gender-ko)
+    narrowband: str = ""            # the release its config names for telephone-band audio (speech.band)
 
     def __post_init__(self):
         if not 0 < self.crop_min <= self.crop_max:
@@ -465,7 +467,7 @@ def train(cfg: TrainConfig) -> Path:
                 "config": asdict(cfg), "rng": torch.get_rng_state()}, out / "last.pt")
     config = {
         "model_type": MODEL_TYPE,
-        "name": "gender-child-ko" if CHILD in labels else "gender-ko",
+        "name": cfg.name or ("gender-child-ko" if CHILD in labels else "gender-ko"),
         "dims": dims.to_dict(),
         "features": cfg.features.to_dict(),
         "calibration": {"method": "temperature", "temperature": temperature,
@@ -483,6 +485,8 @@ def train(cfg: TrainConfig) -> Path:
         "license": "CC BY-NC-SA 4.0 (inherited from the training data)",
         "metrics": {"dev": final},
     }
+    if cfg.narrowband:
+        config["narrowband"] = cfg.narrowband
     if cfg.fold:
         per = {}
         lg = logits_for(model, cfg.features, dev_audio).cpu().argmax(1)
@@ -520,6 +524,9 @@ def parse_args(argv=None) -> TrainConfig:
     p.add_argument("--band-teacher", default="",
                    help="release (same labels) whose answers on the full band each --band-prob crop must give "
                         "(e.g. checkpoints/gender-child-ko)")
+    p.add_argument("--name", default="", help="the release's name (default: gender-child-ko with a child label, else gender-ko)")
+    p.add_argument("--narrowband", default="",
+                   help="name of the release this one hands telephone-band audio to (e.g. gender-child-ko-narrowband)")
     a = vars(p.parse_args(argv))
     for k in ("channels", "extra_train", "extra_dev", "exclude_note"):
         a[k] = tuple(a[k])
