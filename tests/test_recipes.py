@@ -69,6 +69,11 @@ def gender_child(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tv(tmp_path_factory):
+    return run_recipe(tmp_path_factory, "tv-ko")
+
+
+@pytest.fixture(scope="module")
 def speaker(tmp_path_factory):
     return run_recipe(tmp_path_factory, "speaker-ko")
 
@@ -199,6 +204,27 @@ def test_gender_child_recipe_writes_both_releases_and_the_default_hands_telephon
     assert set(result.probabilities) == {"female", "male", "child"} and result.model == "gender-child-ko"
     shipped = GenderClassifier.load(str(ROOT / "checkpoints" / "gender-child-ko")).predict(woman)
     assert not np.allclose(list(result.probabilities.values()), list(shipped.probabilities.values()))
+
+
+def test_tv_recipe_writes_a_detector_that_scores_a_real_voice(tv):
+    from speech.tv import FEATURES, TVDetector
+
+    out, log = tv
+    for n, name in enumerate(["prepare", "fit", "package"]):
+        assert f"stage {n} {name}: done" in log
+    mine, shipped = TVDetector.load(str(out / "tv-ko")), TVDetector.load(str(ROOT / "checkpoints" / "tv-ko"))
+    assert mine.features == shipped.features == FEATURES and 0 < mine.threshold < 1
+    assert config(out / "tv-ko")["name"] == config(ROOT / "checkpoints" / "tv-ko")["name"] == "tv-ko"
+    report = json.loads((out / "results" / "tv_eval.json").read_text(encoding="utf-8"))
+    assert report["dev"]["clusters"] == 16 and report["dev"]["tv_clusters"] == 8      # 2 per condition, TV twice
+    assert report["threshold"] == pytest.approx(mine.threshold, abs=1e-4)
+    rows = [json.loads(line) for line in open(out / "exp" / "tv" / "features.jsonl", encoding="utf-8")]
+    assert len(rows) == 32 and set(FEATURES) <= set(rows[0])
+    # A fit of its own (on 16 train clusters) that scores a real voice, not the shipped coefficients.
+    woman = load_audio(str(ROOT / "tests" / "fixtures" / "gender" / "ava00021.flac"))
+    spans = [(0.0, len(woman) / 16000)]
+    assert 0.0 <= mine.probability(woman, spans) <= 1.0
+    assert mine.coef != shipped.coef and mine.probability(woman, spans) != shipped.probability(woman, spans)
 
 
 def test_campplus_recipe_writes_a_tuned_release_that_finds_speakers(campplus):

@@ -236,6 +236,7 @@ def main(argv=None) -> dict:
     train_items = material(read_manifest(args.train), train_bank, args.n, args.seed)
     dev_items = material(read_manifest(args.dev), test_bank, args.n, args.seed + 1)
     if args.dump:
+        Path(args.dump).parent.mkdir(parents=True, exist_ok=True)
         with open(args.dump, "w", encoding="utf-8") as f:
             for split, items in (("train", train_items), ("dev", dev_items)):
                 for feats, tv, cond, sec in items:
