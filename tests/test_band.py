@@ -89,3 +89,59 @@ def test_a_narrowband_release_that_cannot_be_found_leaves_the_plain_warning(call
     clf = GenderClassifier.load(str(folder))
     assert clf.narrowband() is None and clf.predict(str(call)).warnings == [NARROWBAND]
     assert clf.narrowband() is None and clf._narrowband is False          # looked for once
+
+
+def test_calls_through_real_telephone_codecs_are_narrowband_and_voice_messages_are_not():
+    """Telephone codecs (GSM, G.711, Opus and Speex at 8 kHz, read back as the library reads such a
+    file) are found narrowband, and the narrowband release labels the voices right; voice-message
+    codecs at 16 kHz (Opus 16 kb/s, AAC 32 kb/s) keep the 16 kHz model (results/gender_codecs.md)."""
+    from speech.gender import GenderClassifier
+    from training.conditions import TELEPHONE_CODECS, speech_codec
+
+    clf = GenderClassifier.load()
+    for clip, gender in (("emh00305.flac", "male"), ("ava00021.flac", "female")):
+        audio = load_audio(str(FIX / clip))
+        phone = band_condition(audio, "phone")
+        for codec in TELEPHONE_CODECS:
+            coded = band_condition(audio, f"phone-{codec}")
+            n = min(len(coded), len(phone))
+            assert abs(len(coded) - len(audio)) < 0.05 * 16000, codec           # the same clip, read back
+            assert not np.allclose(coded[:n], phone[:n], atol=1e-3), codec      # ... through the codec
+            assert band_warnings(coded) == [NARROWBAND], (clip, codec)
+            result = clf.predict(coded)
+            assert (result.label, result.model) == (gender, "gender-child-ko-narrowband"), (clip, codec)
+        for codec in ("opus16k", "aac32k"):
+            coded = band_condition(audio, codec)
+            assert band_warnings(coded) == [] and not np.array_equal(coded[:len(audio)], audio[:len(coded)])
+            result = clf.predict(coded)
+            assert (result.label, result.model) == (gender, "gender-child-ko"), (clip, codec)
+    with pytest.raises(ValueError, match="Unknown codec"):
+        speech_codec(audio, "amr")
+    with pytest.raises(ValueError, match="Unknown band"):
+        band_condition(audio, "phone-aac32k")
+
+
+def test_evaluate_gender_routes_each_utterance_as_the_library_does(tmp_path):
+    """evaluate_gender --route: telephone-band utterances are labelled by the narrowband release (as
+    `gender` and `analyze` label them), the others by the model itself."""
+    from speech.gender import GenderClassifier
+    from training.evaluate_gender import main as evaluate
+
+    manifest = tmp_path / "dev.jsonl"
+    clips = [("avc00010.flac", "avc", "female"), ("emf00002.flac", "emf", "male"), ("emh00305.flac", "emh", "male")]
+    manifest.write_text("".join(json.dumps({"audio": str(FIX / f), "text": "", "speaker": s, "gender": g,
+                                            "utt": f[:-5]}) + "\n" for f, s, g in clips), encoding="utf-8")
+    args = ["--manifest", str(manifest), "--noise", str(FIX.parent / "noise"), "--bands", "phone-gsm", "opus16k"]
+    routed = evaluate(args + ["--route", "--out", str(tmp_path / "routed")])
+    plain = evaluate(args + ["--out", str(tmp_path / "plain")])
+    assert routed["route"] and not plain["route"]
+    assert routed["conditions"]["phone-gsm"]["routed"] == 1.0
+    assert routed["conditions"]["clean"]["routed"] == routed["conditions"]["opus16k"]["routed"] == 0.0
+    assert all(c["routed"] == 0.0 for c in plain["conditions"].values())
+    assert routed["conditions"]["clean"] == {**plain["conditions"]["clean"]}           # nothing to route there
+    # Through GSM the narrowband release gets every voice right (the default's own answers differ).
+    assert routed["conditions"]["phone-gsm"]["model"]["all"] == 1.0
+    narrow = GenderClassifier.load().narrowband()
+    gsm = [band_condition(load_audio(str(FIX / f)), "phone-gsm") for f, _, _ in clips]
+    assert narrow.probabilities(narrow.span_logits(gsm)).argmax(1).tolist() == [0, 1, 1]
+    assert "handed to the narrowband release: clean 0.0%" in (tmp_path / "routed.md").read_text(encoding="utf-8")

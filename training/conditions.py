@@ -106,7 +106,21 @@ def quiet(audio: np.ndarray, db: float) -> np.ndarray:
     return (q / 32768.0).astype(np.float32)
 
 
-BAND_HELP = "phone (8 kHz sampling, 300-3400 Hz), lowpassN, highpassN (N in Hz)"
+BAND_HELP = ("phone (8 kHz sampling, 300-3400 Hz), phone-CODEC (the same, then through a telephone codec: "
+             "gsm, g711, opus, speex), opus16k, opus8k, aac32k (16 kHz audio through a voice-message codec), "
+             "lowpassN, highpassN (N in Hz)")
+# Codecs through ffmpeg: (sample rate, encoder options) in the container a recording would come in.
+# Telephone (8 kHz): GSM 06.10 full rate (2G calls; WAV), G.711 mu-law (fixed lines, VoIP trunks;
+# WAV), Opus 12 kb/s in its VoIP mode (messenger calls; Ogg), Speex narrowband (older VoIP; Ogg).
+# Voice messages and phone recorders (16 kHz): Opus 16 and 8 kb/s (Ogg; at 8 kb/s the encoder
+# itself cuts the band to about 4-6 kHz), AAC-LC 32 kb/s (ADTS).
+TELEPHONE_CODECS = ("gsm", "g711", "opus", "speex")
+CODECS = {"gsm": (8000, ("-c:a", "libgsm_ms", "-f", "wav")), "g711": (8000, ("-c:a", "pcm_mulaw", "-f", "wav")),
+          "opus": (8000, ("-c:a", "libopus", "-b:a", "12k", "-application", "voip", "-f", "ogg")),
+          "speex": (8000, ("-c:a", "libspeex", "-f", "ogg")),
+          "opus16k": (16000, ("-c:a", "libopus", "-b:a", "16k", "-application", "voip", "-f", "ogg")),
+          "opus8k": (16000, ("-c:a", "libopus", "-b:a", "8k", "-application", "voip", "-f", "ogg")),
+          "aac32k": (16000, ("-c:a", "aac", "-b:a", "32k", "-f", "adts"))}
 
 
 def band_limit(audio: np.ndarray, low_hz: Optional[float] = None, high_hz: Optional[float] = None,
@@ -128,11 +142,33 @@ def band_limit(audio: np.ndarray, low_hz: Optional[float] = None, high_hz: Optio
     return x.astype(np.float32)
 
 
+def speech_codec(audio: np.ndarray, codec: str, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """16 kHz audio encoded with one of CODECS by ffmpeg (at the codec's rate), then read back the
+    way the library reads a file (speech.audio.load_audio: libsndfile, ffmpeg for what it cannot read)."""
+    import subprocess
+
+    from speech.audio import load_audio
+
+    if codec not in CODECS:
+        raise ValueError(f"Unknown codec {codec!r}; codecs = {', '.join(CODECS)}")
+    rate, options = CODECS[codec]
+    cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "f32le", "-ar", str(sr), "-ac", "1",
+           "-i", "pipe:0", "-ar", str(rate), *options, "pipe:1"]
+    encoded = subprocess.run(cmd, input=np.asarray(audio, dtype=np.float32).tobytes(), capture_output=True,
+                             check=True).stdout
+    return load_audio(encoded, sr, check=False)
+
+
 def band_condition(audio: np.ndarray, name: str, sr: int = SAMPLE_RATE) -> np.ndarray:
     """Clean 16 kHz audio through a named band limit (BAND_HELP): `phone` is `band_limit(300,
-    3400, narrow=True)`, `lowpassN` and `highpassN` one filter at N Hz."""
+    3400, narrow=True)`, `phone-CODEC` that through a telephone codec, a bare codec name the 16 kHz
+    audio through that codec (`speech_codec`), `lowpassN` and `highpassN` one filter at N Hz."""
     if name == "phone":
         return band_limit(audio, 300, 3400, narrow=True, sr=sr)
+    if name.startswith("phone-") and name[6:] in TELEPHONE_CODECS:
+        return speech_codec(band_limit(audio, 300, 3400, narrow=True, sr=sr), name[6:], sr=sr)
+    if name in CODECS and name not in TELEPHONE_CODECS:
+        return speech_codec(audio, name, sr=sr)
     if name.startswith("lowpass") and name[7:].isdigit():
         return band_limit(audio, high_hz=int(name[7:]), sr=sr)
     if name.startswith("highpass") and name[8:].isdigit():

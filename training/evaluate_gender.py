@@ -91,6 +91,20 @@ def pitch_predictions(audio, cut: float) -> np.ndarray:
     return np.array(out)
 
 
+def model_probabilities(clf: GenderClassifier, audio: list, route: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities per utterance and whether it went to another release: with `route`,
+    each utterance is labelled by the release `clf.for_band` picks for it (telephone-band audio: the
+    narrowband one), as `gender` and `analyze` label a recording; otherwise all by `clf`."""
+    chosen = [clf.for_band(a)[0] if route else clf for a in audio]
+    probs = np.zeros((len(audio), len(clf.labels)), dtype=np.float32)
+    for model in {id(c): c for c in chosen}.values():
+        if tuple(model.labels) != tuple(clf.labels):
+            raise ValueError(f"{model.model_name} has labels {model.labels}, {clf.model_name} {clf.labels}")
+        idx = [i for i, c in enumerate(chosen) if c is model]
+        probs[idx] = model.probabilities(model.span_logits([audio[i] for i in idx])).numpy()
+    return probs, np.array([c is not clf for c in chosen])
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--manifest", nargs="+", default=["data/ko-speech/dev.jsonl"],
@@ -103,6 +117,9 @@ def main(argv=None) -> dict:
     p.add_argument("--noise-train-fraction", type=float, default=0.7)
     p.add_argument("--bands", nargs="*", default=[], metavar="BAND",
                    help=f"more conditions: the clean utterances through a band limit ({BAND_HELP})")
+    p.add_argument("--route", action="store_true",
+                   help="label each utterance with the release the model hands it to (speech.band: telephone-band "
+                        "audio to the narrowband release it names), as `gender` and `analyze` do")
     args = p.parse_args(argv)
 
     clf = GenderClassifier.load(args.model)
@@ -123,14 +140,15 @@ def main(argv=None) -> dict:
         conditions[band] = [band_condition(a, band) for a in full]
 
     results = {"model": _path(clf.folder), "labels": list(clf.labels), "manifest": " ".join(args.manifest), "utterances": len(rows),
-               "speakers": sorted(set(speakers)), "pitch_cut_hz": args.cut, "conditions": {}}
+               "speakers": sorted(set(speakers)), "pitch_cut_hz": args.cut, "route": args.route, "conditions": {}}
     for name, audio in conditions.items():
-        probs = clf.probabilities(clf.span_logits(audio)).numpy()
+        probs, routed = model_probabilities(clf, audio, args.route)
         model_pred = probs.argmax(1)
         pitch_pred = pitch_predictions(audio, args.cut)
         adult = np.array([g == "adult" for g in groups])
         band = np.array([high_band_db(a) for a in audio])
         cond = {"high_band_db": {k: round(float(f(band)), 1) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))},
+                "routed": round(float(routed.mean()), 4),
                 "ece": round(ece(probs, y), 4), "ece_adult": round(ece(probs[adult], y[adult]), 4) if adult.any() else None,
                 "called_child": {g: round(float((model_pred[[x == g for x in groups]] == CHILD_INDEX).mean()), 4)
                                  for g in sorted(set(groups))}}
@@ -184,8 +202,11 @@ def markdown(res: dict, rows: list[dict]) -> str:
     lines += ["", f"speech.band's measure (energy 4.3-7.5 kHz against 300-3400 Hz, dB; narrowband warning at "
                   f"{NARROWBAND_DB:g} or under), min / median / max over the utterances: "
               + "; ".join(f"{c} {d['high_band_db']['min']:g} / {d['high_band_db']['median']:g} / {d['high_band_db']['max']:g}"
-                          for c, d in res["conditions"].items()) + ".",
-              "", "Per speaker (model / pitch):", "",
+                          for c, d in res["conditions"].items()) + "."]
+    if res.get("route"):
+        lines += ["", "Labelled as `gender` and `analyze` label them (`--route`); the share of utterances handed to the "
+                      "narrowband release: " + "; ".join(f"{c} {100 * d['routed']:.1f}%" for c, d in res["conditions"].items()) + "."]
+    lines += ["", "Per speaker (model / pitch):", "",
               "| speaker | gender | note | utts | " + " | ".join(conds) + " |",
               "|---|---|---|---|" + "---|" * len(conds)]
     for s in res["speakers"]:
