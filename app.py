@@ -424,13 +424,18 @@ def share_bar(report) -> str:
 
 BAND_KO = "전화 음질(약 4 kHz 이하)의 녹음입니다: 성별·어린이 판정을 믿을 수 없습니다."
 BAND_USED_KO = "전화 음질(약 4 kHz 이하)의 녹음입니다: 전화 음질용 모델로 판정했습니다."
+TV_COUNTED_KO = ("TV나 라디오가 켜져 있었을 수 있습니다: 그 소리처럼 들리는 화자를 가족으로 셌습니다. 켜져 있었다면 "
+                 "'TV·라디오가 켜져 있음'을 선택해 다시 분석하세요.")
 
 
 def _warnings_markdown(warnings) -> str:
-    """speech.band's warnings, first and in bold, in Korean and English."""
+    """The report's warnings (speech.band's, speech.tv's), first and in bold, in Korean and English."""
     from speech.band import NARROWBAND, NARROWBAND_AUDIO
+    from speech.tv import TV_COUNTED
 
     def korean(w):
+        if w.startswith(TV_COUNTED):
+            return TV_COUNTED_KO
         return BAND_KO if w == NARROWBAND else BAND_USED_KO if w.startswith(NARROWBAND_AUDIO) else None
     return "".join("**⚠ " + " ".join(filter(None, (korean(w), w))) + "**\n\n" for w in warnings)
 

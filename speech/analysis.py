@@ -88,11 +88,13 @@ class Speaker:
     seconds: float
     share: float                # of the family's speech (0 for tv)
     turns: int
+    tv_like: bool = False       # speech.tv judges it a TV or radio (its class is `tv` only with TV detection on)
 
     def to_dict(self) -> dict:
         return {"speaker": self.id, "class": self.cls, "label": self.label,
                 "probabilities": {k: round(v, 4) for k, v in self.probabilities.items()},
-                "seconds": round(self.seconds, 3), "share": round(self.share, 4), "turns": self.turns}
+                "seconds": round(self.seconds, 3), "share": round(self.share, 4), "turns": self.turns,
+                "tv_like": self.tv_like}
 
 
 def _csv(header: list, rows: list) -> str:
@@ -276,7 +278,8 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     judged together) as `tv`, outside the family's shares. Off by default: in 10 dB household noise
     its detector called a real man TV (27 s of his speech, tests/test_analysis.py's long
     conversation), which moves the parents' ratio by 15 points, and a parent 9 dB or more under the
-    loudest speaker can pass for a far TV (results/tv_speakers.md).
+    loudest speaker can pass for a far TV (results/tv_speakers.md). Off, the speakers it would
+    report stay family, and the report's `warnings` names them (`speech.tv.tv_counted_as_family`).
     Telephone-band audio is labelled by the classifier's narrowband release
     (`GenderClassifier.for_band`; the report's `model` names it and `warnings` says why)."""
     if speakers is not None and speakers < 1:
@@ -375,6 +378,11 @@ def analyze(source: AudioSource, classifier: GenderClassifier, stt=None, progres
     for sp in speaker_list:
         sp.share = sp.seconds / family if family > 0 and sp.cls != "tv" else 0.0
     speaker_list = [sp for sp in speaker_list if sp.seconds > 0]
+    counted = [sp for sp in speaker_list if sp.tv_like and sp.cls != "tv"]
+    if counted:                   # TV detection off, and speakers sound like one: say so, with the remedy
+        from .tv import tv_counted_as_family
+
+        warnings = warnings + [tv_counted_as_family([sp.id for sp in counted], sum(sp.seconds for sp in counted))]
     report_progress(1.0, "done")
     elapsed = time.perf_counter() - t0
     model = classifier.model_name or "gender"
@@ -520,13 +528,14 @@ def label_speakers(audio: np.ndarray, found: list, classifier: GenderClassifier,
     for s, e, _ in found:                     # speakers numbered by first speech, as diarize numbers them
         first.setdefault(key_of[(s, e)], len(first))
     speaker_of = {}
-    tv = tv_speakers(audio, {key: [span for span, _, _ in items] for key, items in groups.items()}) if detect_tv else set()
+    # Judged whether or not TV detection is on: off, a TV-like speaker stays family and the report says so.
+    tv = tv_speakers(audio, {key: [span for span, _, _ in items] for key, items in groups.items()})
     for key in sorted(groups, key=first.get):
         spans_, sums, seconds = zip(*groups[key])
         probs = pooled_probabilities(audio, spans_, torch.stack(sums), torch.stack(seconds), classifier)
         label = _label(probs)
-        cls = "tv" if key in tv else label
-        speaker_of[key] = Speaker(f"S{first[key] + 1}", label, cls, probs, 0.0, 0.0, 0)
+        cls = "tv" if detect_tv and key in tv else label
+        speaker_of[key] = Speaker(f"S{first[key] + 1}", label, cls, probs, 0.0, 0.0, 0, tv_like=key in tv)
     segments = [Segment(s, e, sp.label, sp.probabilities[sp.label], speaker=sp.id)
                 for s, e, _ in found for sp in [speaker_of[key_of[(s, e)]]]]
     return segments, list(speaker_of.values())

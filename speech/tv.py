@@ -222,6 +222,17 @@ def judge(scores: dict, threshold: float, far_db: float = FAR_DB, far_probabilit
     return found if sum(scores[k][0] for k in found) >= min_seconds else set()
 
 
+TV_COUNTED = "A TV or radio may have been on:"
+
+
+def tv_counted_as_family(ids: list, seconds: float) -> str:
+    """The report's warning when TV detection is off and `tv_speakers` finds speakers `ids`."""
+    verbs = ("sounds", "is") if len(ids) == 1 else ("sound", "are")
+    return (f"{TV_COUNTED} {', '.join(ids)} ({seconds:.0f} s) {verbs[0]} like one and {verbs[1]} counted as family. If one "
+            f"was on, analyse again with TV detection (--detect-tv; in the app, 'A TV or radio was on') to leave "
+            f"them out of the shares (results/tv_speakers.md).")
+
+
 def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector] = None) -> set:
     """Which speakers of one recording are a TV or radio: {key: [(start, end), ...]} -> set of keys.
 

@@ -338,8 +338,11 @@ def test_analyze_reports_a_tv_apart_when_asked(client, tmp_path):
     tv_rows = [r for r in speakers["data"] if r[1] == "TV"]
     assert tv_rows and all(r[3] == "—" for r in tv_rows), speakers
     assert {r[1] for r in speakers["data"]} == {"TV", "여성 female", "남성 male"}, speakers
-    _, _, _, _, _, plain = client.predict(path, False, 0, api_name="/analyze")   # the box left unticked
+    assert "TV나 라디오가 켜져 있었을 수 있습니다" not in summary
+    _, plain_summary, _, _, _, plain = client.predict(path, False, 0, api_name="/analyze")   # the box left unticked
     assert "TV" not in {r[1] for r in plain["data"]}, plain
+    # ... and the summary says first that speakers sound like a TV, and how to leave them out.
+    assert plain_summary.startswith("**⚠ TV나 라디오가 켜져 있었을 수 있습니다") and "A TV or radio was on" in plain_summary
 
 
 def test_analyze_with_transcripts(client):

@@ -336,11 +336,21 @@ def test_tv_speaker_is_not_family(clf, enc):
                            gap=0.3)
     tv = apply_chain(programme, chain, random.Random(0)) * 0.25   # across the room: about 10 dB under the family
     mixed = np.concatenate([tv, audio]).astype(np.float32)
+    from speech.tv import tv_counted_as_family
+
     plain = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
-    assert not [sp for sp in analyze((SAMPLE_RATE, mixed), clf, encoder=enc).speakers if sp.cls == "tv"]  # opt-in
     rep = analyze((SAMPLE_RATE, mixed), clf, encoder=enc, detect_tv=True)
     tv_speakers = [sp for sp in rep.speakers if sp.cls == "tv"]
-    assert tv_speakers and all(sp.share == 0 for sp in tv_speakers), rep.summary()
+    assert tv_speakers and all(sp.share == 0 and sp.tv_like for sp in tv_speakers), rep.summary()
+    assert rep.warnings == [] and plain.warnings == [] and not any(sp.tv_like for sp in plain.speakers)
+    # Opt-in: without it the same speakers are family, and the report names them, with the remedy.
+    off = analyze((SAMPLE_RATE, mixed), clf, encoder=enc)
+    assert not [sp for sp in off.speakers if sp.cls == "tv"]
+    like = [sp for sp in off.speakers if sp.tv_like]
+    assert [sp.id for sp in like] == [sp.id for sp in tv_speakers] and all(sp.share > 0 for sp in like)
+    assert off.warnings == [tv_counted_as_family([sp.id for sp in like], sum(sp.seconds for sp in like))]
+    assert "--detect-tv" in off.warnings[0] and off.summary().startswith("warning: A TV or radio may have been on")
+    assert [d["tv_like"] for d in json.loads(off.to_json())["speakers"]] == [sp.tv_like for sp in off.speakers]
     assert rep.genders["tv"]["seconds"] > 10
     assert abs(rep.parents_ratio[0] - plain.parents_ratio[0]) < 0.03, (rep.summary(), plain.summary())
     assert sum(sp.share for sp in rep.speakers) == pytest.approx(1.0)
