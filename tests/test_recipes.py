@@ -301,7 +301,12 @@ def test_evaluate_speakers_scores_the_analysis_with_and_without_tv_detection(cam
     assert set(report["summary"]) == {"speakers/tv", "speakers-tv/tv"}
     rows = {r["system"]: r for r in report["rows"]}
     assert all(0.0 <= rows[k]["der"] < 100.0 and "tv_speakers_found" in rows[k] for k in rows)
-    assert "--systems speakers,speakers-tv" in res.with_suffix(".md").read_text(encoding="utf-8")
+    # Without TV detection the report warns exactly where the detection would take speakers.
+    assert rows["speakers"]["tv_warning"] == (rows["speakers-tv"]["tv_speakers_found"] > 0)
+    assert not rows["speakers-tv"]["tv_warning"] and rows["speakers"]["tv_speakers_found"] == 0
+    md = res.with_suffix(".md").read_text(encoding="utf-8")
+    assert "--systems speakers,speakers-tv" in md
+    assert f"speakers/tv {int(rows['speakers']['tv_warning'])} of 1" in md
     with pytest.raises(SystemExit):
         main(["--conversations", str(out / "data" / "conversations" / "dev"), "--systems", "speakers,tv-only"])
 

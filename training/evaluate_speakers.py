@@ -38,6 +38,7 @@ from speech.diarize import release_settings
 from speech.gender import GenderClassifier
 from speech.pitch import pitch_track
 from speech.speaker import SpeakerEncoder
+from speech.tv import TV_COUNTED
 from training.diarization import score
 
 PITCH_THRESHOLD = 165.0
@@ -65,8 +66,11 @@ def run_systems(audio, spans, systems, clf, enc) -> dict:
         rep = analyze(audio, clf, encoder=enc, spans=spans, detect_tv=detect_tv)
         tv = {sp.id for sp in rep.speakers if sp.cls == "tv"}
         fam = [x for x in rep.segments if x.speaker not in tv]
+        # without TV detection: does the report warn that speakers sound like a TV (speech.tv.TV_COUNTED)?
+        warned = any(w.startswith(TV_COUNTED) for w in rep.warnings)
         out[name] = ([(x.start, x.end, x.gender) for x in fam], [(x.start, x.end, x.speaker) for x in fam],
-                     (rep.parents_ratio or (0.0, 0.0))[0], rep.rtf * rep.duration, {"tv_speakers_found": len(tv)})
+                     (rep.parents_ratio or (0.0, 0.0))[0], rep.rtf * rep.duration,
+                     {"tv_speakers_found": len(tv), "tv_warning": warned})
     if "gender-only" in systems:
         g = analyze(audio, clf, diarize=False, spans=spans)
         segs = [(x.start, x.end, x.gender) for x in g.segments]
@@ -165,6 +169,9 @@ def main(argv=None):
                 "count_right": round(float(np.mean([r["speakers_found"] == r["true_speakers"] for r in rs])), 2),
             }
             summary[f"{sysname}/{v}"]["adult_as_child"] = round(float(np.mean([r["adult_as_child"] for r in rs])), 2)
+            if "tv_speakers_found" in rs[0]:
+                summary[f"{sysname}/{v}"]["tv_found_files"] = sum(r["tv_speakers_found"] > 0 for r in rs)
+                summary[f"{sysname}/{v}"]["tv_warning_files"] = sum(r["tv_warning"] for r in rs)
             kid = [r["child_as_parent"] for r in rs if "child_as_parent" in r]
             if kid:
                 summary[f"{sysname}/{v}"]["child_as_parent"] = round(float(np.mean(kid)), 2)
@@ -206,6 +213,12 @@ def main(argv=None):
                      f"{s['false_alarm']:.2f} | {s['share_error_pp']:.2f} / {s['share_error_max_pp']:.2f} | "
                      f"{s['wrong_gender']:.2f} | {s['adult_as_child']:.2f} | {100 * s['count_right']:.0f}% |"
                      + (f" {s.get('child_as_parent', 0.0):.2f} |" if kids else ""))
+    tv_files = [(k, s) for k, s in summary.items() if "tv_found_files" in s]
+    if tv_files:
+        lines += ["", "Files with speakers the TV rule takes (speech.tv.tv_speakers): with `--detect-tv` (speakers-tv) "
+                      "they are reported as `tv`; without it (speakers) they stay family and the report warns: "
+                  + "; ".join(f"{k} {s['tv_found_files' if k.startswith('speakers-tv') else 'tv_warning_files']} of "
+                              f"{s['files']}" for k, s in tv_files) + "."]
     if mono_summary:
         lines += ["", f"One-speaker recordings (`--manifest {args.manifest}`: each adult dev speaker alone, "
                       f"up to {args.monologue_seconds:g} s):", "",
