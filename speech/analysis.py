@@ -509,7 +509,8 @@ def label_speakers(audio: np.ndarray, found: list, classifier: GenderClassifier,
                    detect_tv: bool = False, logits: Optional[dict] = None):
     """Diarization output [(start, end, speaker index)] -> (segments, speakers): each speaker
     labelled from all of its speech; with `split_classes` (not when the caller fixed the number of
-    speakers), turns of the other side of child/adult split off (CLASS_SPLIT_* above). `logits`: a
+    speakers), turns of the other side of child/adult split off (CLASS_SPLIT_* above). The speakers
+    speech.tv takes for a TV are `tv_like`, and of class `tv` only with `detect_tv`. `logits`: a
     memo of segments already judged (filled as it goes)."""
     groups = {}          # speaker key (its index; (index, class) for turns split off) -> [(span, logits, seconds)]
     for k in sorted({k for _, _, k in found}):
