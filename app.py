@@ -479,10 +479,12 @@ def turn_table(report):
 
 
 def speaker_table(report):
-    """One row per speaker: class, talk time, share of the family's speech, turns, confidence."""
+    """One row per speaker: class (with "(TV?)" when it sounds like a TV but TV detection was off),
+    talk time, share of the family's speech, turns, confidence."""
     import pandas as pd
 
-    rows = [{"화자 speaker": sp.id, "구분 class": GENDER_KO.get(sp.cls, sp.cls),
+    rows = [{"화자 speaker": sp.id,
+             "구분 class": GENDER_KO.get(sp.cls, sp.cls) + (" (TV?)" if sp.tv_like and sp.cls != "tv" else ""),
              "말한 시간 talk time": format_duration(sp.seconds),
              "비율 share": "—" if sp.cls == "tv" else f"{100 * sp.share:.1f}%", "발화 turns": sp.turns,
              "확률 prob.": f"{sp.probabilities.get(sp.label, 0):.0%}"} for sp in report.speakers]

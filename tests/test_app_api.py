@@ -343,6 +343,8 @@ def test_analyze_reports_a_tv_apart_when_asked(client, tmp_path):
     assert "TV" not in {r[1] for r in plain["data"]}, plain
     # ... and the summary says first that speakers sound like a TV, and how to leave them out.
     assert plain_summary.startswith("**⚠ TV나 라디오가 켜져 있었을 수 있습니다") and "A TV or radio was on" in plain_summary
+    marked = [r for r in plain["data"] if r[1].endswith(" (TV?)")]
+    assert marked and all(r[3] != "—" for r in marked) and len(marked) == len(tv_rows), plain
 
 
 def test_analyze_with_transcripts(client):
