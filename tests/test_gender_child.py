@@ -157,3 +157,13 @@ def test_one_child_voice_per_source_speaker(tmp_path):
         voices[bool(flag)] = [(r["f0"], r["formant_scale"]) for r in rows]
     assert voices[True][0] == voices[True][1] != voices[True][2]
     assert voices[False][0] != voices[False][1]
+    # --speed (plain resampling): one factor per source speaker with --one-voice, and the same random
+    # stream either way (the utterance drawn first keeps its factor).
+    for flag in (["--one-voice"], []):
+        out = tmp_path / ("speed-one" if flag else "speed-each")
+        cv.main(["--manifest", str(manifest), "--out", str(out), "--copies", "1", "--speed", "1.25", "1.5", "--seed", "3", *flag])
+        rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+        voices[bool(flag)] = [r["factor"] for r in rows]
+        assert all(1.25 <= f <= 1.5 for f in voices[bool(flag)])
+    assert voices[True][0] == voices[True][1] != voices[True][2] and voices[True][2] == voices[False][2]
+    assert voices[False][0] != voices[False][1] and voices[True][0] == voices[False][0]

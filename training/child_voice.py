@@ -125,7 +125,7 @@ def main(argv=None):
     p.add_argument("--exclude-note", nargs="*", default=["teen"], help="skip speakers with these notes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--one-voice", action="store_true",
-                   help="one child voice (F0, formant scale) per source speaker, as a real child has, "
+                   help="one child voice (F0, formant scale; with --speed, one factor) per source speaker, as a real child has, "
                         "instead of a new draw per utterance (conversations: training/make_conversations.py --children)")
     args = p.parse_args(argv)
 
@@ -144,7 +144,8 @@ def main(argv=None):
             jobs = [("child", k) for k in range(args.copies)] + [(g, k) for k in range(args.adult_pitch_copies)]
             for label, k in jobs:
                 if args.speed:
-                    factor = rng.uniform(*args.speed)
+                    drawn = rng.uniform(*args.speed)      # for every utterance, as below
+                    factor = voices.setdefault((r["speaker"], k), drawn) if args.one_voice else drawn
                     y, params = speed_child(a, factor), {"transform": "speed", "factor": round(factor, 3)}
                 elif label == "child":
                     drawn = draw_child(g, rng)   # for every utterance: --one-voice keeps the random stream
