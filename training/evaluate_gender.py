@@ -6,7 +6,9 @@
 Conditions: whole utterances clean and mixed with household noise (the held-out part of every
 noise clip, see train_gender.noise_part) at 10, 5 and 0 dB; 1-second crops from the middle of each
 utterance, clean and at 5 dB; with `--bands`, the whole utterances through a band limit too (`phone`:
-8 kHz, 300-3400 Hz, as a telephone line hands speech over). Methods: the model (argmax of calibrated probabilities, whole input
+8 kHz, 300-3400 Hz, as a telephone line hands speech over; `phone-gsm` etc.: then through a real
+codec; `opus16k` etc.: 16 kHz voice-message codecs). With `--route`, each utterance is labelled
+by the release the library would hand it to (telephone-band audio: the narrowband one). Methods: the model (argmax of calibrated probabilities, whole input
 as one utterance, no VAD) and the pitch baseline (median F0 of voiced frames > `--cut` Hz ->
 female; no voiced frame counts as an error). Writes `OUT.md` and `OUT.json`: accuracy per
 condition and group, per speaker, and the model's expected calibration error.
