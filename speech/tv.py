@@ -249,5 +249,7 @@ def tv_speakers(audio: np.ndarray, spans_of: dict, detector: Optional[TVDetector
     quiet under household noise loses the loudspeaker's marks that `tv_probability` listens for, but
     stays far under the family; the level rule is also what can take a parent far from the recorder
     for a TV (`detect_tv` is opt-in for that reason)."""
+    if sum(e - s for spans in spans_of.values() for s, e in spans) < MIN_TV_SECONDS:
+        return set()              # judge's answer on any scores: too little speech in all to hold a TV
     detector = detector or default_detector()
     return judge(speaker_scores(audio, spans_of, detector), detector.threshold)
