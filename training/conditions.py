@@ -145,12 +145,15 @@ def band_limit(audio: np.ndarray, low_hz: Optional[float] = None, high_hz: Optio
 def speech_codec(audio: np.ndarray, codec: str, sr: int = SAMPLE_RATE) -> np.ndarray:
     """16 kHz audio encoded with one of CODECS by ffmpeg (at the codec's rate), then read back the
     way the library reads a file (speech.audio.load_audio: libsndfile, ffmpeg for what it cannot read)."""
+    import shutil
     import subprocess
 
     from speech.audio import load_audio
 
     if codec not in CODECS:
         raise ValueError(f"Unknown codec {codec!r}; codecs = {', '.join(CODECS)}")
+    if shutil.which("ffmpeg") is None:
+        raise RuntimeError("codec conditions need ffmpeg (apt-get install ffmpeg; setup.sh installs it)")
     rate, options = CODECS[codec]
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "f32le", "-ar", str(sr), "-ac", "1",
            "-i", "pipe:0", "-ar", str(rate), *options, "pipe:1"]
