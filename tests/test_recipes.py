@@ -307,8 +307,15 @@ def test_evaluate_speakers_scores_the_analysis_with_and_without_tv_detection(cam
     md = res.with_suffix(".md").read_text(encoding="utf-8")
     assert "--systems speakers,speakers-tv" in md
     assert f"speakers/tv {int(rows['speakers']['tv_warning'])} of 1" in md
+    assert report["gender_model"] == "gender-child-ko" and "gender model gender-child-ko;" in md
     with pytest.raises(SystemExit):
         main(["--conversations", str(out / "data" / "conversations" / "dev"), "--systems", "speakers,tv-only"])
+    # --model: another gender release scores the same analysis (the female / male one never says child).
+    main(["--conversations", str(out / "data" / "conversations" / "dev"), "--variants", "tv", "--systems", "speakers",
+          "--model", "checkpoints/gender-ko", "--out", str(res)])
+    other = json.loads(res.with_suffix(".json").read_text(encoding="utf-8"))
+    assert other["gender_model"] == "gender-ko" and "--model checkpoints/gender-ko" in res.with_suffix(".md").read_text(encoding="utf-8")
+    assert other["rows"][0]["der"] == pytest.approx(rows["speakers"]["der"], abs=0.01)   # the speakers found are the same
 
 
 def test_tune_tv_measures_the_found_speakers_once_and_sweeps_the_rule(campplus, tmp_path):

@@ -17,7 +17,10 @@ child (measured: 243 vs 248 Hz median F0), so the transform sets the two indepen
 with the adult's formants kept (used to make high-pitched adult voices, e.g. a mother speaking to a
 child, which must stay adult). `speed_child(audio, factor)` is a different, cruder transform
 (plain resampling: F0, formants and tempo all scale together), kept for a second proxy test that
-the model was not trained on.
+the model was not trained on. `world_child(audio, f0, formant_scale)` sets the same two parameters
+through the WORLD vocoder (pyworld: F0 contour, spectral envelope and aperiodicity analysed, the
+contour scaled, envelope and aperiodicity stretched, then resynthesised): a third chain that shares no
+processing with the other two, so one transform can be left out of training and measured on.
 
     python -m training.child_voice --manifest data/ko-speech/train.jsonl --out data/issue-13b/child/train \
         --copies 2 --adult-pitch-copies 1
@@ -94,6 +97,31 @@ def speed_child(audio: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> np.n
     return soxr.resample(audio.astype(np.float32), sr * factor, sr).astype(np.float32)
 
 
+def world_child(audio: np.ndarray, f0: float, formant_scale: float, source_f0: float | None = None,
+                sr: int = SAMPLE_RATE) -> np.ndarray:
+    """`child_voice`'s change through the WORLD vocoder: the F0 contour scaled to a median of `f0` Hz,
+    spectral envelope and aperiodicity stretched up by `formant_scale`; same length and RMS."""
+    import pyworld
+
+    x = audio.astype(np.float64)
+    contour, times = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=600.0, frame_period=5.0)
+    contour = pyworld.stonemask(x, contour, times, sr)
+    if source_f0 is None:
+        voiced = contour[contour > 0]
+        source_f0 = float(np.median(voiced)) if len(voiced) else float("nan")
+    if not np.isfinite(source_f0) or source_f0 <= 0:
+        raise ValueError("no voiced frame: cannot measure the source pitch")
+    envelope = pyworld.cheaptrick(x, contour, times, sr)       # (frames, bins) power
+    aperiodicity = pyworld.d4c(x, contour, times, sr)
+    freqs = np.linspace(0, sr / 2, envelope.shape[1])
+    envelope = np.ascontiguousarray(warp(envelope.T, formant_scale, freqs).T)
+    aperiodicity = np.ascontiguousarray(warp(aperiodicity.T, formant_scale, freqs).T)
+    y = pyworld.synthesize(contour * (f0 / source_f0), envelope, aperiodicity, sr, frame_period=5.0)
+    y = np.pad(y, (0, max(0, len(x) - len(y))))[:len(x)]
+    rms_in, rms_out = np.sqrt(np.mean(x ** 2)), np.sqrt(np.mean(y ** 2))
+    return limit_peak(y * (rms_in / max(rms_out, 1e-9))).astype(np.float32)
+
+
 def draw_child(source_gender: str, rng: random.Random) -> tuple[float, float]:
     """(f0 Hz, formant scale) for a child-like copy. Children's formants sit ~1.15-1.35x an adult
     woman's and ~1.3-1.5x an adult man's; F0 from 230 Hz on, so pitch overlaps adult women."""
@@ -122,6 +150,8 @@ def main(argv=None):
                    help="pitch-raised copies per utterance that keep the adult formants and label")
     p.add_argument("--speed", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="use the plain-resampling transform with a factor in [LO, HI] instead")
+    p.add_argument("--world", action="store_true",
+                   help="make the child-like copies through the WORLD vocoder (world_child) instead of child_voice")
     p.add_argument("--exclude-note", nargs="*", default=["teen"], help="skip speakers with these notes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--one-voice", action="store_true",
@@ -150,8 +180,9 @@ def main(argv=None):
                 elif label == "child":
                     drawn = draw_child(g, rng)   # for every utterance: --one-voice keeps the random stream
                     cf0, alpha = voices.setdefault((r["speaker"], k), drawn) if args.one_voice else drawn
-                    y = child_voice(a, cf0, alpha, source_f0=f0)
-                    params = {"transform": "child_voice", "f0": round(cf0, 1), "formant_scale": round(alpha, 3)}
+                    make, transform = (world_child, "world") if args.world else (child_voice, "child_voice")
+                    y = make(a, cf0, alpha, source_f0=f0)
+                    params = {"transform": transform, "f0": round(cf0, 1), "formant_scale": round(alpha, 3)}
                 else:
                     cf0 = draw_adult_pitch(g, f0, rng)
                     y = child_voice(a, cf0, 1.0, source_f0=f0)

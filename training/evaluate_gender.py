@@ -15,8 +15,9 @@ condition and group, per speaker, and the model's expected calibration error.
 
 More manifests (`--manifest A B ...`) add the proxies for children from training/child_voice.py:
 groups `adult`, `teen`, `pitch-raised` (adults with raised F0, formants kept: must stay adult),
-`synthetic-child` (the training transform, on held-out speakers) and `speed-child` (plain
-resampling, a transform the model never saw). For every group the table also gives the share
+`synthetic-child` (the training transform, on held-out speakers), `speed-child` (plain
+resampling, a transform the model never saw) and `world-child` (the same change as the training
+transform through the WORLD vocoder: child_voice.py --world). For every group the table also gives the share
 called `child`; for the child groups, the rest is "child counted as a parent".
 
     python -m training.evaluate_gender --manifest data/ko-speech/dev.jsonl \
@@ -67,13 +68,22 @@ def centre_crop(a: np.ndarray, seconds: float) -> np.ndarray:
     return a[s:s + n]
 
 
+OTHER_TRANSFORMS = {"speed": "speed-child", "world": "world-child"}   # child_voice's other transforms
+
+
 def group_of(row: dict) -> str:
     note = row.get("note") or ""
     if note == "synthetic-child":
-        return "speed-child" if row.get("transform") == "speed" else "synthetic-child"
+        return OTHER_TRANSFORMS.get(row.get("transform"), "synthetic-child")
     if note in ("teen", "pitch-raised"):
         return note
     return "adult"
+
+
+def speaker_of(row: dict) -> str:
+    """The row's speaker; the children another transform made of one source are another speaker."""
+    group = group_of(row)
+    return f"{group.split('-')[0]}-{row['speaker']}" if group in OTHER_TRANSFORMS.values() else row["speaker"]
 
 
 def _path(folder) -> str:
@@ -127,7 +137,7 @@ def main(argv=None) -> dict:
     clf = GenderClassifier.load(args.model)
     rows = [r for m in args.manifest for r in read_manifest(m)]
     y = np.array([label_of(r) for r in rows])
-    speakers = [r["speaker"] if group_of(r) != "speed-child" else "speed-" + r["speaker"] for r in rows]
+    speakers = [speaker_of(r) for r in rows]
     groups = [group_of(r) for r in rows]
     full = load_utterances(rows, trim_db=0)
     trimmed = load_utterances(rows, trim_db=30)
@@ -176,7 +186,7 @@ def main(argv=None) -> dict:
 def markdown(res: dict, rows: list[dict]) -> str:
     info = {}
     for r in rows:
-        spk = r["speaker"] if group_of(r) != "speed-child" else "speed-" + r["speaker"]
+        spk = speaker_of(r)
         info.setdefault(spk, [r.get("gender"), group_of(r) if group_of(r) != "adult" else "", 0])[2] += 1
     conds = list(res["conditions"])
     lines = [f"# Gender evaluation: {res['model']}", "",

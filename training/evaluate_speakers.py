@@ -100,13 +100,14 @@ def main(argv=None):
     p.add_argument("--monologue-seconds", type=float, default=120.0)
     p.add_argument("--out", default="results/diarization_eval")
     p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one)")
+    p.add_argument("--model", default=None, help="gender release (default: the embedded one, gender-child-ko)")
     p.add_argument("--systems", default=DEFAULT_SYSTEMS,
                    help="which to score (gender-only and pitch do not depend on the speaker release)")
     args = p.parse_args(argv)
     systems = args.systems.split(",")
     if not set(systems) <= set(SYSTEMS):
         p.error(f"--systems: some of {', '.join(SYSTEMS)}, not {args.systems!r}")
-    clf, enc = GenderClassifier.load(), SpeakerEncoder.load(args.encoder)
+    clf, enc = GenderClassifier.load(args.model), SpeakerEncoder.load(args.encoder)
     folder = Path(args.conversations)
     truths = [json.loads(x) for x in open(folder / "truth.jsonl", encoding="utf-8")][:args.limit]
     rows = []
@@ -183,7 +184,7 @@ def main(argv=None):
                            "one_speaker_found": round(float(np.mean([r["speakers_found"] == 1 for r in rs])), 2)}
                     for name in SYSTEMS
                     for rs in [[r for r in mono if r["system"] == name]] if rs}
-    res = {"conversations": str(folder), "speaker_model": enc.model_name, "cpu_count": os.cpu_count(), "cpu": platform.machine(),
+    res = {"conversations": str(folder), "speaker_model": enc.model_name, "gender_model": clf.model_name, "cpu_count": os.cpu_count(), "cpu": platform.machine(),
            "load_average": [round(x, 1) for x in load], "summary": summary, "one_speaker": mono_summary,
            "rows": rows, "one_speaker_rows": mono}
     out = Path(args.out)
@@ -192,9 +193,10 @@ def main(argv=None):
     lines = ["# Who spoke: speakers vs gender-only analysis vs pitch baseline", "",
              f"`python -m training.evaluate_speakers --conversations {folder}"
              + (f" --encoder {args.encoder}" if args.encoder else "")
+             + (f" --model {args.model}" if args.model else "")
              + (f" --manifest {args.manifest}" if args.manifest else "")
              + (f" --variants {args.variants}" if args.variants != "clean,noise,tv" else "")
-             + (f" --systems {args.systems}" if args.systems != DEFAULT_SYSTEMS else "") + f"` (speaker model {enc.model_name}, "
+             + (f" --systems {args.systems}" if args.systems != DEFAULT_SYSTEMS else "") + f"` (gender model {clf.model_name}; speaker model {enc.model_name}, "
              f"{clustering(release_settings(enc))}): {len(truths)} synthetic "
              "conversations of 2-4 held-out dev speakers (training/make_conversations.py --speakers 2-4), "
              "variants clean, `noise` (household noise 10 dB SNR) and `tv` (other dev speakers through "
