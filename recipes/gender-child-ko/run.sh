@@ -9,8 +9,9 @@
 # Stages (each one a script of training/; the cards say what each shipped run took):
 #   0 prepare     speaker-disjoint train/dev manifests of ../shared/data/ko-speech
 #   1 children    synthetic children (training/child_voice.py): one child and one pitch-raised adult
-#                 copy of every adult train utterance; of the dev speakers the same, plus resampled
-#                 "children" (a transform never trained on) and one voice per speaker; teens listed
+#                 copy of every adult train utterance; of the dev speakers the same, plus two transforms
+#                 never trained on (resampled "children"; the same change through the WORLD vocoder)
+#                 and one voice per speaker; teens listed
 #   2 train       gender-ko's weights with a third label, `child`: 55 minutes of 1-3 s crops (noise,
 #                 rooms), adult crops distilled to gender-ko's female : male odds, the temperature
 #                 fitted on 10 % of the train speakers' utterances held out
@@ -58,7 +59,8 @@ if run_stage 1 children; then
     "$PY" -m training.child_voice --manifest "$dev" --out "$child/dev" --copies 1 --adult-pitch-copies 1 --seed 1
     "$PY" -m training.child_voice --manifest "$dev" --out "$child/dev-speed" --copies 1 --speed 1.25 1.5 --seed 2
     "$PY" -m training.child_voice --manifest "$dev" --out "$child/dev-one-voice" --copies 1 --one-voice --seed 1
-    grep '"teen"' "$data/train.jsonl" > "$child/teens_train.jsonl" || true
+    "$PY" -m training.child_voice --manifest "$dev" --out "$child/dev-world" --copies 1 --world --seed 1
+    grep '"teen"' "$data/train.jsonl" > "$data/teens_train.jsonl" || true   # beside train.jsonl: its audio paths are relative to it
     done_stage 1 children
 fi
 
@@ -91,8 +93,9 @@ if run_stage 4 package; then
 fi
 
 if run_stage 5 evaluate; then
-    manifests=("$dev" "$child/dev/manifest.jsonl" "$child/dev-speed/manifest.jsonl" "$child/dev-one-voice/manifest.jsonl")
-    [[ -s "$child/teens_train.jsonl" ]] && manifests+=("$child/teens_train.jsonl")
+    manifests=("$dev" "$child/dev/manifest.jsonl" "$child/dev-speed/manifest.jsonl" "$child/dev-one-voice/manifest.jsonl"
+               "$child/dev-world/manifest.jsonl")
+    [[ -s "$data/teens_train.jsonl" ]] && manifests+=("$data/teens_train.jsonl")
     for r in "$release" "$narrow"; do
         "$PY" -m training.evaluate_gender --manifest "${manifests[@]}" --noise "$NOISE" --model "$r" \
             --bands "${bands[@]}" --out "$out/results/$(basename "$r")_eval"
