@@ -200,3 +200,12 @@ def test_one_child_voice_per_source_speaker(tmp_path):
         assert all(1.25 <= f <= 1.5 for f in voices[bool(flag)])
     assert voices[True][0] == voices[True][1] != voices[True][2] and voices[True][2] == voices[False][2]
     assert voices[False][0] != voices[False][1] and voices[True][0] == voices[False][0]
+    # --world (the WORLD vocoder): the same voice draws as the training transform's, another chain.
+    out = tmp_path / "world"
+    cv.main(["--manifest", str(manifest), "--out", str(out), "--copies", "1", "--world", "--seed", "3", "--one-voice"])
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["transform"] for r in rows} == {"world"}
+    one = [json.loads(x) for x in (tmp_path / "one" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["f0"], r["formant_scale"]) for r in rows] == [(r["f0"], r["formant_scale"]) for r in one]
+    with pytest.raises(SystemExit):
+        cv.main(["--manifest", str(manifest), "--out", str(out), "--world", "--speed", "1.25", "1.5"])

@@ -158,6 +158,8 @@ def main(argv=None):
                    help="one child voice (F0, formant scale; with --speed, one factor) per source speaker, as a real child has, "
                         "instead of a new draw per utterance (conversations: training/make_conversations.py --children)")
     args = p.parse_args(argv)
+    if args.speed and args.world:
+        p.error("--speed and --world are two different transforms: give one")
 
     rng = random.Random(args.seed)
     out = Path(args.out)
