@@ -13,7 +13,7 @@ from speech.audio import SAMPLE_RATE, load_audio
 from speech.bundle import load_release, save_release
 from speech.gender import CHILD, GenderClassifier
 from speech.pitch import median_f0
-from training.child_voice import child_voice, speed_child, world_child
+from training.child_voice import child_voice, envelope_factor, speed_child, world_child
 from training.train_gender import distill_loss, holdout_split, init_from
 
 FIX = Path(__file__).parent / "fixtures" / "gender"
@@ -45,26 +45,6 @@ def test_child_voice_sets_pitch_and_keeps_length():
     assert upper_share(y) > 1.3 * upper_share(child_voice(a, f0=300.0, formant_scale=1.0))
 
 
-def spectrum_factor(a: np.ndarray, y: np.ndarray) -> float:
-    """The frequency factor k that best maps a's long-term log spectrum (louder half of the frames,
-    400 Hz - 3 kHz) onto y's: y(k f) ~ a(f). A formant change by s gives about s."""
-    import librosa
-
-    def ltas(x):
-        s = np.abs(librosa.stft(x, n_fft=1024, hop_length=256)) ** 2
-        e = s.sum(0)
-        return np.log(s[:, e > np.median(e)].mean(1) + 1e-12)
-
-    f, grid = np.linspace(0, SAMPLE_RATE / 2, 513), np.geomspace(400, 3000, 200)
-    la, ly = ltas(a), ltas(y)
-    ref = np.interp(grid, f, la) - np.interp(grid, f, la).mean()
-    def match(k):
-        z = np.interp(grid * k, f, ly)
-        z = z - z.mean()
-        return (ref * z).sum() / np.sqrt((ref ** 2).sum() * (z ** 2).sum())
-    return float(max(np.linspace(0.8, 1.8, 101), key=match))
-
-
 @pytest.mark.parametrize("path,label", ADULTS)
 def test_world_child_sets_pitch_and_formants(path, label):
     """training.child_voice.world_child (the WORLD vocoder's chain): the median F0 set, the spectral
@@ -74,8 +54,8 @@ def test_world_child_sets_pitch_and_formants(path, label):
     assert len(w) == len(a) and np.isfinite(w).all()
     assert abs(np.sqrt(np.mean(w ** 2)) / np.sqrt(np.mean(a ** 2)) - 1) < 0.05
     assert 250 < median_f0(w) < 360
-    assert 1.2 < spectrum_factor(a, w) < 1.5
-    assert 0.9 < spectrum_factor(a, world_child(a, f0=300.0, formant_scale=1.0)) < 1.1
+    assert 1.25 < envelope_factor(a, w) < 1.45
+    assert 0.95 < envelope_factor(a, world_child(a, f0=300.0, formant_scale=1.0)) < 1.05
 
 
 @pytest.mark.parametrize("path,label", ADULTS)
@@ -171,7 +151,7 @@ def test_default_model_is_the_child_release_calibrated_without_dev_speakers():
     assert calib and calib <= set(prov["train_speakers"]) and not calib & set(prov["dev_speakers"])
 
 
-def test_one_child_voice_per_source_speaker(tmp_path):
+def test_one_child_voice_per_source_speaker(tmp_path, capsys):
     """child_voice --one-voice: every utterance of one source speaker gets the same child voice (the
     conversations' child), without it a new one each."""
     from training import child_voice as cv
@@ -209,3 +189,9 @@ def test_one_child_voice_per_source_speaker(tmp_path):
     assert [(r["f0"], r["formant_scale"]) for r in rows] == [(r["f0"], r["formant_scale"]) for r in one]
     with pytest.raises(SystemExit):
         cv.main(["--manifest", str(manifest), "--out", str(out), "--world", "--speed", "1.25", "1.5"])
+    # --check-envelope: each utterance's envelope factor through both transforms, nothing written.
+    capsys.readouterr()
+    cv.main(["--manifest", str(manifest), "--out", str(tmp_path / "none"), "--check-envelope"])
+    checks = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [c["utt"] for c in checks] == [c.stem for c in clips] and not (tmp_path / "none").exists()
+    assert all(1.25 < c["world_child_1.35"] < 1.45 and 0.95 < c["world_child_1.0"] < 1.05 for c in checks)

@@ -122,6 +122,31 @@ def world_child(audio: np.ndarray, f0: float, formant_scale: float, source_f0: f
     return limit_peak(y * (rms_in / max(rms_out, 1e-9))).astype(np.float32)
 
 
+def envelope_factor(adult: np.ndarray, child: np.ndarray, sr: int = SAMPLE_RATE) -> float:
+    """The factor k that best maps the adult's mean log spectral envelope onto the child's
+    (child(k f) ~ adult(f), 300 Hz - 4 kHz, k in 0.8-1.8), both estimated over voiced frames by
+    WORLD's F0-adaptive `cheaptrick`: a formant scale s done right gives about s at any pitch."""
+    import pyworld
+
+    def envelope(x):
+        x = x.astype(np.float64)
+        contour, times = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=600.0, frame_period=5.0)
+        contour = pyworld.stonemask(x, contour, times, sr)
+        env = pyworld.cheaptrick(x, contour, times, sr)[contour > 0]
+        return np.log(env.mean(0) + 1e-12)
+
+    freqs, grid = np.linspace(0, sr / 2, 513), np.geomspace(300.0, 4000.0, 300)
+    ref = np.interp(grid, freqs, envelope(adult))
+    ref = ref - ref.mean()
+    out = envelope(child)
+
+    def match(k):
+        z = np.interp(grid * k, freqs, out)
+        z = z - z.mean()
+        return float((ref * z).sum() / np.sqrt((ref ** 2).sum() * (z ** 2).sum()))
+    return float(max(np.linspace(0.8, 1.8, 101), key=match))
+
+
 def draw_child(source_gender: str, rng: random.Random) -> tuple[float, float]:
     """(f0 Hz, formant scale) for a child-like copy. Children's formants sit ~1.15-1.35x an adult
     woman's and ~1.3-1.5x an adult man's; F0 from 230 Hz on, so pitch overlaps adult women."""
@@ -157,9 +182,20 @@ def main(argv=None):
     p.add_argument("--one-voice", action="store_true",
                    help="one child voice (F0, formant scale; with --speed, one factor) per source speaker, as a real child has, "
                         "instead of a new draw per utterance (conversations: training/make_conversations.py --children)")
+    p.add_argument("--check-envelope", action="store_true",
+                   help="write nothing; per utterance, the envelope_factor of child_voice's and world_child's "
+                        "children (F0 300 Hz, formant scale 1.35, and 1.0) as JSON lines")
     args = p.parse_args(argv)
     if args.speed and args.world:
         p.error("--speed and --world are two different transforms: give one")
+    if args.check_envelope:
+        for r in read_manifest(args.manifest):
+            a = load_audio(r["audio"])
+            f0 = median_f0(a)
+            print(json.dumps({"utt": r["utt"], "gender": normalize_gender(r["gender"]), "f0": round(float(f0), 1),
+                              **{f"{make.__name__}_{s}": round(envelope_factor(a, make(a, 300.0, s, source_f0=f0)), 2)
+                                 for make in (child_voice, world_child) for s in (1.35, 1.0)}}))
+        return
 
     rng = random.Random(args.seed)
     out = Path(args.out)
