@@ -21,6 +21,8 @@ the model was not trained on. `world_child(audio, f0, formant_scale)` sets the s
 through the WORLD vocoder (pyworld: F0 contour, spectral envelope and aperiodicity analysed, the
 contour scaled, envelope and aperiodicity stretched, then resynthesised): a third chain that shares no
 processing with the other two, so one transform can be left out of training and measured on.
+`envelope_factor(adult, child)` measures how far a transform stretched the adult's spectral
+envelope (`--check-envelope`: results/child_transform_envelopes.md; `child_voice` does not for men).
 
     python -m training.child_voice --manifest data/ko-speech/train.jsonl --out data/issue-13b/child/train \
         --copies 2 --adult-pitch-copies 1
