@@ -99,6 +99,14 @@ def speed_child(audio: np.ndarray, factor: float, sr: int = SAMPLE_RATE) -> np.n
     return soxr.resample(audio.astype(np.float32), sr * factor, sr).astype(np.float32)
 
 
+def world_f0(x: np.ndarray, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
+    """WORLD's F0 contour (dio refined by stonemask, 5 ms frames, 60-600 Hz; 0 = unvoiced) and its times."""
+    import pyworld
+
+    contour, times = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=600.0, frame_period=5.0)
+    return pyworld.stonemask(x, contour, times, sr), times
+
+
 def world_child(audio: np.ndarray, f0: float, formant_scale: float, source_f0: float | None = None,
                 sr: int = SAMPLE_RATE) -> np.ndarray:
     """`child_voice`'s change through the WORLD vocoder: the F0 contour scaled to a median of `f0` Hz,
@@ -106,8 +114,7 @@ def world_child(audio: np.ndarray, f0: float, formant_scale: float, source_f0: f
     import pyworld
 
     x = audio.astype(np.float64)
-    contour, times = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=600.0, frame_period=5.0)
-    contour = pyworld.stonemask(x, contour, times, sr)
+    contour, times = world_f0(x, sr)
     if source_f0 is None:
         voiced = contour[contour > 0]
         source_f0 = float(np.median(voiced)) if len(voiced) else float("nan")
@@ -132,8 +139,7 @@ def envelope_factor(adult: np.ndarray, child: np.ndarray, sr: int = SAMPLE_RATE)
 
     def envelope(x):
         x = x.astype(np.float64)
-        contour, times = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=600.0, frame_period=5.0)
-        contour = pyworld.stonemask(x, contour, times, sr)
+        contour, times = world_f0(x, sr)
         env = pyworld.cheaptrick(x, contour, times, sr)[contour > 0]
         return np.log(env.mean(0) + 1e-12)
 
