@@ -113,11 +113,12 @@ def world_child(audio: np.ndarray, f0: float, formant_scale: float, source_f0: f
     spectral envelope and aperiodicity stretched up by `formant_scale`; same length and RMS."""
     import pyworld
 
+    if source_f0 is None:
+        from speech.pitch import median_f0
+
+        source_f0 = median_f0(audio)            # as child_voice measures it
     x = audio.astype(np.float64)
     contour, times = world_f0(x, sr)
-    if source_f0 is None:
-        voiced = contour[contour > 0]
-        source_f0 = float(np.median(voiced)) if len(voiced) else float("nan")
     if not np.isfinite(source_f0) or source_f0 <= 0:
         raise ValueError("no voiced frame: cannot measure the source pitch")
     envelope = pyworld.cheaptrick(x, contour, times, sr)       # (frames, bins) power
@@ -177,7 +178,7 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="folder for the FLACs and manifest.jsonl (not with --check-envelope)")
     p.add_argument("--copies", type=int, default=2, help="child-like copies per utterance")
     p.add_argument("--adult-pitch-copies", type=int, default=0,
                    help="pitch-raised copies per utterance that keep the adult formants and label")
@@ -196,6 +197,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.speed and args.world:
         p.error("--speed and --world are two different transforms: give one")
+    if not args.out and not args.check_envelope:
+        p.error("--out is needed (unless --check-envelope)")
     if args.check_envelope:
         for r in read_manifest(args.manifest):
             a = load_audio(r["audio"])
