@@ -187,6 +187,16 @@ def test_one_child_voice_per_source_speaker(tmp_path, capsys):
     assert {r["transform"] for r in rows} == {"world"}
     one = [json.loads(x) for x in (tmp_path / "one" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["f0"], r["formant_scale"]) for r in rows] == [(r["f0"], r["formant_scale"]) for r in one]
+    # with --adult-pitch-copies, the pitch-raised adults go through WORLD too (the vocoder alone is no
+    # cue for `child`): the adult's label and envelope, a higher F0.
+    out = tmp_path / "world-adults"
+    cv.main(["--manifest", str(manifest), "--out", str(out), "--copies", "0", "--adult-pitch-copies", "1", "--world"])
+    rows = [json.loads(x) for x in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["gender"], r["transform"]) for r in rows] == [("female", "world_pitch_only")] * 2 + [("male", "world_pitch_only")]
+    for r, c in zip(rows, clips):
+        a, y = load_audio(str(c)), load_audio(str(out / r["audio"]))
+        assert r["f0"] > r["source_f0"] and median_f0(y) > 1.05 * median_f0(a)
+        assert 0.93 < envelope_factor(a, y) < 1.07
     with pytest.raises(SystemExit):
         cv.main(["--manifest", str(manifest), "--out", str(out), "--world", "--speed", "1.25", "1.5"])
     # --check-envelope: each utterance's envelope factor through both transforms, nothing written.

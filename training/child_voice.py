@@ -185,7 +185,7 @@ def main(argv=None):
     p.add_argument("--speed", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="use the plain-resampling transform with a factor in [LO, HI] instead")
     p.add_argument("--world", action="store_true",
-                   help="make the child-like copies through the WORLD vocoder (world_child) instead of child_voice")
+                   help="make the child-like (and pitch-raised) copies through the WORLD vocoder (world_child) instead of child_voice")
     p.add_argument("--exclude-note", nargs="*", default=["teen"], help="skip speakers with these notes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--one-voice", action="store_true",
@@ -234,8 +234,9 @@ def main(argv=None):
                     params = {"transform": transform, "f0": round(cf0, 1), "formant_scale": round(alpha, 3)}
                 else:
                     cf0 = draw_adult_pitch(g, f0, rng)
-                    y = child_voice(a, cf0, 1.0, source_f0=f0)
-                    params = {"transform": "pitch_only", "f0": round(cf0, 1), "formant_scale": 1.0}
+                    make, transform = (world_child, "world_pitch_only") if args.world else (child_voice, "pitch_only")
+                    y = make(a, cf0, 1.0, source_f0=f0)
+                    params = {"transform": transform, "f0": round(cf0, 1), "formant_scale": 1.0}
                 name = f"{r['utt']}.{label}{k}.flac"
                 sf.write(str(out / name), y, SAMPLE_RATE, subtype="PCM_16")
                 man.write(json.dumps({
