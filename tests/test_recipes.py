@@ -184,10 +184,16 @@ def test_gender_child_recipe_writes_both_releases_and_the_default_hands_telephon
     assert a["provenance"]["init"] == a["provenance"]["distill"] == "checkpoints/gender-ko"
     assert b["provenance"]["init"] == b["provenance"]["band_teacher"] == str(out / "exp" / "gc" / "release")
     assert b["provenance"]["train_config"]["band_prob"] == 0.5
-    # The children stage made synthetic children of the train speakers, and the train stage used them.
-    children = [json.loads(line) for line in open(out / "data" / "child" / "train" / "manifest.jsonl", encoding="utf-8")]
-    assert {r["gender"] for r in children} == {"child", "female", "male"}     # children and pitch-raised adults
-    assert a["provenance"]["train_config"]["extra_train"] == [str(out / "data" / "child" / "train" / "manifest.jsonl")]
+    # The children stage made synthetic children of the train speakers through both vocoders, and the
+    # train stage used both.
+    made = {}
+    for kind in ("train", "train-world"):
+        rows = [json.loads(line) for line in open(out / "data" / "child" / kind / "manifest.jsonl", encoding="utf-8")]
+        assert {r["gender"] for r in rows} == {"child", "female", "male"}     # children and pitch-raised adults
+        made[kind] = {r["transform"] for r in rows}
+    assert made == {"train": {"child_voice", "pitch_only"}, "train-world": {"world", "world_pitch_only"}}
+    assert a["provenance"]["train_config"]["extra_train"] == [
+        str(out / "data" / "child" / kind / "manifest.jsonl") for kind in ("train", "train-world")]
     # Both evaluated, through the band limits too.
     for folder in (main, narrow):
         report = json.loads((out / "results" / f"{folder.name}_eval.json").read_text(encoding="utf-8"))

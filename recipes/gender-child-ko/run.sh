@@ -9,9 +9,10 @@
 # Stages (each one a script of training/; the cards say what each shipped run took):
 #   0 prepare     speaker-disjoint train/dev manifests of ../shared/data/ko-speech
 #   1 children    synthetic children (training/child_voice.py): one child and one pitch-raised adult
-#                 copy of every adult train utterance; of the dev speakers the same, plus two transforms
-#                 never trained on (resampled "children"; the same change through the WORLD vocoder)
-#                 and one voice per speaker; teens listed
+#                 copy of every adult train utterance, made twice (child_voice's phase vocoder; the
+#                 WORLD vocoder); of the dev speakers: the same through child_voice, children through
+#                 WORLD, resampled "children" (a transform never trained on), one child voice per
+#                 speaker; teens listed
 #   2 train       gender-ko's weights with a third label, `child`: 55 minutes of 1-3 s crops (noise,
 #                 rooms), adult crops distilled to gender-ko's female : male odds, the temperature
 #                 fitted on 10 % of the train speakers' utterances held out
@@ -56,6 +57,7 @@ fi
 if run_stage 1 children; then
     rm -rf "$child"
     "$PY" -m training.child_voice --manifest "$train" --out "$child/train" --copies 1 --adult-pitch-copies 1 --seed 0
+    "$PY" -m training.child_voice --manifest "$train" --out "$child/train-world" --copies 1 --adult-pitch-copies 1 --world --seed 0
     "$PY" -m training.child_voice --manifest "$dev" --out "$child/dev" --copies 1 --adult-pitch-copies 1 --seed 1
     "$PY" -m training.child_voice --manifest "$dev" --out "$child/dev-speed" --copies 1 --speed 1.25 1.5 --seed 2
     "$PY" -m training.child_voice --manifest "$dev" --out "$child/dev-one-voice" --copies 1 --one-voice --seed 1
@@ -64,7 +66,7 @@ if run_stage 1 children; then
     done_stage 1 children
 fi
 
-common=(--train "$train" --dev "$dev" --extra-train "$child/train/manifest.jsonl" --exclude-note teen
+common=(--train "$train" --dev "$dev" --extra-train "$child/train/manifest.jsonl" "$child/train-world/manifest.jsonl" --exclude-note teen
         --distill "$GENDER_KO" --distill-weight 1.0 --calib-holdout 0.1 --noise "$NOISE"
         --crop-min 1.0 --crop-max 3.0 --threads "$threads")
 
