@@ -437,7 +437,12 @@ CLASS_SPLIT_CONFIDENCE = 0.9
 # results/diarization_mixed.md): with a TV, DER 10.63 -> 10.01%, female-share error 1.62 -> 1.58 pp
 # (worst file 10.07 -> 7.44), speaker count right in 79 -> 88% of the files; no clean or noisy file
 # changed. 0.88-0.95 at 0.15 measured alike; at 0.95 / 0.2 a real speaker was taken (worst 18.5 pp).
-MIXED_CONFIDENCE = 0.92
+# 0.96 since session 25's gender-child-ko, which is surer of a mixed cluster's louder voice (0.954 of
+# the female + male sum in tests/test_speakers.py::test_a_mixed_voice_is_no_one, the release before
+# 0.906; real parents there 0.995+). Not re-tuned on the train conversations; on the TV variants
+# of the dev and family conversations (20 files) 0.96 gives 0.92's numbers file for file
+# (results/mixed_confidence_096_{dev,family}_tv.md against results/gender_child_conversations_s25_*.md).
+MIXED_CONFIDENCE = 0.96
 MIXED_SHARE = 0.15
 
 

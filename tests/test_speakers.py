@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speech.analysis import analyze
+from speech.analysis import MIXED_CONFIDENCE, analyze
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.bundle import load_bundle
 from speech.diarize import DiarizationSettings, count_voices, diarize, release_settings
@@ -483,7 +483,7 @@ def test_a_mixed_voice_is_no_one(clf, enc):
     _, speakers = label_speakers(audio, found, clf)
     pair = {sp.id: max(sp.probabilities["female"], sp.probabilities["male"])
             / (sp.probabilities["female"] + sp.probabilities["male"]) for sp in speakers}
-    assert max(pair[f"S{k + 1}"] for k in mixed) < 0.92 < min(pair["S1"], pair["S2"])
+    assert max(pair[f"S{k + 1}"] for k in mixed) < MIXED_CONFIDENCE < min(pair["S1"], pair["S2"])
     assert mixed_voices(audio, found, clf) == mixed
     assert mixed_voices(audio, found, clf, confidence=min(pair.values()) - 0.01) == []
     assert mixed_voices(audio, found, clf, share=0.01) == []

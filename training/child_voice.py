@@ -20,7 +20,9 @@ child, which must stay adult). `speed_child(audio, factor)` is a different, crud
 the model was not trained on. `world_child(audio, f0, formant_scale)` sets the same two parameters
 through the WORLD vocoder (pyworld: F0 contour, spectral envelope and aperiodicity analysed, the
 contour scaled, envelope and aperiodicity stretched, then resynthesised): a third chain that shares no
-processing with the other two, so one transform can be left out of training and measured on.
+processing with the other two, so one transform can be left out of training and measured on
+(`--world` makes every copy, children and pitch-raised adults, through it; the shipped
+gender-child-ko trains on `child_voice`'s and `world_child`'s copies and leaves `speed_child` out).
 `envelope_factor(adult, child)` measures how far a transform stretched the adult's spectral
 envelope (`--check-envelope`: results/child_transform_envelopes.md; `child_voice` does not for men).
 
@@ -213,6 +215,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for r in read_manifest(args.manifest) if (r.get("note") or "") not in args.exclude_note]
     n, voices = 0, {}
+    make, child_name, pitch_name = ((world_child, "world", "world_pitch_only") if args.world
+                                    else (child_voice, "child_voice", "pitch_only"))
     with open(out / "manifest.jsonl", "w", encoding="utf-8") as man:
         for r in rows:
             a = load_audio(r["audio"])
@@ -229,14 +233,12 @@ def main(argv=None):
                 elif label == "child":
                     drawn = draw_child(g, rng)   # for every utterance: --one-voice keeps the random stream
                     cf0, alpha = voices.setdefault((r["speaker"], k), drawn) if args.one_voice else drawn
-                    make, transform = (world_child, "world") if args.world else (child_voice, "child_voice")
                     y = make(a, cf0, alpha, source_f0=f0)
-                    params = {"transform": transform, "f0": round(cf0, 1), "formant_scale": round(alpha, 3)}
+                    params = {"transform": child_name, "f0": round(cf0, 1), "formant_scale": round(alpha, 3)}
                 else:
                     cf0 = draw_adult_pitch(g, f0, rng)
-                    make, transform = (world_child, "world_pitch_only") if args.world else (child_voice, "pitch_only")
                     y = make(a, cf0, 1.0, source_f0=f0)
-                    params = {"transform": transform, "f0": round(cf0, 1), "formant_scale": 1.0}
+                    params = {"transform": pitch_name, "f0": round(cf0, 1), "formant_scale": 1.0}
                 name = f"{r['utt']}.{label}{k}.flac"
                 sf.write(str(out / name), y, SAMPLE_RATE, subtype="PCM_16")
                 man.write(json.dumps({
