@@ -167,6 +167,7 @@ def test_gender_recipe_writes_a_calibrated_release_that_classifies_a_real_clip(g
 def test_gender_child_recipe_writes_both_releases_and_the_default_hands_telephone_audio_to_the_other(gender_child):
     """gender-child-ko and its narrowband release, regenerated together: the first names the second
     and finds it beside itself; the second started from the first and learned from its answers."""
+    from speech.analysis import mixed_rule
     from speech.band import narrowband_used
     from training.conditions import band_condition
 
@@ -194,6 +195,10 @@ def test_gender_child_recipe_writes_both_releases_and_the_default_hands_telephon
     assert made == {"train": {"child_voice", "pitch_only"}, "train-world": {"world", "world_pitch_only"}}
     assert a["provenance"]["train_config"]["extra_train"] == [
         str(out / "data" / "child" / kind / "manifest.jsonl") for kind in ("train", "train-world")]
+    # Stage 4 chose gender-child-ko's mixed-voice rule on conversations of train speakers and wrote it in.
+    chosen = json.loads((out / "results" / "mixed_voices.json").read_text(encoding="utf-8"))["chosen"]
+    assert a["mixed_voice"]["confidence"] == chosen["confidence"] in (0.0, 0.96) and "mixed_voice" not in b
+    assert mixed_rule(GenderClassifier.load(str(main))) == {"confidence": chosen["confidence"], "share": chosen["share"]}
     # Both evaluated, through the band limits too.
     for folder in (main, narrow):
         report = json.loads((out / "results" / f"{folder.name}_eval.json").read_text(encoding="utf-8"))
@@ -274,7 +279,7 @@ def test_tune_mixed_scores_the_recipes_train_conversations(campplus, tmp_path):
     from speech.diarize import assign, release_settings
     from speech.speaker import SpeakerEncoder
     from training.diarization import annotation, der_metric, reference
-    from training.tune_mixed import main
+    from training.tune_mixed import choose, main
 
     out, _ = campplus
     conv, cache = out / "data" / "conversations" / "train", out / "exp" / "speaker" / "cache" / "train"
@@ -283,6 +288,11 @@ def test_tune_mixed_scores_the_recipes_train_conversations(campplus, tmp_path):
     res = json.loads((tmp_path / "mixed.json").read_text(encoding="utf-8"))
     assert len(res["rows"]) == 2 * 2 * 2 and [r["confidence"] for r in res["summary"]] == [0.0, 0.92]
     assert "| none taken out |" in (tmp_path / "mixed.md").read_text(encoding="utf-8")
+    # The pair chosen has the lowest share error; among pairs that measure alike, the middle one.
+    share = {r["confidence"]: np.mean([r[v]["share_error_pp"] for v in ("tv", "clean")]) for r in res["summary"]}
+    assert res["chosen"] == choose(res["summary"], ["tv", "clean"]) and share[res["chosen"]["confidence"]] == min(share.values())
+    alike = [{**res["summary"][0], "confidence": c} for c in (0.9, 0.95, 0.97, 0.99)]
+    assert choose(alike, ["tv", "clean"])["confidence"] == 0.95
     enc = SpeakerEncoder.load()
     truths = {t["name"]: t for t in map(json.loads, (conv / "truth.jsonl").read_text(encoding="utf-8").splitlines())}
     for r in res["rows"]:

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speech.analysis import MIXED_CONFIDENCE, analyze
+from speech.analysis import analyze, mixed_rule
 from speech.audio import SAMPLE_RATE, load_audio
 from speech.bundle import load_bundle
 from speech.diarize import DiarizationSettings, count_voices, diarize, release_settings
@@ -455,11 +455,13 @@ def test_a_speaker_taken_out_gives_its_windows_to_the_others(enc):
 
 
 def test_a_mixed_voice_is_no_one(clf, enc):
-    """A man and a woman we never hear alone talk at once, twice, in a conversation of a father
-    and a mother: those windows cluster apart from the parents (one speaker or more, the shipped
-    encoder: two) whose speech is neither clearly female nor male (a TV under a parent's quiet
-    sentences makes such clusters). The analysis takes them out: two speakers, the father and the
-    mother, and no speech lost."""
+    """A man and a woman we never hear alone talk at once, twice and at one level, in a conversation
+    of a father and a mother: those windows cluster apart from the parents (one speaker or more)
+    whose speech is neither clearly female nor male (a TV under a parent's quiet sentences makes
+    such clusters). The analysis takes them out: two speakers, the father and the mother, and no
+    speech lost. (With the woman 2 dB under the man, gender-child-ko calls that cluster male at
+    0.954, surer than a real quiet speaker of a TV conversation of train speakers: the tuned rule
+    keeps such a cluster, results/mixed_voices_s26.md.)"""
     from speech.analysis import find_speech, label_speakers, mixed_voices
     from speech.diarize import diarization
 
@@ -469,7 +471,8 @@ def test_a_mixed_voice_is_no_one(clf, enc):
     father = [clip(G / "emh00305.flac"), clip(EX / "ko_male_emh00003.flac")]
     mother = [clip(G / "ava00021.flac"), clip(EX / "ko_female_ava00013.flac")]
     a, b = clip(G / "emf00002.flac"), clip(G / "avc00010.flac")
-    both = a[:min(len(a), len(b))] + b[:min(len(a), len(b))]
+    a, b = a[:min(len(a), len(b))], b[:min(len(a), len(b))]
+    both = a + b * np.sqrt(np.mean(a ** 2) / np.mean(b ** 2))        # at one level: neither voice leads
     seq = [father[0], mother[0], father[1], mother[1]] * 3 + [both, father[0], mother[1], both] + [father[1], mother[0]] * 2
     gap = np.zeros(SAMPLE_RATE * 6 // 10, np.float32)
     audio = np.concatenate([x for clip_ in seq for x in (clip_, gap)]).astype(np.float32)
@@ -483,8 +486,14 @@ def test_a_mixed_voice_is_no_one(clf, enc):
     _, speakers = label_speakers(audio, found, clf)
     pair = {sp.id: max(sp.probabilities["female"], sp.probabilities["male"])
             / (sp.probabilities["female"] + sp.probabilities["male"]) for sp in speakers}
-    assert max(pair[f"S{k + 1}"] for k in mixed) < MIXED_CONFIDENCE < min(pair["S1"], pair["S2"])
+    rule = mixed_rule(clf)               # the release's own (config.json `mixed_voice`, tuned by its recipe)
+    assert clf.config["mixed_voice"]["confidence"] == rule["confidence"]
+    assert max(pair[f"S{k + 1}"] for k in mixed) < rule["confidence"] < min(pair["S1"], pair["S2"])
     assert mixed_voices(audio, found, clf) == mixed
+    # The rule travels with the gender release: one that says a lower confidence keeps these voices.
+    lower = GenderClassifier(clf.model, clf.features, {**clf.config, "mixed_voice": {
+        "confidence": max(pair[f"S{k + 1}"] for k in mixed) - 0.01, "share": rule["share"]}}, clf.folder)
+    assert mixed_voices(audio, found, lower) == []
     assert mixed_voices(audio, found, clf, confidence=min(pair.values()) - 0.01) == []
     assert mixed_voices(audio, found, clf, share=0.01) == []
     assert mixed_voices(audio, [(s, e, 0) for s, e, k in found if k in mixed], clf, share=2.0) == []   # never everyone
@@ -492,5 +501,6 @@ def test_a_mixed_voice_is_no_one(clf, enc):
     rep = analyze((SAMPLE_RATE, audio), clf, encoder=enc)
     assert [(sp.id, sp.cls) for sp in rep.speakers] == [("S1", "male"), ("S2", "female")], rep.summary()
     assert rep.speech_seconds == pytest.approx(sum(e - s for s, e, _ in found))
+    assert rep.settings["mixed_voices"] == rule
     fixed = analyze((SAMPLE_RATE, audio), clf, encoder=enc, speakers=3)     # a count the caller fixed stands
     assert len(fixed.speakers) == 3

@@ -1,5 +1,5 @@
-"""Choose when a speaker is a mixed voice (speech/analysis.py's MIXED_CONFIDENCE and MIXED_SHARE)
-on conversations of TRAIN speakers.
+"""Choose when a speaker is a mixed voice (speech.analysis.mixed_rule: a gender release's
+`mixed_voice` confidence and share) on conversations of TRAIN speakers.
 
     python -m training.tune_mixed --conversations data/13/conv-train,data/13/conv-train2 \
         --caches data/13/cache-train,data/13/cache-train2 --variants tv,clean,noise \
@@ -12,6 +12,11 @@ CONFIDENCE/SHARE pair of the grid (0/0: no speaker is taken out), the mixed voic
 labels them. Scored per variant as training/evaluate_speakers.py scores the analysis: DER, the
 adult female share's error (mean and worst file), wrong-gender time, files whose number of speakers
 is right, and, in conversations with a child, child speech labelled as a parent.
+
+`--write` puts the chosen pair into the `--gender` release's config.json (`mixed_voice`), where
+speech.analysis reads it (recipes/gender-child-ko stage 4). The choice (`choose`): the lowest
+female-share error (mean over files and variants), then the lowest DER; pairs that tie (to 0.01)
+form a plateau, and its middle pair in grid order is taken, away from both of its edges.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import numpy as np
 
 from speech.analysis import label_diarization
 from speech.audio import load_audio
+from speech.bundle import load_bundle, save_bundle
 from speech.diarize import Diarization, release_settings
 from speech.gender import GenderClassifier
 from speech.level import level_gain_db
@@ -42,6 +48,16 @@ def analyse(audio, d: Diarization, clf, logits: dict, confidence: float, share: 
             f / (f + m) if f + m else 0.0)
 
 
+def choose(summary: list, variants: list) -> dict:
+    """The grid pair to ship from tune_mixed's summary rows (the module's docstring says how)."""
+    def key(row):
+        return (round(float(np.mean([row[v]["share_error_pp"] for v in variants])), 2),
+                round(float(np.mean([row[v]["der"] for v in variants])), 2))
+    best = min(key(r) for r in summary)
+    plateau = [r for r in summary if key(r) == best]
+    return plateau[(len(plateau) - 1) // 2]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--conversations", required=True, help="folders of make_conversations, comma-separated")
@@ -52,8 +68,12 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="only the first N conversations of each folder")
     p.add_argument("--gender", default=None, help="gender classifier release (default: the embedded one)")
     p.add_argument("--encoder", default=None, help="speaker release (default: the embedded one); caches are its own")
+    p.add_argument("--write", action="store_true",
+                   help="write the chosen pair into the --gender release folder's config.json (mixed_voice)")
     p.add_argument("--out", default="results/diarization_mixed")
     args = p.parse_args(argv)
+    if args.write and not (args.gender and Path(args.gender).is_dir()):
+        p.error("--write needs --gender: a release folder")
     folders = [Path(x) for x in args.conversations.split(",")]
     caches = args.caches.split(",") if args.caches else [None] * len(folders)
     if len(caches) != len(folders):
@@ -94,10 +114,11 @@ def main(argv=None):
             if kids:
                 row[v]["child_as_parent"] = round(float(np.mean(kids)), 2)
         summary.append(row)
+    chosen = choose(summary, variants)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"conversations": args.conversations, "variants": variants,
-                                                    "summary": summary, "rows": rows}, indent=2) + "\n")
+                                                    "summary": summary, "chosen": chosen, "rows": rows}, indent=2) + "\n")
     command = " ".join(sys.argv[1:] if argv is None else argv)
     lines = ["# Mixed voices: when a speaker is taken out", "",
              f"`python -m training.tune_mixed {command}`", "",
@@ -115,6 +136,14 @@ def main(argv=None):
                          + (f" / {c['child_as_parent']:.2f}" if "child_as_parent" in c else ""))
         name = "none taken out" if not row["confidence"] else f"{row['confidence']} / {row['share']}"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"Chosen (lowest share error, then DER; the middle of a tie): {chosen['confidence']} / {chosen['share']}"
+              + (f", written into {args.gender}/config.json" if args.write else "") + "."]
+    if args.write:
+        bundle = load_bundle(args.gender, weights=False)
+        save_bundle(args.gender, bundle.with_info(mixed_voice={
+            "confidence": chosen["confidence"], "share": chosen["share"],
+            "chosen_by": f"training/tune_mixed.py on {len(rows) // len(grid)} files of conversations of train "
+                         f"speakers ({', '.join(variants)}); grid {args.grid}"}))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -18,7 +18,9 @@
 #                 fitted on 10 % of the train speakers' utterances held out
 #   3 narrowband  stage 2's release fine-tuned 20 minutes with half of the crops band-limited, each
 #                 taught to answer as stage 2's release does on the full band
-#   4 package     -> OUT/gender-child-ko (naming gender-child-ko-narrowband) and OUT/gender-child-ko-narrowband
+#   4 package     -> OUT/gender-child-ko (naming gender-child-ko-narrowband) and OUT/gender-child-ko-narrowband;
+#                 gender-child-ko's mixed-voice rule (speech.analysis.mixed_rule: when a small speaker
+#                 is two voices at once) chosen on conversations of train speakers (training/tune_mixed.py)
 #   5 evaluate    both releases on held-out adults, teens and children, in noise, 1 s crops and through
 #                 band limits, against the pitch baseline
 #   6 install     copy both into checkpoints/ (model cards kept; only with --install)
@@ -43,9 +45,13 @@ release="$out/gender-child-ko"; narrow="$out/gender-child-ko-narrowband"
 bands=(phone lowpass3400 lowpass4000 lowpass5500 highpass200 highpass300)
 if [[ "$budget" == full ]]; then
     main_flags=(--minutes 55 --eval-every 500); band_flags=(--minutes 20 --eval-every 250)
+    conversations=(--speakers 2-4 --turns 16); n_conv=(16 40)   # 56 conversations of 2-4 train speakers
+    mixed_grid=0/0,0.92/0.15,0.94/0.15,0.95/0.15,0.96/0.15,0.97/0.15,0.98/0.15
 else
     main_flags=(--minutes 0 --steps 4 --batch-size 6 --eval-every 2)
     band_flags=(--minutes 0 --steps 3 --batch-size 6 --eval-every 2)
+    conversations=(--speakers 2-2 --turns 4); n_conv=(1 1)
+    mixed_grid=0/0,0.96/0.15
     bands=(phone highpass300)
 fi
 
@@ -91,6 +97,13 @@ if run_stage 4 package; then
     mkdir -p "$release" "$narrow"
     cp "$exp_main/release"/config.json "$exp_main/release"/model.safetensors "$release/"
     cp "$exp_band/release"/config.json "$exp_band/release"/model.safetensors "$narrow/"
+    rm -rf "$data/conversations"
+    "$PY" -m training.make_conversations --manifest "$train" --noise "$NOISE" --out "$data/conversations/train" \
+        --n "${n_conv[0]}" --seed 1 "${conversations[@]}"
+    "$PY" -m training.make_conversations --manifest "$train" --noise "$NOISE" --out "$data/conversations/train2" \
+        --n "${n_conv[1]}" --seed 3 "${conversations[@]}"
+    "$PY" -m training.tune_mixed --conversations "$data/conversations/train,$data/conversations/train2" \
+        --gender "$release" --grid "$mixed_grid" --write --out "$out/results/mixed_voices"
     done_stage 4 package
 fi
 
