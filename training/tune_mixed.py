@@ -15,7 +15,7 @@ is right, and, in conversations with a child, child speech labelled as a parent.
 
 `--write` puts the chosen pair into the `--gender` release's config.json (`mixed_voice`), where
 speech.analysis reads it (recipes/gender-child-ko stage 4). The choice (`choose`): the lowest
-female-share error (mean over files and variants), then the lowest DER; pairs that tie (to 0.01)
+female-share error (mean over files and variants), then the lowest DER; pairs equal in both (to 0.01)
 form a plateau, and its middle pair in grid order is taken, away from both of its edges.
 """
 from __future__ import annotations
